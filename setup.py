@@ -1,0 +1,72 @@
+"""Packaging for mlops-workbench: metadata from nbdev's settings.ini, requirements here with their reasons."""
+from configparser import ConfigParser
+from pathlib import Path
+
+import setuptools
+
+cfg = ConfigParser(delimiters=["="])
+cfg.read(Path(__file__).parent / "settings.ini")
+cfg = cfg["DEFAULT"]
+
+requirements = [
+    # nbdev 2 reads settings.ini (nbdev 3 rejects it); 2.4.14 imports names that fastcore 2 and
+    # execnb 0.2 removed, so the three are pinned together (RECIPES.md).
+    "nbdev==2.4.14",
+    "fastcore>=1.8,<2",
+    "execnb>=0.1.11,<0.2",
+    # evidently 0.7 (monitoring) imports a pandas internal that pandas 3 dropped; papermill and
+    # panel pull pandas in, so it is capped here once for the whole project.
+    "pandas>=2.2,<3",
+    # panel 1.10 is listed on PyPI but not served to our machines: 1.9 is the newest that installs.
+    "panel>=1.9.4,<1.10",
+    "papermill>=2.6",
+    "nbformat>=5.10",
+    "nbconvert>=7.16",
+    "ipykernel>=6.29",
+    "ipywidgets>=8.1",
+    "jupyterlab>=4.2,<5",
+    "voila>=0.5.8",
+    "polars>=1.20",
+    "numpy>=1.26",
+    "matplotlib>=3.8",
+    # SQLAlchemy 2 style sessions and Core; alembic operations drive the versioned migrations.
+    "sqlalchemy>=2.0",
+    "alembic>=1.13",
+    "pyyaml>=6",
+    "tomli-w>=1.0",
+    "tqdm>=4.66",
+    "param>=2.1",
+]
+extras = {
+    # PostgreSQL metadata backend (psycopg 3, binary wheels need no libpq build).
+    "postgres": ["psycopg[binary]>=3.2"],
+    "dev": [
+        "psycopg[binary]>=3.2",
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "pytest-jupyter[server]>=0.10",
+        # Playwright drives Debian's /usr/bin/chromium; its own browser download cannot run here.
+        "playwright>=1.45",
+        "jupytext>=1.16",
+        "hatchling>=1.21",
+        "hatch-jupyter-builder>=0.9",
+    ],
+}
+
+setuptools.setup(
+    name=cfg["lib_name"],
+    version=cfg["version"],
+    description=cfg["description"],
+    author=cfg["author"],
+    author_email=cfg["author_email"],
+    license="Apache-2.0",
+    url=cfg["git_url"],
+    python_requires=">=" + cfg["min_python"],
+    packages=setuptools.find_packages(include=["mlops_workbench", "mlops_workbench.*"]),
+    package_data={"mlops_workbench": ["pipelines/*.ipynb", "pipelines/*.yaml"]},
+    include_package_data=True,
+    install_requires=requirements,
+    extras_require=extras,
+    entry_points={"console_scripts": cfg["console_scripts"].split(), "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+    zip_safe=False,
+)

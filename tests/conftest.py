@@ -1,0 +1,68 @@
+"""Shared pytest fixtures: a fresh workspace per test, headless Debian Chromium, screenshot folder."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-output" / "screenshots"
+
+# RECIPES.md: Debian's chromium, never a downloaded browser; the resolver rule makes any
+# stray internet request fail at once instead of hanging the page.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    "A freshly initialised workspace on the embedded backends."
+    from mlops_workbench.core import Workspace
+    monkeypatch.delenv("MLW_HOME", raising=False)
+    return Workspace.init(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    "One headless Chromium for the session (Playwright driving Debian's binary)."
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run 'make test' (it apt-get installs chromium)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    "A fresh browser page that records every request leaving loopback in `page.offsite`."
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = ctx.new_page()
+    pg.offsite = []
+    pg.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "http://localhost", "ws://", "data:", "blob:", "about:"))
+          else pg.offsite.append(r.url))
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture
+def shot():
+    "Save a full-page screenshot under test-output/screenshots/NAME.png and return its path."
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    def _shot(page, name):
+        path = SHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+    return _shot
+
+
+def free_port():
+    "A free loopback TCP port."
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
