@@ -35,6 +35,8 @@ requirements = [
     "pyyaml>=6",
     "tomli-w>=1.0",
     "tqdm>=4.66",
+    # process-tree kills for timed-out steps and liveness checks of runners
+    "psutil>=5.9",
     "param>=2.1",
 ]
 extras = {
