@@ -1,0 +1,162 @@
+"""The pipeline runner under real papermill kernels: parallelism, failure, timeouts, kernel death, retries, kills and resume."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mlops_workbench.core import InvalidInput, Conflict
+from mlops_workbench.pipelines.runner import PipelineSpec, run_pipeline, list_runs, get_run, make_notebook
+
+pytestmark = pytest.mark.timeout(300)
+RECORD = "from mlops_workbench.pipelines.runner import record_output"
+MLW = str(Path(sys.executable).parent / "mlw")
+
+
+def spec(name, steps, **extra):
+    return PipelineSpec.from_dict({"name": name, "steps": steps, **extra})
+
+
+def overlaps(a, b):
+    return a.started_at < b.ended_at and b.started_at < a.ended_at
+
+
+@pytest.fixture
+def nbs(tmp_path):
+    "A folder of small step notebooks."
+    d = tmp_path / "nbs"
+    make_notebook(d / "nap.ipynb", "seconds = 1.0\nlabel = ''", "import time, os", "time.sleep(seconds)", f"{RECORD}\nrecord_output('pid', os.getpid())")
+    make_notebook(d / "boom.ipynb", "d = 0", "x = 1", "x / d")
+    make_notebook(d / "die.ipynb", "", "import os, signal", "os.kill(os.getpid(), signal.SIGKILL)", "print('unreachable')")
+    make_notebook(d / "flaky.ipynb", "counter = ''", "from pathlib import Path\np = Path(counter)\nn = int(p.read_text()) if p.exists() else 0\np.write_text(str(n + 1))",
+                  "assert n >= 1, f'attempt {n + 1} fails on purpose'")
+    make_notebook(d / "wait_for.ipynb", "marker = ''", "import time, os\nfrom pathlib import Path", "Path(marker + '.pid').write_text(str(os.getpid()))",
+                  "while not Path(marker).exists(): time.sleep(0.2)")
+    return d
+
+
+def test_independent_steps_run_in_parallel_and_limit_is_kept(ws, nbs):
+    steps = {n: {"notebook": str(nbs / "nap.ipynb"), "parameters": {"seconds": 2.0}} for n in ("a", "b", "c")}
+    run = run_pipeline(ws, spec("par", steps), max_parallel=2, progress=False)
+    assert run.status == "succeeded"
+    a, b, c = (run.step(n) for n in "abc")
+    assert overlaps(a, b), "two independent steps run at the same time"
+    assert not (overlaps(a, c) and overlaps(b, c)), "never three at once with max_parallel=2"
+    serial = run_pipeline(ws, spec("ser", steps), max_parallel=1, progress=False)
+    s = [serial.step(n) for n in "abc"]
+    assert not any(overlaps(x, y) for i, x in enumerate(s) for y in s[i + 1:])
+
+
+def test_failure_names_cell_keeps_notebook_and_skips_dependants(ws, nbs):
+    run = run_pipeline(ws, spec("fail", {"boom": {"notebook": str(nbs / "boom.ipynb")},
+                                          "after": {"notebook": str(nbs / "nap.ipynb"), "depends_on": ["boom"]},
+                                          "free": {"notebook": str(nbs / "nap.ipynb"), "parameters": {"seconds": 0.1}}}), progress=False)
+    assert run.status == "failed"
+    boom = run.step("boom")
+    assert (boom.status, boom.error["type"], boom.error["cell_index"]) == ("failed", "ZeroDivisionError", 2)
+    assert "x / d" in boom.error["cell_source"]
+    assert Path(boom.notebook).exists() and "ZeroDivisionError" in Path(boom.notebook).read_text()
+    assert run.step("after").status == "skipped" and "boom" in run.step("after").error["message"]
+    assert run.step("free").status == "succeeded", "an independent step still runs"
+    assert run.error["step"] == "boom"
+
+
+def test_timeout_kills_the_kernel_and_other_steps_finish(ws, nbs):
+    run = run_pipeline(ws, spec("slow", {"hang": {"notebook": str(nbs / "wait_for.ipynb"), "parameters": {"marker": str(nbs / "never")}, "timeout": 4},
+                                          "quick": {"notebook": str(nbs / "nap.ipynb"), "parameters": {"seconds": 0.1}}}), progress=False)
+    hang = run.step("hang")
+    assert (run.status, hang.status, hang.error["type"]) == ("failed", "timed_out", "StepTimeout")
+    assert "while not Path(marker).exists()" in hang.error["cell_source"]
+    kernel_pid = int((nbs / "never.pid").read_text())
+    assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
+    assert run.step("quick").status == "succeeded"
+
+
+def test_kernel_death_fails_the_step_instead_of_hanging(ws, nbs):
+    run = run_pipeline(ws, spec("die", {"die": {"notebook": str(nbs / "die.ipynb"), "timeout": 120}}), progress=False)
+    die = run.step("die")
+    assert (die.status, die.error["type"]) == ("failed", "KernelDied")
+    assert die.duration_s < 120, "did not wait for the timeout"
+
+
+def test_retries_rerun_a_failed_step(ws, nbs, tmp_path):
+    steps = {"flaky": {"notebook": str(nbs / "flaky.ipynb"), "parameters": {"counter": str(tmp_path / "n")}, "retries": 1}}
+    run = run_pipeline(ws, spec("retry", steps), progress=False)
+    assert (run.status, run.step("flaky").attempts) == ("succeeded", 2)
+    (tmp_path / "n").unlink()
+    steps["flaky"]["retries"] = 0
+    assert run_pipeline(ws, spec("retry", steps), progress=False).step("flaky").status == "failed"
+
+
+def test_outputs_flow_and_a_missing_output_is_a_clear_step_error(ws, nbs):
+    run = run_pipeline(ws, spec("flow", {"a": {"notebook": str(nbs / "nap.ipynb"), "parameters": {"seconds": 0.0}},
+                                          "b": {"notebook": str(nbs / "nap.ipynb"), "depends_on": ["a"], "parameters": {"label": "${steps.a.outputs.nope}"}}}), progress=False)
+    assert run.step("a").outputs["pid"] > 0
+    b = run.step("b")
+    assert b.status == "failed" and "recorded only: pid" in b.error["message"]
+
+
+@pytest.mark.parametrize("steps,params,message", [
+    ({"a": {"notebook": "nap.ipynb", "depends_on": ["zzz"]}}, None, "depends on unknown step 'zzz'"),
+    ({"a": {"notebook": "nap.ipynb", "depends_on": ["b"]}, "b": {"notebook": "nap.ipynb", "depends_on": ["a"]}}, None, "cycle"),
+    ({"a": {"notebook": "missing.ipynb"}}, None, "does not exist"),
+    ({"a": {"notebook": "nap.ipynb", "parameters": {"secs": 1}}}, None, "parameter 'secs' is not declared in nap.ipynb"),
+    ({"a": {"notebook": "nap.ipynb", "parameters": {"seconds": "soon"}}}, None, "'soon' is a str, but nap.ipynb declares a float"),
+    ({"a": {"notebook": "nap.ipynb", "parameters": {"seconds": "${params.s}"}}}, {"s": "x"}, "pipeline parameter 's': 'x' is not a float"),
+    ({"a": {"notebook": "nap.ipynb", "parameters": {"seconds": "${params.s}"}}}, {"t": 1}, "unknown pipeline parameter 't'"),
+    ({"a": {"notebook": "nap.ipynb", "parameters": {"label": "${steps.b.outputs.x}"}}, "b": {"notebook": "nap.ipynb"}}, None, "not among its dependencies"),
+])
+def test_bad_specs_fail_before_anything_is_recorded(ws, nbs, steps, params, message):
+    d = {"name": "bad", "parameters": {"s": 1.0}, "steps": {n: {**s, "notebook": str(nbs / s["notebook"])} for n, s in steps.items()}}
+    with pytest.raises(InvalidInput, match=None) as e:
+        run_pipeline(ws, PipelineSpec.from_dict(d), params, progress=False)
+    assert message in str(e.value)
+    assert list_runs(ws) == []
+
+
+def _wait_running(ws, run_id_file, step, timeout=90):
+    "Poll the metadata store until `step` of the subprocess's run is running; return the run id."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = list_runs(ws)
+        if runs and runs[0].step(step).status == "running": return runs[0].id
+        time.sleep(0.3)
+    raise AssertionError(f"step {step!r} never started")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killed_run_is_marked_and_resumes_from_first_unfinished_step(ws, nbs, tmp_path, how):
+    marker = tmp_path / "go"
+    (tmp_path / "p.yaml").write_text(json.dumps({"name": "long", "steps": {
+        "first": {"notebook": str(nbs / "nap.ipynb"), "parameters": {"seconds": 0.0}},
+        "wait": {"notebook": str(nbs / "wait_for.ipynb"), "depends_on": ["first"], "parameters": {"marker": str(marker)}},
+        "last": {"notebook": str(nbs / "nap.ipynb"), "depends_on": ["wait"], "parameters": {"seconds": 0.0}}}}))
+    env = {**os.environ, "MLW_HOME": str(ws.root)}
+    runner = subprocess.Popen([MLW, "run", str(tmp_path / "p.yaml"), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run_id = _wait_running(ws, None, "wait")
+    kernel_pid = None
+    deadline = time.monotonic() + 60
+    while kernel_pid is None and time.monotonic() < deadline:
+        p = Path(str(marker) + ".pid")
+        kernel_pid = int(p.read_text()) if p.exists() and p.read_text() else None
+        time.sleep(0.2)
+    runner.send_signal(getattr(signal, how))
+    runner.wait(timeout=60)
+    run = get_run(ws, run_id)
+    assert run.status == "killed" and run.step("wait").status == "killed" and run.step("last").status == "pending"
+    assert "--resume" in run.error["message"]
+    # the orphaned step's kernel does not outlive its runner
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(kernel_pid) and psutil.Process(kernel_pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline: time.sleep(0.3)
+    assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
+    first_nb = Path(run.step("first").notebook)
+    first_mtime = first_nb.stat().st_mtime
+    marker.write_text("go")
+    done = subprocess.run([MLW, "run", "--resume", run_id, "--quiet"], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    run = get_run(ws, run_id)
+    assert run.status == "succeeded"
+    assert (run.step("first").attempts, first_nb.stat().st_mtime) == (1, first_mtime), "finished steps are not rerun"
+    assert [s.status for s in run.steps] == ["succeeded"] * 3
+    with pytest.raises(Conflict, match="only killed or failed runs can be resumed"):
+        run_pipeline(ws, resume=run_id, progress=False)
