@@ -1,0 +1,64 @@
+# mlops-workbench: `make demo` runs the lifecycle end to end, `make test` runs every check.
+# Both set up everything on a fresh machine: a .venv with the package, its test tools and the
+# JupyterLab extension; `make test` also installs the Debian packages the tests start (chromium,
+# postgresql) when they are missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXT := extensions/mlops_workbench_lab
+EXT_SOURCES := $(wildcard $(EXT)/pyproject.toml $(EXT)/package.json $(EXT)/yarn.lock $(EXT)/src/*.ts $(EXT)/style/* $(EXT)/mlops_workbench_lab/*.py)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := chromium postgresql
+PYTEST_ARGS ?=
+
+.PHONY: demo test install sysdeps check-sync nbtest pytest bench clean
+
+demo: install
+	$(BIN)/mlw demo
+
+test: sysdeps install check-sync nbtest pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py settings.ini $(EXT_SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# the extension's builder hook skips the build when a labextension folder exists: build afresh
+	rm -rf $(EXT)/mlops_workbench_lab/labextension
+	$(BIN)/python -m pip install --quiet $(EXT)
+	touch $@
+
+# Debian packages the tests start for real: headless Chromium for the browser tests, PostgreSQL for
+# the metadata backend contract. Installed only when missing.
+sysdeps:
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The package and the notebooks agree: exporting and cleaning change nothing that is committed.
+check-sync: install
+	$(BIN)/nbdev_export
+	@test -z "$$(git status --porcelain -- mlops_workbench)" || { git status --porcelain -- mlops_workbench; \
+	  echo "nbdev_export changed mlops_workbench/: the package does not match nbs/ (export and commit, or move the edit into its notebook)"; exit 1; }
+	$(BIN)/nbdev_clean
+	@for nb in mlops_workbench/pipelines/*.ipynb dashboards/voila/*.ipynb; do $(BIN)/nbdev_clean --fname "$$nb" || exit 1; done
+	@test -z "$$(git status --porcelain -- nbs mlops_workbench/pipelines dashboards)" || { git status --porcelain -- nbs mlops_workbench/pipelines dashboards; \
+	  echo "nbdev_clean changed notebooks: commit the cleaned notebooks"; exit 1; }
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest: install sysdeps
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/pipeline_overhead.py
+
+clean:
+	rm -rf $(VENV) test-output workspace build *.egg-info

@@ -1,0 +1,59 @@
+"""Per-step overhead of the mlops-workbench runner against plain papermill, and the speed-up of parallel steps.
+
+Run: .venv/bin/python bench/pipeline_overhead.py [--steps 6] [--sleep 2]
+Both sides run in this one process on the same notebooks; figures are wall-clock seconds on this machine,
+so compare the ratios, not the absolute numbers (timings on shared VMs swing run to run).
+"""
+import argparse, os, statistics, sys, tempfile, time
+from pathlib import Path
+
+import papermill as pm
+
+from mlops_workbench.core import Workspace
+from mlops_workbench.pipelines.runner import PipelineSpec, run_pipeline, make_notebook
+
+
+def timed(fn):
+    t = time.perf_counter(); fn(); return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=6, help="notebooks per sequential comparison")
+    ap.add_argument("--sleep", type=float, default=2.0, help="seconds each step of the parallel comparison sleeps")
+    ap.add_argument("--parallel", type=int, default=4, help="independent steps in the parallel comparison")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="mlw-bench-"))
+    ws = Workspace.init(tmp / "ws")
+    nb = make_notebook(tmp / "work.ipynb", "n = 200_000\nseconds = 0.0", "import time", "total = sum(i * i for i in range(n))", "time.sleep(seconds)")
+
+    # warm both paths (imports, forkserver, kernel spec lookup) so neither pays a one-off cost in the figures
+    pm.execute_notebook(str(nb), str(tmp / "warm.ipynb"), parameters={}, progress_bar=False, kernel_name="python3")
+    run_pipeline(ws, PipelineSpec.from_dict({"name": "warm", "steps": {"w": {"notebook": str(nb)}}}), progress=False)
+
+    # 1. per-step overhead, steps one at a time
+    base = [timed(lambda i=i: pm.execute_notebook(str(nb), str(tmp / f"plain{i}.ipynb"), parameters={"n": 200_000}, progress_bar=False,
+                                                   kernel_name="python3")) for i in range(a.steps)]
+    steps = {f"s{i}": {"notebook": str(nb), "parameters": {"n": 200_000}} for i in range(a.steps)}
+    run = run_pipeline(ws, PipelineSpec.from_dict({"name": "seq", "steps": steps}), max_parallel=1, progress=False)
+    assert run.status == "succeeded", run.error
+    ours = [s.duration_s for s in run.steps]
+    ours_total = run.duration_s
+    print(f"sequential, {a.steps} steps (papermill.execute_notebook vs mlops-workbench runner, max_parallel=1)")
+    print(f"  papermill per notebook   median {statistics.median(base):.3f}s   total {sum(base):.2f}s")
+    print(f"  runner per step          median {statistics.median(ours):.3f}s   run total {ours_total:.2f}s")
+    print(f"  overhead per step        {(ours_total - sum(base)) / a.steps:+.3f}s   ratio runner/papermill {ours_total / sum(base):.2f}x")
+
+    # 2. independent steps in parallel against one at a time
+    steps = {f"p{i}": {"notebook": str(nb), "parameters": {"n": 1000, "seconds": a.sleep}} for i in range(a.parallel)}
+    serial = run_pipeline(ws, PipelineSpec.from_dict({"name": "serial", "steps": steps}), max_parallel=1, progress=False)
+    par = run_pipeline(ws, PipelineSpec.from_dict({"name": "parallel", "steps": steps}), max_parallel=a.parallel, progress=False)
+    assert serial.status == par.status == "succeeded"
+    print(f"parallel, {a.parallel} independent steps sleeping {a.sleep:g}s each ({os.cpu_count()} CPU cores)")
+    print(f"  max_parallel=1           {serial.duration_s:.2f}s")
+    print(f"  max_parallel={a.parallel}           {par.duration_s:.2f}s   speed-up {serial.duration_s / par.duration_s:.2f}x (ideal {a.parallel}x)")
+    ws.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
