@@ -1,0 +1,102 @@
+"""REST handlers of the one `mlops-workbench` namespace: each opens the workspace, calls the package, answers JSON."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from traitlets import Unicode
+from traitlets.config import Configurable
+
+from mlops_workbench.core import InvalidInput, MLWError, Workspace
+
+NAMESPACE = "mlops-workbench"
+MAX_RUNS = 500
+
+
+class MLWLab(Configurable):
+    "Settings of the MLOps Workbench server extension, e.g. `jupyter lab --MLWLab.workspace=PATH`."
+
+    workspace = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Workspace folder the handlers open; None lets Workspace.open() choose ($MLW_HOME, else ./workspace).",
+    )
+
+
+class MLWHandler(APIHandler):
+    "Base of every handler: runs the work off the event loop and turns an MLWError into `{error, message}`."
+
+    @property
+    def lab(self) -> MLWLab:
+        return self.settings["mlw_lab"]
+
+    @contextmanager
+    def workspace(self) -> Iterator[Workspace]:
+        "The configured workspace, opened for this request and closed after it."
+        # Opened per request in the worker thread that uses it (its backends hold
+        # connections), so a workspace created or repaired after start-up just works.
+        ws = Workspace.open(self.lab.workspace)
+        try:
+            yield ws
+        finally:
+            ws.close()
+
+    async def respond(self, work: Callable[[], Any]) -> None:
+        "Answer with `work()` as JSON, or with `{error, message}` and the error's status."
+        try:
+            body = await asyncio.to_thread(work)
+        except MLWError as e:
+            self.set_status(e.http_status)
+            body = {"error": type(e).__name__, "message": str(e)}
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body, default=str))
+
+
+def _limit(raw: str) -> int:
+    "The `limit` query argument as an int in 1..MAX_RUNS."
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_RUNS:
+        raise InvalidInput(f"query parameter 'limit' is {raw!r}; expected a whole number from 1 to {MAX_RUNS}")
+    return n
+
+
+class RunsHandler(MLWHandler):
+    "`GET /mlops-workbench/runs?limit=N`: the newest pipeline runs with their steps."
+
+    @tornado.web.authenticated
+    async def get(self):
+        raw = self.get_query_argument("limit", "20")
+
+        def work() -> dict:
+            # Imported on first use: the runner module takes seconds to import cold, and the
+            # server should start without waiting for it.
+            from mlops_workbench.pipelines.runner import list_runs
+
+            limit = _limit(raw)
+            with self.workspace() as ws:
+                return {"workspace": str(ws.root), "runs": [r.to_dict() for r in list_runs(ws, limit=limit)]}
+
+        await self.respond(work)
+
+
+# path under /mlops-workbench/ -> handler; later sections (datasets, features, models) add rows here.
+ROUTES: list[tuple[str, type[MLWHandler]]] = [
+    ("runs", RunsHandler),
+]
+
+
+def setup_handlers(web_app: tornado.web.Application, lab: MLWLab) -> None:
+    "Register ROUTES under `<base_url>/mlops-workbench/`."
+    web_app.settings["mlw_lab"] = lab
+    base = url_path_join(web_app.settings["base_url"], NAMESPACE)
+    web_app.add_handlers(".*$", [(url_path_join(base, path), handler) for path, handler in ROUTES])

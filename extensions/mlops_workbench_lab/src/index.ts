@@ -1,0 +1,61 @@
+/**
+ * MLOps Workbench for JupyterLab: a left sidebar over the `mlops-workbench` REST namespace.
+ *
+ * Activation only builds widgets and registers commands; data loads when the sidebar is
+ * first shown or a refresh command runs.
+ */
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import { refreshIcon } from '@jupyterlab/ui-components';
+
+import { mlwIcon } from './icon';
+import { WorkbenchPanel } from './panel';
+import { RunsSection } from './runs';
+
+/** Command ids, all `mlw:<verb>`. */
+export namespace CommandIDs {
+  export const open = 'mlw:open';
+  export const refreshRuns = 'mlw:refresh-runs';
+}
+
+const PALETTE_CATEGORY = 'MLOps Workbench';
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: '@mlops-workbench/lab:plugin',
+  description: 'MLOps Workbench sidebar: pipeline runs from the mlops-workbench server extension.',
+  autoStart: true,
+  optional: [ILayoutRestorer, ICommandPalette],
+  activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null): void => {
+    const { commands, shell } = app;
+
+    const panel = new WorkbenchPanel();
+    panel.title.icon = mlwIcon;
+    const runs = new RunsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshRuns) });
+    panel.addSection(runs);
+
+    commands.addCommand(CommandIDs.refreshRuns, {
+      label: 'Refresh Pipeline Runs',
+      caption: 'Reload the recent pipeline runs in the MLOps Workbench sidebar',
+      icon: refreshIcon,
+      execute: () => runs.refresh()
+    });
+    commands.addCommand(CommandIDs.open, {
+      label: 'Open MLOps Workbench',
+      caption: 'Show the MLOps Workbench sidebar',
+      icon: mlwIcon,
+      execute: () => shell.activateById(panel.id)
+    });
+    if (palette) {
+      for (const command of [CommandIDs.open, CommandIDs.refreshRuns]) {
+        palette.addItem({ command, category: PALETTE_CATEGORY });
+      }
+    }
+
+    shell.add(panel, 'left', { rank: 900 });
+    if (restorer) {
+      restorer.add(panel, 'mlops-workbench-sidebar');
+    }
+  }
+};
+
+export default plugin;

@@ -1,0 +1,279 @@
+"""The JupyterLab extension: its REST handlers through pytest-jupyter's `jp_fetch`, and the
+"MLOps Workbench" sidebar in headless Chromium against a real `jupyter lab` process.
+
+Both read a workspace whose runs the real runner recorded (one succeeded, one failed).
+The tests use the installed `mlops_workbench_lab` (`pip install ./extensions/mlops_workbench_lab`).
+"""
+import asyncio
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from traitlets.config import Config
+
+from conftest import ROOT, free_port
+from jupyter_core.utils import ensure_event_loop
+
+# pytest-jupyter's fixtures (jp_fetch, jp_serverapp, http_server_client...), imported into this
+# module only. Registering the plugin for the session (`pytest_plugins`) would give every test
+# its autouse event-loop fixture, which breaks Playwright tests: it finds the sync API's loop
+# marked as running in this thread and closes it at teardown.
+from pytest_jupyter.jupyter_server import *  # noqa: E402,F403
+
+EXT = ROOT / "extensions" / "mlops_workbench_lab"
+
+
+@pytest.fixture
+def jp_asyncio_loop():
+    """pytest-jupyter's loop for the in-process server, safe after a Playwright test: the sync API
+    leaves its own loop marked as running in this thread between calls, so set that aside meanwhile."""
+    outer = asyncio._get_running_loop()
+    asyncio._set_running_loop(None)
+    loop = ensure_event_loop(prefer_selector_loop=True)
+    try:
+        yield loop
+    finally:
+        loop.close()
+        asyncio._set_running_loop(outer)
+
+
+@pytest.fixture
+def fetch(jp_fetch, jp_asyncio_loop):
+    "`jp_fetch` (token-authenticated), run to completion: the response, whatever its status."
+    def _fetch(*parts, **kwargs):
+        return jp_asyncio_loop.run_until_complete(jp_fetch(*parts, raise_error=False, **kwargs))
+    return _fetch
+
+
+# ---------------------------------------------------------------- a workspace with real runs
+
+@pytest.fixture(scope="module")
+def recorded_ws(tmp_path_factory):
+    "A workspace holding two runs recorded by `run_pipeline`: `lab-train` succeeded, then `lab-boom` failed."
+    from mlops_workbench.core import Workspace
+    from mlops_workbench.pipelines.runner import PipelineSpec, make_notebook, run_pipeline
+
+    root = tmp_path_factory.mktemp("ext")
+    nbs = root / "notebooks"
+    rec = "from mlops_workbench.pipelines.runner import record_output"
+    make_notebook(nbs / "prepare.ipynb", "rows = 10", rec, "record_output('rows', rows * 2)")
+    make_notebook(nbs / "train.ipynb", "rows = 0", rec, "record_output('score', rows / 100)")
+    make_notebook(nbs / "divide.ipynb", "d = 1", "total = 10", "total / (d - 1)")
+    train = PipelineSpec.from_dict({"name": "lab-train", "steps": {
+        "prepare": {"notebook": "prepare.ipynb"},
+        "train": {"notebook": "train.ipynb", "depends_on": ["prepare"],
+                  "parameters": {"rows": "${steps.prepare.outputs.rows}"}}}}, nbs)
+    boom = PipelineSpec.from_dict({"name": "lab-boom", "steps": {
+        "divide": {"notebook": "divide.ipynb"},
+        "report": {"notebook": "prepare.ipynb", "depends_on": ["divide"]}}}, nbs)
+
+    ws = Workspace.init(root / "ws")
+    try:
+        ok = run_pipeline(ws, train, progress=False)
+        bad = run_pipeline(ws, boom, progress=False)
+    finally:
+        ws.close()
+    assert (ok.status, bad.status) == ("succeeded", "failed"), (ok.to_dict(), bad.to_dict())
+    return SimpleNamespace(root=ws.root, ok=ok, bad=bad)
+
+
+def test_versions_agree():
+    "The Python package and the npm package carry the same version."
+    from mlops_workbench_lab import __version__
+    assert json.loads((EXT / "package.json").read_text())["version"] == __version__
+
+
+# ---------------------------------------------------------------- handlers, through jp_fetch
+
+@pytest.fixture
+def lab_workspace(recorded_ws):
+    "The path `MLWLab.workspace` is set to (overridden below for the missing-workspace case)."
+    return recorded_ws.root
+
+
+@pytest.fixture
+def jp_server_config(lab_workspace):
+    return Config({"ServerApp": {"jpserver_extensions": {"mlops_workbench_lab": True}},
+                   "MLWLab": {"workspace": str(lab_workspace)}})
+
+
+def test_runs_are_the_librarys_records_newest_first(fetch, recorded_ws):
+    from mlops_workbench.core import Workspace
+    from mlops_workbench.pipelines.runner import list_runs
+
+    r = fetch("mlops-workbench", "runs", params={"limit": "10"})
+    assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
+    body = json.loads(r.body)
+    assert body["workspace"] == str(recorded_ws.root)
+    assert [(x["pipeline"], x["status"]) for x in body["runs"]] == [("lab-boom", "failed"), ("lab-train", "succeeded")]
+    ws = Workspace.open(recorded_ws.root)
+    try:
+        expected = [run.to_dict() for run in list_runs(ws, limit=10)]
+    finally:
+        ws.close()
+    assert body["runs"] == json.loads(json.dumps(expected))
+    boom = body["runs"][0]
+    assert [(s["name"], s["status"]) for s in boom["steps"]] == [("divide", "failed"), ("report", "skipped")]
+    assert boom["steps"][0]["error"]["type"] == "ZeroDivisionError"
+
+
+def test_limit_is_applied_and_checked(fetch, recorded_ws):
+    r = fetch("mlops-workbench", "runs", params={"limit": "1"})
+    assert [x["id"] for x in json.loads(r.body)["runs"]] == [recorded_ws.bad.id]
+    r = fetch("mlops-workbench", "runs", params={"limit": "many"})
+    assert r.code == 400
+    assert json.loads(r.body) == {
+        "error": "InvalidInput", "message": "query parameter 'limit' is 'many'; expected a whole number from 1 to 500"}
+
+
+class TestMissingWorkspace:
+    @pytest.fixture
+    def lab_workspace(self, tmp_path):
+        return tmp_path / "no-such-workspace"
+
+    def test_mlwerror_becomes_json_with_its_status(self, fetch, lab_workspace):
+        r = fetch("mlops-workbench", "runs")
+        assert r.code == 404 and r.headers["Content-Type"].startswith("application/json")
+        body = json.loads(r.body)
+        assert body["error"] == "NotFound"
+        assert str(lab_workspace) in body["message"] and "does not exist" in body["message"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "token not-the-token"}], ids=["no-token", "wrong-token"])
+def test_unauthenticated_requests_are_refused(jp_asyncio_loop, http_server_client, jp_base_url, headers):
+    r = jp_asyncio_loop.run_until_complete(
+        http_server_client.fetch(f"{jp_base_url}mlops-workbench/runs", headers=headers, raise_error=False))
+    assert r.code == 403
+    assert b"lab-train" not in r.body
+
+
+# ---------------------------------------------------------------- the sidebar, in a browser
+
+@pytest.fixture(scope="module")
+def lab_server(recorded_ws, tmp_path_factory):
+    "A real `jupyter lab` on a free loopback port, reading `recorded_ws`; stopped at teardown."
+    home = tmp_path_factory.mktemp("jupyter-lab")
+    (home / "root").mkdir()
+    # Own config/data/runtime folders: no user settings or saved layout leak in. The
+    # installed extension is still found under sys.prefix (share/jupyter, etc/jupyter).
+    labconfig = home / "config" / "labconfig"
+    labconfig.mkdir(parents=True)
+    # The news-consent toast would cover part of the page in screenshots.
+    (labconfig / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "HOME": str(home)}
+    env.pop("MLW_HOME", None)
+    token, port = secrets.token_hex(16), free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = home / "jupyter-lab.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", f"--IdentityProvider.token={token}",
+             f"--port={port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.root_dir={home / 'root'}", f"--MLWLab.workspace={recorded_ws.root}"],
+            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(proc, f"{url}/api/status", token, log_path)
+        yield SimpleNamespace(url=url, token=token, log=log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_up(proc, status_url, token, log_path, patience=180):
+    "Poll the server until it answers (a start-up wait, not a timing assertion)."
+    req = urllib.request.Request(status_url, headers={"Authorization": f"token {token}"})
+    give_up = time.monotonic() + patience
+    while time.monotonic() < give_up:
+        if proc.poll() is not None:
+            pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"jupyter lab did not answer within {patience}s:\n{log_path.read_text()[-3000:]}")
+
+
+class TestSidebar:
+    # Nothing here runs an in-process server: switch off this module's pytest-jupyter autouse
+    # fixtures, which would fight Playwright's sync API over this thread's event loop.
+    @pytest.fixture
+    def jp_asyncio_loop(self):
+        yield None
+
+    @pytest.fixture
+    def jp_server_cleanup(self):
+        yield
+
+    def test_sidebar_shows_recorded_runs_and_server_errors(self, lab_server, recorded_ws, page, shot):
+        from playwright.sync_api import expect
+
+        load = 60_000  # ms Playwright may wait for JupyterLab (and the first REST call) to load
+        ok, bad = recorded_ws.ok, recorded_ws.bad
+        page.goto(f"{lab_server.url}/lab?token={lab_server.token}")
+        tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="mlw-sidebar"]')
+        tab.click(timeout=load)
+        panel = page.locator("#mlw-sidebar")
+        expect(panel.locator(".mlw-panel-title")).to_have_text("MLOps Workbench")
+        expect(panel.locator(".mlw-section-title")).to_have_text("Pipeline runs")
+
+        runs = panel.locator(".mlw-run")
+        expect(runs).to_have_count(2, timeout=load)
+        expect(runs.nth(0)).to_have_attribute("data-run-id", bad.id)  # newest first
+        train, boom = runs.nth(1), runs.nth(0)
+        expect(train.locator(".mlw-run-pipeline")).to_have_text("lab-train")
+        expect(train.locator(".mlw-run-summary .mlw-badge")).to_have_text("succeeded")
+        expect(train.locator(".mlw-run-id")).to_have_text(ok.id.rsplit("-", 1)[-1])
+        expect(boom.locator(".mlw-run-pipeline")).to_have_text("lab-boom")
+        expect(boom.locator(".mlw-run-summary .mlw-badge")).to_have_text("failed")
+        expect(panel.locator(".mlw-workspace")).to_have_text(str(recorded_ws.root))
+        expect(panel.locator(".mlw-error")).to_be_hidden()
+
+        # Clicking a run shows its steps with their status.
+        steps = boom.locator(".mlw-step")
+        expect(steps.first).to_be_hidden()
+        boom.locator(".mlw-run-summary").click()
+        expect(steps).to_have_count(2)
+        expect(boom.locator('.mlw-step[data-step="divide"] .mlw-badge')).to_have_text("failed")
+        expect(boom.locator('.mlw-step[data-step="report"] .mlw-badge')).to_have_text("skipped")
+        expect(boom.locator('.mlw-step[data-step="divide"] .mlw-step-error')).to_contain_text(
+            "ZeroDivisionError in cell 2: division by zero")
+        shot(page, "lab-sidebar")
+
+        # A failing call shows the server's error in the error box; the next good refresh clears it.
+        moved = recorded_ws.root.with_name(recorded_ws.root.name + "-moved")
+        recorded_ws.root.rename(moved)
+        try:
+            panel.locator(".mlw-refresh").click()
+            error = panel.locator(".mlw-error")
+            expect(error).to_be_visible(timeout=load)
+            expect(error.locator(".mlw-error-kind")).to_have_text("NotFound (HTTP 404)")
+            expect(error.locator(".mlw-error-message")).to_contain_text(f"workspace '{recorded_ws.root}' does not exist")
+            expect(panel.locator(".mlw-section")).to_have_class(re.compile(r"\bmlw-mod-stale\b"))  # old list dimmed
+            shot(page, "lab-sidebar-error")
+        finally:
+            moved.rename(recorded_ws.root)
+        panel.locator(".mlw-refresh").click()
+        expect(panel.locator(".mlw-error")).to_be_hidden(timeout=load)
+        expect(panel.locator(".mlw-section")).not_to_have_class(re.compile(r"\bmlw-mod-stale\b"))
+        expect(runs).to_have_count(2)
+        expect(boom.locator(".mlw-step").first).to_be_visible()  # the expanded run stays expanded
+
+        assert page.offsite == []
