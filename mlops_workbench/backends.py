@@ -6,9 +6,12 @@
 from __future__ import annotations
 from .core import *
 from .metadata import MetadataStore
+import contextlib, fcntl
+from pathlib import Path
+import sqlalchemy as sa
 
 # %% auto #0
-__all__ = ['registries', 'registry', 'sqlite_metadata', 'postgresql_metadata']
+__all__ = ['registries', 'MIGRATION_LOCK_KEY', 'registry', 'file_lock', 'sqlite_metadata', 'postgresql_metadata']
 
 # %% ../nbs/02_backends.ipynb #3b12da4c
 registries: dict[str, BackendRegistry] = {}
@@ -18,13 +21,34 @@ def registry(role: str) -> BackendRegistry:
     return registries.setdefault(role, BackendRegistry(role))
 
 # %% ../nbs/02_backends.ipynb #8dcf46c0
+@contextlib.contextmanager
+def file_lock(path: Path):
+    "An exclusive advisory lock on `path` (created if missing), held for the `with` block."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(fh, fcntl.LOCK_UN)
+
 @registry("metadata").register("sqlite")
 def sqlite_metadata(uri: str, ws=None) -> MetadataStore:
-    "The embedded metadata store: one SQLite file."
-    return MetadataStore(uri)
+    "The embedded metadata store: one SQLite file; migrations lock a file beside it."
+    db = sa.engine.make_url(uri).database
+    lock = (lambda: file_lock(Path(db + ".migrate.lock"))) if db and db != ":memory:" else None
+    return MetadataStore(uri, migration_lock=lock)
+
+MIGRATION_LOCK_KEY = 0x6d6c77  # 'mlw': the advisory-lock id migrations take on PostgreSQL
 
 @registry("metadata").register("postgresql")
 def postgresql_metadata(uri: str, ws=None) -> MetadataStore:
-    "Metadata on a PostgreSQL server (psycopg 3 driver unless the URI names one)."
+    "Metadata on a PostgreSQL server (psycopg 3 driver unless the URI names one); migrations take an advisory lock."
     scheme, rest = uri.split("://", 1)
-    return MetadataStore(("postgresql+psycopg" if scheme == "postgresql" else scheme) + "://" + rest)
+    store = MetadataStore(("postgresql+psycopg" if scheme == "postgresql" else scheme) + "://" + rest)
+    @contextlib.contextmanager
+    def advisory_lock():
+        with store.engine.connect() as c:
+            c.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            try: yield
+            finally: c.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY}); c.commit()
+    store._migration_lock = advisory_lock
+    return store

@@ -4,6 +4,7 @@
 
 # %% ../nbs/01_metadata.ipynb #d18682cd
 from __future__ import annotations
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Callable
@@ -92,8 +93,10 @@ def _sqlite_pragmas(conn, _):
 
 class MetadataStore:
     "SQLAlchemy engine plus migrations for the workspace's metadata database."
-    def __init__(self, url: str):
+    def __init__(self, url: str,
+                 migration_lock=None):  # `migration_lock()` -> context manager held while one migration applies; the backend supplies it
         self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self._migration_lock = migration_lock or contextlib.nullcontext
         if self.engine.dialect.name == "sqlite": event.listen(self.engine, "connect", _sqlite_pragmas)
 
     def begin(self):
@@ -121,13 +124,11 @@ class MetadataStore:
                            f"newer than this mlops-workbench knows ({MIGRATIONS[-1].version}); upgrade mlops-workbench")
         for m in MIGRATIONS:
             if m.version <= current: continue
-            try:
+            with self._migration_lock():
+                if self.version >= m.version: continue  # another process applied it while we waited
                 with self.engine.begin() as conn:
                     m.upgrade(Operations(MigrationContext.configure(conn)))
                     conn.execute(schema_migrations.insert().values(version=m.version, name=m.name, applied_at=utcnow()))
-            except sa.exc.DBAPIError:
-                if self.version >= m.version: continue  # another process applied it first
-                raise
         return self.version
 
     def _unreachable(self, e):
