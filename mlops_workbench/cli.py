@@ -87,10 +87,15 @@ def mlw_runs(action: Param("list, or show", str, choices=["list", "show"], opt=F
 def mlw_dashboards(port: Param("port to serve on", int) = 5006,
                    address: Param("address to bind", str) = "127.0.0.1",
                    show: Param("open a browser", store_true) = False,
+                   voila: Param("serve this Voila report from dashboards/voila/ instead, e.g. pipeline_run", str) = None,
                    workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
-    "Serve the dashboards (a Panel page per lifecycle stage)."
-    from mlops_workbench.ui import serve_dashboards
+    "Serve the dashboards (a Panel page per lifecycle stage), or one Voila report."
+    from mlops_workbench.ui import serve_dashboards, voila_command
     ws = _open(workspace)
+    if voila:
+        argv, env = voila_command(voila, port=port, address=address, ws=ws)
+        print(f"Voila report {voila!r} for {ws.root} at http://{address}:{port}/ (add ?run=RUN_ID; Ctrl-C to stop)")
+        os.execvpe(argv[0], argv, env)
     print(f"dashboards for {ws.root} at http://{address}:{port}/ (Ctrl-C to stop)")
     serve_dashboards(ws, port=port, address=address, show=show)
 
