@@ -10,7 +10,7 @@ import multiprocessing as mp
 from multiprocessing.connection import wait as mp_wait
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-import nbformat, psutil, yaml
+import psutil, yaml
 import sqlalchemy as sa
 from tqdm import tqdm
 from fastcore.basics import patch
@@ -165,11 +165,12 @@ def notebook_parameters(path) -> dict:
     "Parameters declared in the notebook's `parameters` cell: name -> type name (None: any type)."
     path = Path(path)
     if not path.exists(): raise NotFound(f"notebook {str(path)!r} does not exist")
-    try: nb = nbformat.read(path, as_version=4)
-    except Exception as e: raise InvalidInput(f"notebook {str(path)!r} cannot be read ({type(e).__name__}: {e})") from None
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    try: nb = json.loads(path.read_text())
+    except (OSError, ValueError) as e: raise InvalidInput(f"notebook {str(path)!r} cannot be read ({type(e).__name__}: {e})") from None
+    cells = [c for c in nb.get("cells", []) if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
     if not cells: return {}
-    try: tree = ast.parse(cells[0].source)
+    src = cells[0].get("source", "")
+    try: tree = ast.parse("".join(src) if isinstance(src, list) else src)
     except SyntaxError as e: raise InvalidInput(f"notebook {str(path)!r}: its parameters cell is not valid Python ({e.msg}, line {e.lineno})") from None
     out = {}
     for node in tree.body:
@@ -350,6 +351,7 @@ def reconcile_runs(ws: Workspace) -> list[str]:
 # %% ../../nbs/60_pipelines.ipynb #510fda68
 def _failing_cell(output_nb: Path) -> dict:
     "Index and source of the first cell with an error output in an executed notebook."
+    import nbformat  # worker side only, where papermill has loaded it already
     try: nb = nbformat.read(output_nb, as_version=4)
     except Exception: return {}
     code = [c for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
@@ -358,6 +360,7 @@ def _failing_cell(output_nb: Path) -> dict:
     return {}
 
 def _cells_ran(output_nb: Path) -> bool:
+    import nbformat
     try: return any(c.get("execution_count") for c in nbformat.read(output_nb, as_version=4).cells if c.cell_type == "code")
     except Exception: return False
 
@@ -410,6 +413,7 @@ def _execute_step(job: dict):
 
 def _running_cell(output_nb: Path) -> dict:
     "The cell that was running when execution stopped: the last code cell papermill marked as started."
+    import nbformat
     try: nb = nbformat.read(output_nb, as_version=4)
     except Exception: return {}
     code = [c for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
@@ -621,6 +625,7 @@ def run_pipeline(ws: Workspace, spec: PipelineSpec | str | None = None, paramete
 # %% ../../nbs/60_pipelines.ipynb #e4e64a7d
 def make_notebook(path, parameters: str, *cells: str) -> Path:
     "Write a notebook whose first cell is the `parameters` cell, followed by `cells`."
+    import nbformat
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})] + [nbformat.v4.new_code_cell(c) for c in cells]
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
