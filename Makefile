@@ -25,8 +25,7 @@ $(VENV)/.installed: setup.py settings.ini $(EXT_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# the extension's builder hook skips the build when a labextension folder exists: build afresh
-	rm -rf $(EXT)/mlops_workbench_lab/labextension
+	# the extension after the library: its handlers import mlops_workbench (its build always recompiles the frontend)
 	$(BIN)/python -m pip install --quiet $(EXT)
 	touch $@
 
