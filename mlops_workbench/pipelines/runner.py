@@ -387,6 +387,8 @@ def _watch_runner(runner_pid: int):
 def _execute_step(job: dict):
     "Worker process body: run one notebook with papermill, write a result JSON."
     os.setsid()
+    log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1); os.dup2(log, 2)  # the worker's and its kernel's own chatter go to the step's log, not the user's terminal
     os.environ.update(job["env"])
     threading.Thread(target=_watch_runner, args=(job["runner_pid"],), daemon=True).start()
     import papermill as pm
@@ -492,7 +494,7 @@ class _Scheduler:
         self._update_step(name, status="running", attempts=self.attempts[name], started_at=self.started[name], ended_at=None,
                           parameters=params, notebook=str(nb.relative_to(self.ws.root)), error=None)
         job = {"input": str(s.notebook), "output": str(nb), "parameters": params, "timeout": s.timeout, "cwd": str(self.folder),
-               "result": str(self._result_path(name)), "runner_pid": os.getpid(),
+               "result": str(self._result_path(name)), "log": str(self.folder/f"{name}.log"), "runner_pid": os.getpid(),
                "env": {"MLW_HOME": str(self.ws.root), "MLW_RUN_ID": self.run_id, "MLW_STEP": name, OUTPUTS_ENV: str(self._outputs_path(name))}}
         p = _mp_context().Process(target=_worker_body(), args=(job,), name=f"mlw-step-{name}", daemon=False)
         p.start()
@@ -560,7 +562,8 @@ class _Scheduler:
 
     def run(self) -> RunRecord:
         done0 = sum(st in DONE for st in self.status.values())
-        self.bar = tqdm(total=len(self.status), initial=done0, desc=f"{self.spec.name} {self.run_id}", unit="step", file=sys.stderr, disable=not self.progress, leave=True)
+        self.bar = tqdm(total=len(self.status), initial=done0, desc=f"{self.spec.name} {self.run_id}", unit="step", file=sys.stderr,
+                        disable=None if self.progress else True, leave=True)  # None: no bar when stderr is not a terminal
         main = threading.current_thread() is threading.main_thread()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
         status, error = "failed", None
