@@ -44,6 +44,7 @@ def postgresql_metadata(uri: str, ws=None) -> MetadataStore:
     "Metadata on a PostgreSQL server (psycopg 3 driver unless the URI names one); migrations take an advisory lock."
     scheme, rest = uri.split("://", 1)
     store = MetadataStore(("postgresql+psycopg" if scheme == "postgresql" else scheme) + "://" + rest)
+    store.name = sa.engine.make_url(uri).render_as_string(hide_password=True)  # errors show the URI as the user wrote it
     @contextlib.contextmanager
     def advisory_lock():
         with store.engine.connect() as c:

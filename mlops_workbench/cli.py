@@ -12,7 +12,7 @@ from .core import resolve_root
 
 # %% auto #0
 __all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_dashboards', 'mlw_lab',
-           'fresh_demo_workspace', 'mlw_demo', 'main']
+           'fresh_demo_workspace', 'mlw_demo', 'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
@@ -159,6 +159,10 @@ def _run_verb(verb: str, args: list):
     ns.pop("pdb", None); ns.pop("xtra", None)
     return fn(**ns)
 
+def one_line(e: Exception) -> str:
+    "An error message on one line: a listed problem per '; ', other line breaks as spaces."
+    return " ".join(str(e).replace(":\n  - ", ": ").replace("\n  - ", "; ").split())
+
 def main(argv=None) -> int:
     "The `mlw` console script."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -166,8 +170,8 @@ def main(argv=None) -> int:
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS: print(f"mlw: error: unknown verb {verb!r}; verbs: {', '.join(VERBS)}", file=sys.stderr); return 2
     try: _run_verb(verb, rest)
-    except PipelineStepFailed as e: print(f"mlw: error: {e}", file=sys.stderr); return 1
-    except MLWError as e: print(f"mlw: error: {' '.join(str(e).split())}", file=sys.stderr); return 2
+    except PipelineStepFailed as e: print(f"mlw: error: {one_line(e)}", file=sys.stderr); return 1
+    except MLWError as e: print(f"mlw: error: {one_line(e)}", file=sys.stderr); return 2
     except KeyboardInterrupt: print("mlw: interrupted", file=sys.stderr); return 130
     except SystemExit as e: return e.code if isinstance(e.code, int) else 0
     return 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #78b5c928
 from __future__ import annotations
-import os, tomllib, tempfile, importlib
+import os, shutil, tomllib, tempfile, importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from importlib.metadata import entry_points
@@ -118,6 +118,7 @@ def _read_settings(root: Path) -> dict:
     if not root.is_dir(): raise InvalidInput(f"workspace {str(root)!r} is a file, not a folder; point MLW_HOME at a workspace folder")
     if not f.exists(): raise NotFound(f"folder {str(root)!r} is not a workspace (no {SETTINGS_FILE}); create one with `mlw init {root}`")
     try: s = tomllib.loads(f.read_text())
+    except PermissionError as e: raise Forbidden(f"workspace settings {str(f)!r} cannot be read ({e.strerror}); fix their permissions") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise InvalidInput(f"workspace settings {str(f)!r} are corrupt ({e}); fix the file or re-create the workspace") from None
     v = s.get("format_version")
@@ -131,10 +132,16 @@ def _check_writable(root: Path):
     try: tempfile.TemporaryFile(dir=root).close()
     except OSError as e: raise Forbidden(f"workspace {str(root)!r} is not writable ({e.strerror}); fix its permissions or open another workspace") from None
 
+def _umask() -> int:
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
 def _write_atomic(path: Path, text: str):
     "Write `text` to `path` through a temp file and a rename, so readers never see half a file."
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        # mkstemp makes 0600 files; keep the mode a plain open() would give (or the replaced file's)
+        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "w") as fh: fh.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -166,11 +173,17 @@ class Workspace:
         s = default_settings()
         s["backends"].update(backends or {})
         for uri_role, uri in s["backends"].items(): _registry(uri_role).check(uri)
+        created = not root.exists()
         try: root.mkdir(parents=True, exist_ok=True)
         except OSError as e: raise Forbidden(f"cannot create workspace folder {str(root)!r} ({e.strerror}); choose a writable location") from None
-        _check_writable(root)
-        _write_atomic(root/SETTINGS_FILE, tomli_w.dumps(s))
-        return cls.open(root)
+        try:
+            _check_writable(root)
+            _write_atomic(root/SETTINGS_FILE, tomli_w.dumps(s))
+            return cls.open(root)
+        except BaseException:  # e.g. an unreachable metadata server: leave no half-made workspace behind
+            (root/SETTINGS_FILE).unlink(missing_ok=True)
+            if created: shutil.rmtree(root, ignore_errors=True)
+            raise
 
     def path(self, *parts) -> Path:
         "A path inside the workspace."

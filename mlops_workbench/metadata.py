@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_metadata.ipynb #d18682cd
 from __future__ import annotations
-import contextlib
+import contextlib, sqlite3, time
 import datetime as dt
 from dataclasses import dataclass
 from typing import Callable
@@ -26,7 +26,8 @@ class UTCDateTime(sa.types.TypeDecorator):
         v = v.astimezone(dt.timezone.utc)
         return v.replace(tzinfo=None) if dialect.name == "sqlite" else v
     def process_result_value(self, v, dialect):
-        return None if v is None or v.tzinfo else v.replace(tzinfo=dt.timezone.utc)
+        if v is None: return None
+        return v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v.astimezone(dt.timezone.utc)
 
 def utcnow() -> dt.datetime:
     "Now, in UTC, time-zone aware."
@@ -86,18 +87,34 @@ MIGRATIONS: list[Migration] = [
 ]
 
 # %% ../nbs/01_metadata.ipynb #9713709c
-def _sqlite_pragmas(conn, _):
+def _sqlite_connect(conn, _):
+    conn.isolation_level = None  # pysqlite would run DDL outside our transactions; `_sqlite_begin` issues BEGIN instead
     cur = conn.cursor()
-    for p in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"): cur.execute(f"PRAGMA {p}")
+    cur.execute("PRAGMA busy_timeout=30000")  # first: the pragmas below may have to wait for another process
+    for _ in range(100):  # switching a brand-new file to WAL fails at once, not after busy_timeout, if another process holds it
+        try:
+            if cur.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal": break
+        except sqlite3.OperationalError: time.sleep(0.05)
+    for p in ("foreign_keys=ON", "synchronous=NORMAL"): cur.execute(f"PRAGMA {p}")
     cur.close()
+
+def _sqlite_begin(conn): conn.exec_driver_sql("BEGIN")
+
+def _pass_mlw_errors(ctx):
+    "Let our own errors raised while binding values (say, a naive timestamp) through unwrapped."
+    if isinstance(ctx.original_exception, MLWError): return ctx.original_exception
 
 class MetadataStore:
     "SQLAlchemy engine plus migrations for the workspace's metadata database."
     def __init__(self, url: str,
                  migration_lock=None):  # `migration_lock()` -> context manager held while one migration applies; the backend supplies it
         self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.name = self.engine.url.render_as_string(hide_password=True)
         self._migration_lock = migration_lock or contextlib.nullcontext
-        if self.engine.dialect.name == "sqlite": event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "handle_error", _pass_mlw_errors)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
 
     def begin(self):
         "A connection in a transaction: `with store.begin() as c: ...` commits or rolls back as a whole."
@@ -107,20 +124,18 @@ class MetadataStore:
     def version(self) -> int:
         "The highest applied migration, 0 for an empty database."
         try:
-            with self.engine.connect() as c: return c.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar() or 0
-        except sa.exc.OperationalError as e:
-            if sa.inspect(self.engine).has_table("schema_migrations"): raise self._unreachable(e) from None
-            return 0
-        except sa.exc.ProgrammingError: return 0
+            with self.engine.connect() as c:
+                if not sa.inspect(c).has_table("schema_migrations"): return 0
+                return c.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar() or 0
+        except sa.exc.DBAPIError as e: raise self._unreachable(e) from None
 
     def migrate(self) -> int:
         "Apply pending migrations in order, each in its own transaction; return the new version."
         from alembic.runtime.migration import MigrationContext
         from alembic.operations import Operations
-        try: current = self.version
-        except sa.exc.DBAPIError as e: raise self._unreachable(e) from None
+        current = self.version
         if current > MIGRATIONS[-1].version:
-            raise Conflict(f"metadata database {self.engine.url.render_as_string(hide_password=True)!r} is at schema version {current}, "
+            raise Conflict(f"metadata database {self.name!r} is at schema version {current}, "
                            f"newer than this mlops-workbench knows ({MIGRATIONS[-1].version}); upgrade mlops-workbench")
         for m in MIGRATIONS:
             if m.version <= current: continue
@@ -132,8 +147,8 @@ class MetadataStore:
         return self.version
 
     def _unreachable(self, e):
-        return MLWError(f"metadata database {self.engine.url.render_as_string(hide_password=True)!r} is unreachable or unreadable "
+        return MLWError(f"metadata database {self.name!r} is unreachable or unreadable "
                         f"({type(e.orig).__name__}: {str(e.orig).strip().splitlines()[0]}); check the server or the file")
 
     def close(self): self.engine.dispose()
-    def __repr__(self): return f"MetadataStore({self.engine.url.render_as_string(hide_password=True)!r}, version={self.version})"
+    def __repr__(self): return f"MetadataStore({self.name!r}, version={self.version})"

@@ -182,6 +182,8 @@ def notebook_parameters(path) -> dict:
                 if isinstance(t, ast.Name): out[t.id] = None if v is None else type(v).__name__
     return out
 
+def _a(word: str) -> str: return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
 def type_ok(value, type_name) -> bool:
     "Whether `value` suits a parameter declared as `type_name` (None or unknown types accept anything)."
     if value is None or type_name not in _TYPES: return True
@@ -195,7 +197,7 @@ def coerce(value, type_name, what: str):
     try: v = yaml.safe_load(value)
     except yaml.YAMLError: v = value
     if type_name == "float" and isinstance(v, int) and not isinstance(v, bool): v = float(v)
-    if not type_ok(v, type_name): raise InvalidInput(f"{what}: {value!r} is not a {type_name}")
+    if not type_ok(v, type_name): raise InvalidInput(f"{what}: {value!r} is not {_a(type_name)}")
     return v
 
 # %% ../../nbs/60_pipelines.ipynb #9b17335a
@@ -215,7 +217,7 @@ def validate(spec: PipelineSpec, parameters: dict | None = None) -> dict:
         tname = None if default is None else type(default).__name__
         try: params[k] = coerce(v, tname, f"pipeline parameter {k!r}")
         except InvalidInput as e: problems.append(str(e)); continue
-        if not type_ok(params[k], tname): problems.append(f"pipeline parameter {k!r}: {v!r} is not a {tname}")
+        if not type_ok(params[k], tname): problems.append(f"pipeline parameter {k!r}: {v!r} is not {_a(tname)}")
     for s in spec.steps.values():
         try: declared = notebook_parameters(s.notebook)
         except MLWError as e: problems.append(f"step {s.name!r}: {e}"); continue
@@ -229,7 +231,7 @@ def validate(spec: PipelineSpec, parameters: dict | None = None) -> dict:
             elif m:
                 if m["step"] not in _ancestors(spec, s.name): problems.append(f"step {s.name!r}: parameter {k!r} uses outputs of {m['step']!r}, which is not among its dependencies"); continue
                 continue  # checked when the output exists
-            if not type_ok(v, declared[k]): problems.append(f"step {s.name!r}: parameter {k!r} = {v!r} is a {type(v).__name__}, but {s.notebook.name} declares a {declared[k]}")
+            if not type_ok(v, declared[k]): problems.append(f"step {s.name!r}: parameter {k!r} = {v!r} is {_a(type(v).__name__)}, but {s.notebook.name} declares {_a(declared[k])}")
     if problems: raise InvalidInput(f"pipeline {spec.name!r} cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
     return params
 

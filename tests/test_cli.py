@@ -1,0 +1,229 @@
+"""The `mlw` console script as a user runs it: the installed `.venv/bin/mlw` in a subprocess, in a scratch folder,
+with no MLW_HOME unless a test sets it.
+
+The contract for user errors: exactly one line on stderr starting `mlw: error:`, no traceback, exit 2 (1 when a
+pipeline step failed). Pipeline runs start real kernels, so the module shares one workspace and one successful run.
+"""
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+MLW = str(Path(sys.executable).parent / "mlw")
+ENV = {k: v for k, v in os.environ.items() if k != "MLW_HOME"}
+RUN_LINE = re.compile(r"^run (\S+): (\w+) in [\d.]+s; executed notebooks in (\S+)$", re.M)
+
+
+def mlw(*args, cwd, env=None, prefix=(), timeout=600):
+    "Run `mlw ARGS` in `cwd` (as the user `prefix` selects) and return the completed process."
+    return subprocess.run([*prefix, MLW, *map(str, args)], cwd=cwd, env={**ENV, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def user_error(p, *contains, code=2) -> str:
+    "Assert `p` failed as a user error (one `mlw: error:` line, no traceback, exit `code`) naming `contains`; return the line."
+    assert "Traceback" not in p.stderr + p.stdout, p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlw: error: "), p.stderr
+    assert p.returncode == code, (p.returncode, p.stderr)
+    for c in contains: assert str(c) in lines[0], (c, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    "A workspace made by `mlw init`, pipeline specs next to it, and one successful `mlw run` with `-p n 21`."
+    from mlops_workbench.pipelines.runner import make_notebook
+    d = tmp_path_factory.mktemp("cli")
+    make_notebook(d/"count.ipynb", "n: int = 2",
+                  "from mlops_workbench.pipelines.runner import record_output",
+                  "record_output('double', n * 2); record_output('n_type', type(n).__name__)")
+    (d/"count.yaml").write_text("name: count\nparameters: {n: 2}\nsteps:\n"
+                                "  count:\n    notebook: count.ipynb\n    parameters: {n: '${params.n}'}\n")
+    make_notebook(d/"divide.ipynb", "n: int = 1", "x = n + 1", "x / 0")
+    (d/"divide.yaml").write_text("name: divide\nparameters: {n: 1}\nsteps:\n"
+                                 "  divide:\n    notebook: divide.ipynb\n    parameters: {n: '${params.n}'}\n")
+    make_notebook(d/"check.ipynb", "amount: int = -3", "if amount < 0: raise ValueError(f'amount must be positive\\ngot {amount}')")
+    (d/"check.yaml").write_text("name: check\nsteps:\n  check:\n    notebook: check.ipynb\n")
+    init = mlw("init", "ws", cwd=d)  # relative to the current folder, as a user types it
+    assert init.returncode == 0, init.stderr
+    run = mlw("run", "count.yaml", "-p", "n", "21", "--quiet", "--workspace", "ws", cwd=d)
+    m = RUN_LINE.search(run.stdout)
+    return SimpleNamespace(dir=d, ws=d/"ws", init=init, run=run, run_id=m and m[1], run_match=m)
+
+
+VERB_OPTIONS = {
+    "init": ["--metadata", "path"],
+    "run": ["--param", "--resume", "--parallel", "--quiet", "--workspace", "name"],
+    "runs": ["{list,show}", "run_id", "--limit", "--pipeline", "--workspace"],
+    "status": ["--workspace"],
+    "dashboards": ["--port", "--address", "--show", "--workspace"],
+    "lab": ["--port", "--workspace"],
+    "demo": ["--path", "--n_applications", "--quiet"],
+}
+
+
+def test_help_lists_every_verb(tmp_path):
+    p = mlw("--help", cwd=tmp_path)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert "usage: mlw VERB" in p.stdout
+    for verb in VERB_OPTIONS: assert re.search(rf"^  {verb} +\S", p.stdout, re.M), verb
+
+
+@pytest.mark.parametrize("verb", VERB_OPTIONS)
+def test_verb_help_describes_its_options(verb, tmp_path):
+    p = mlw(verb, "--help", cwd=tmp_path)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert p.stdout.startswith(f"usage: mlw {verb} ")
+    for opt in VERB_OPTIONS[verb]: assert opt in p.stdout, (verb, opt)
+
+
+def test_init_then_status(cli, tmp_path):
+    ws = cli.ws
+    assert cli.init.stdout.splitlines()[:2] == [f"created workspace {ws}", f"  metadata: sqlite:///{ws}/metadata.db"]
+    assert (ws/"mlw.toml").exists() and (ws/"metadata.db").exists()
+    p = mlw("status", "--workspace", ws, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[:2] == [f"workspace  {ws}  (format 1, metadata schema v2)", f"  metadata   sqlite:///{ws}/metadata.db"]
+    assert re.search(rf"^latest     {cli.run_id}  count  succeeded$", p.stdout, re.M), p.stdout
+    assert mlw("status", cwd=tmp_path, env={"MLW_HOME": str(ws)}).stdout == p.stdout  # MLW_HOME names the same workspace
+
+
+def test_run_coerces_parameter_and_records_it(cli):
+    "`-p n 21` reaches the notebook as the int the pipeline declares, and the run records an int."
+    assert cli.run.returncode == 0, cli.run.stderr
+    assert cli.run.stderr == ""  # --quiet
+    assert cli.run_match and cli.run_match[2] == "succeeded", cli.run.stdout
+    assert cli.run_match[3] == str(cli.ws/"runs"/cli.run_id) and (cli.ws/"runs"/cli.run_id/"count.ipynb").exists()
+    from mlops_workbench.core import Workspace
+    from mlops_workbench.pipelines.runner import get_run
+    ws = Workspace.open(cli.ws)
+    try: run = get_run(ws, cli.run_id)
+    finally: ws.close()
+    assert run.parameters == {"n": 21} and type(run.parameters["n"]) is int
+    assert run.step("count").outputs == {"double": 42, "n_type": "int"}
+
+
+def test_runs_lists_and_shows_the_run(cli):
+    p = mlw("runs", "--workspace", cli.ws, cwd=cli.dir)
+    assert p.returncode == 0, p.stderr
+    assert re.search(rf"^{cli.run_id}  count +succeeded +\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d +[\d.]+s$", p.stdout, re.M), p.stdout
+    p = mlw("runs", "show", cli.run_id, "--workspace", cli.ws, cwd=cli.dir)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.splitlines()
+    assert out[0].startswith(f"run {cli.run_id}  pipeline count  succeeded  started ")
+    assert out[1:3] == ["parameters {'n': 21}", f"notebooks  {cli.ws/'runs'/cli.run_id}"]
+    assert re.match(r"^  count +succeeded +attempts 1 +[\d.]+s  \{'double': 42, 'n_type': 'int'\}$", out[3]), out[3]
+
+
+def test_failed_step_names_step_cell_and_notebook(cli):
+    p = mlw("run", "divide.yaml", "--quiet", "--workspace", cli.ws, cwd=cli.dir)
+    m = RUN_LINE.search(p.stdout)
+    assert m and m[2] == "failed", p.stdout
+    nb = cli.ws/"runs"/m[1]/"divide.ipynb"
+    user_error(p, f"run {m[1]} of pipeline 'divide' failed", "step 'divide' failed", "ZeroDivisionError in cell 2",
+               f"executed notebook: {nb}", code=1)
+    assert nb.exists()
+
+
+def test_failed_step_with_multi_line_message_is_one_line(cli):
+    p = mlw("run", "check.yaml", "--quiet", "--workspace", cli.ws, cwd=cli.dir)
+    user_error(p, "step 'check' failed: ValueError in cell 1: amount must be positive got -3; executed notebook: ", code=1)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path.parent
+
+
+# name -> (arguments, given the shared fixture and a scratch folder `t`; what the one error line must contain,
+# with {t} and {run_id} filled in)
+USER_ERRORS = {
+    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, dashboards, lab, demo"]),
+    "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: demo"]),
+    "undeclared parameter": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "m", "1", "--workspace", c.ws],
+                             ["pipeline 'count' cannot run", "unknown pipeline parameter 'm'; declared: n"]),
+    "parameter of the wrong type": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "n", "ten", "--workspace", c.ws],
+                                    ["pipeline 'count' cannot run", "pipeline parameter 'n': 'ten' is not a"]),
+    "unknown run id": (lambda c, t: ["runs", "show", "nope", "--workspace", c.ws], ["run 'nope' not found; list runs with `mlw runs`"]),
+    "resume of a succeeded run": (lambda c, t: ["run", "--resume", c.run_id, "--workspace", c.ws],
+                                  ["run '{run_id}' is succeeded; only killed or failed runs can be resumed"]),
+    "no workspace here and no MLW_HOME": (lambda c, t: ["status"],
+                                          ["workspace '{t}/workspace' does not exist; create it with `mlw init {t}/workspace`"]),
+    "missing workspace": (lambda c, t: ["status", "--workspace", t/"absent"], ["workspace '{t}/absent' does not exist"]),
+    "folder that is not a workspace": (lambda c, t: ["runs", "--workspace", _write(t/"plain"/"notes.txt", "hi")],
+                                       ["folder '{t}/plain' is not a workspace (no mlw.toml); create one with `mlw init"]),
+    "corrupt settings": (lambda c, t: ["status", "--workspace", _write(t/"ws"/"mlw.toml", "format_version = [\n")],
+                         ["workspace settings '{t}/ws/mlw.toml' are corrupt (", "fix the file or re-create the workspace"]),
+    "unknown backend scheme": (lambda c, t: ["status", "--workspace", _write(t/"ws"/"mlw.toml",
+                                             'format_version = 1\n[backends]\nmetadata = "mongodb://x"\n')],
+                               ["metadata backend 'mongodb://x': scheme 'mongodb' is not registered; known schemes: postgresql, sqlite"]),
+}
+
+
+@pytest.mark.parametrize("case", USER_ERRORS)
+def test_user_error_is_one_line(case, cli, tmp_path):
+    args, contains = USER_ERRORS[case]
+    p = mlw(*args(cli, tmp_path), cwd=tmp_path)
+    user_error(p, *[c.format(t=tmp_path, run_id=cli.run_id) for c in contains])
+
+
+def _without_write_permission(workspace: Path) -> list:
+    """Take write permission on `workspace` away from the user the returned command prefix runs as.
+
+    Root writes through any mode bits, so as root the CLI runs as root minus the capabilities that bypass file
+    permissions (setpriv). Not `runuser -u nobody`: the venv's interpreter lives under /root (mode 0700), which
+    nobody cannot enter.
+    """
+    workspace.chmod(0o555)
+    if os.geteuid() != 0: return []
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+
+def test_unwritable_workspace(tmp_path):
+    ws = tmp_path/"ws"
+    assert mlw("init", ws, cwd=tmp_path).returncode == 0
+    prefix = _without_write_permission(ws)
+    try:
+        assert mlw("status", "--workspace", ws, cwd=tmp_path).returncode == 0  # the unrestricted user still can
+        p = mlw("status", "--workspace", ws, cwd=tmp_path, prefix=prefix)
+    finally: ws.chmod(0o755)
+    user_error(p, f"workspace '{ws}' is not writable (Permission denied); fix its permissions or open another workspace")
+
+
+def test_unreadable_settings(tmp_path):
+    "Settings another user cannot read give the one-line error, and `mlw init` writes them readable (per umask)."
+    ws = tmp_path/"ws"
+    assert mlw("init", ws, cwd=tmp_path).returncode == 0
+    settings = ws/"mlw.toml"
+    mode = stat.S_IMODE(settings.stat().st_mode)
+    prefix = _without_write_permission(ws)
+    settings.chmod(0)
+    try: p = mlw("status", "--workspace", ws, cwd=tmp_path, prefix=prefix)
+    finally: ws.chmod(0o755); settings.chmod(0o644)
+    user_error(p, f"'{settings}'")
+    umask = os.umask(0); os.umask(umask)
+    assert mode == 0o666 & ~umask, oct(mode)
+
+
+def test_demo_runs_end_to_end_and_keeps_other_folders(tmp_path):
+    demo = tmp_path/"demo"
+    p = mlw("demo", "--path", demo, "--n_applications", "1000", "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"^executed notebooks: (\S+)$", p.stdout, re.M)
+    assert m and Path(m[1]).parent == demo/"runs", p.stdout
+    for step in ("generate", "profile", "summary"): assert (Path(m[1])/f"{step}.ipynb").exists(), step
+    summary = re.search(r"^summary_path: (\S+)$", p.stdout, re.M)
+    assert summary and Path(summary[1]).is_file() and Path(summary[1]).is_relative_to(demo), p.stdout
+    assert (demo/".mlw-demo").exists()
+
+    mine = _write(tmp_path/"mine"/"thesis.tex", "my work")
+    p = mlw("demo", "--path", mine, "--n_applications", "1000", "--quiet", cwd=tmp_path)
+    user_error(p, f"folder '{mine}' exists and is not a demo workspace; pass --path")
+    assert (mine/"thesis.tex").read_text() == "my work" and sorted(mine.iterdir()) == [mine/"thesis.tex"]
