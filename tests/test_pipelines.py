@@ -160,3 +160,25 @@ def test_killed_run_is_marked_and_resumes_from_first_unfinished_step(ws, nbs, tm
     assert [s.status for s in run.steps] == ["succeeded"] * 3
     with pytest.raises(Conflict, match="only killed or failed runs can be resumed"):
         run_pipeline(ws, resume=run_id, progress=False)
+
+
+SCRIPT = """
+from pathlib import Path
+from mlops_workbench.core import Workspace
+from mlops_workbench.pipelines.runner import PipelineSpec, run_pipeline
+marks = Path({marks!r}); marks.write_text(marks.read_text() + "x" if marks.exists() else "x")  # top level, no __main__ guard
+run = run_pipeline(Workspace.open({ws!r}), PipelineSpec.from_dict({{"name": "script", "steps": {{"a": {{"notebook": {nb!r}, "parameters": {{"seconds": 0.0}}}}}}}}), progress=False)
+print(run.status)
+"""
+
+
+@pytest.mark.parametrize("how", ["stdin", "unguarded file"])
+def test_runs_from_scripts_without_a_main_guard(ws, nbs, tmp_path, how):
+    "multiprocessing must neither fail on a stdin script nor re-run an unguarded script's top level in each worker."
+    code = SCRIPT.format(marks=str(tmp_path / "marks"), ws=str(ws.root), nb=str(nbs / "nap.ipynb"))
+    if how == "stdin": p = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    else:
+        (tmp_path / "script.py").write_text(code)
+        p = subprocess.run([sys.executable, str(tmp_path / "script.py")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.stdout.strip() == "succeeded", p.stderr[-2000:]
+    assert (tmp_path / "marks").read_text() == "x", "the script's top level ran once"

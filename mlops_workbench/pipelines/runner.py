@@ -4,7 +4,7 @@
 
 # %% ../../nbs/60_pipelines.ipynb #338c9c0e
 from __future__ import annotations
-import ast, json, os, re, shutil, signal, socket, secrets, sys, tempfile, threading, time
+import ast, contextlib, json, os, re, shutil, signal, socket, secrets, sys, tempfile, threading, time, types
 import datetime as dt
 import multiprocessing as mp
 from multiprocessing.connection import wait as mp_wait
@@ -440,6 +440,15 @@ def _worker_body():
     import importlib
     return importlib.import_module("mlops_workbench.pipelines.runner")._execute_step
 
+# %% ../../nbs/60_pipelines.ipynb #97b133aa
+@contextlib.contextmanager
+def _bare_main():
+    "Hide the caller's `__main__` from multiprocessing while a worker starts."
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try: yield
+    finally: sys.modules["__main__"] = main
+
 # %% ../../nbs/60_pipelines.ipynb #659ae85d
 DONE = {"succeeded", "failed", "timed_out", "skipped", "killed"}
 KERNEL_START_RETRIES = 2
@@ -499,7 +508,7 @@ class _Scheduler:
                "result": str(self._result_path(name)), "log": str(self.folder/f"{name}.log"), "runner_pid": os.getpid(),
                "env": {"MLW_HOME": str(self.ws.root), "MLW_RUN_ID": self.run_id, "MLW_STEP": name, OUTPUTS_ENV: str(self._outputs_path(name))}}
         p = _mp_context().Process(target=_worker_body(), args=(job,), name=f"mlw-step-{name}", daemon=False)
-        p.start()
+        with _bare_main(): p.start()
         self.running[name] = (p, time.monotonic() + s.timeout + HARD_DEADLINE_GRACE, kernel_failures)
 
     def _result_path(self, name): return self.folder/f".{name}.result.json"
