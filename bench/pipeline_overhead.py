@@ -22,6 +22,7 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="notebooks per sequential comparison")
     ap.add_argument("--sleep", type=float, default=2.0, help="seconds each step of the parallel comparison sleeps")
     ap.add_argument("--parallel", type=int, default=4, help="independent steps in the parallel comparison")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of the parallel comparison")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mlw-bench-"))
     ws = Workspace.init(tmp / "ws")
@@ -45,14 +46,18 @@ def main():
     print(f"  overhead per step        {statistics.median(ours) - statistics.median(base):+.3f}s (medians)   "
           f"ratio runner/papermill {statistics.median(ours) / statistics.median(base):.2f}x (medians), {ours_total / sum(base):.2f}x (totals)")
 
-    # 2. independent steps in parallel against one at a time
+    # 2. independent steps in parallel against one at a time, alternating, median of --repeat rounds
     steps = {f"p{i}": {"notebook": str(nb), "parameters": {"n": 1000, "seconds": a.sleep}} for i in range(a.parallel)}
-    serial = run_pipeline(ws, PipelineSpec.from_dict({"name": "serial", "steps": steps}), max_parallel=1, progress=False)
-    par = run_pipeline(ws, PipelineSpec.from_dict({"name": "parallel", "steps": steps}), max_parallel=a.parallel, progress=False)
-    assert serial.status == par.status == "succeeded"
-    print(f"parallel, {a.parallel} independent steps sleeping {a.sleep:g}s each ({os.cpu_count()} CPU cores)")
-    print(f"  max_parallel=1           {serial.duration_s:.2f}s")
-    print(f"  max_parallel={a.parallel}           {par.duration_s:.2f}s   speed-up {serial.duration_s / par.duration_s:.2f}x (ideal {a.parallel}x)")
+    serial, par = [], []
+    for _ in range(a.repeat):
+        for limit, out in ((1, serial), (a.parallel, par)):
+            r = run_pipeline(ws, PipelineSpec.from_dict({"name": f"limit{limit}", "steps": steps}), max_parallel=limit, progress=False)
+            assert r.status == "succeeded", r.error
+            out.append(r.duration_s)
+    s_med, p_med = statistics.median(serial), statistics.median(par)
+    print(f"parallel, {a.parallel} independent steps sleeping {a.sleep:g}s each ({os.cpu_count()} CPU cores), median of {a.repeat} rounds")
+    print(f"  max_parallel=1           {s_med:.2f}s   (rounds: {', '.join(f'{x:.1f}' for x in serial)})")
+    print(f"  max_parallel={a.parallel}           {p_med:.2f}s   (rounds: {', '.join(f'{x:.1f}' for x in par)})   speed-up {s_med / p_med:.2f}x (ideal {a.parallel}x)")
     ws.close()
 
 
