@@ -351,20 +351,21 @@ def reconcile_runs(ws: Workspace) -> list[str]:
     return killed
 
 # %% ../../nbs/60_pipelines.ipynb #510fda68
-def _failing_cell(output_nb: Path) -> dict:
-    "Index and source of the first cell with an error output in an executed notebook."
+def _code_cells(output_nb: Path) -> list:
+    "The code cells of an executed notebook as its author wrote them (without papermill's injected cell)."
     import nbformat  # worker side only, where papermill has loaded it already
     try: nb = nbformat.read(output_nb, as_version=4)
-    except Exception: return {}
-    code = [c for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    except Exception: return []
+    return [c for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+def _failing_cell(output_nb: Path) -> dict:
+    "Index and source of the first cell with an error output in an executed notebook."
+    code = _code_cells(output_nb)
     for i, c in enumerate(code):
         if any(o.get("output_type") == "error" for o in c.get("outputs", [])): return {"cell_index": i, "cell_source": c.source[:2000]}
     return {}
 
-def _cells_ran(output_nb: Path) -> bool:
-    import nbformat
-    try: return any(c.get("execution_count") for c in nbformat.read(output_nb, as_version=4).cells if c.cell_type == "code")
-    except Exception: return False
+def _cells_ran(output_nb: Path) -> bool: return any(c.get("execution_count") for c in _code_cells(output_nb))
 
 def _kill_tree(pid: int):
     "Kill process `pid` and all its descendants."
@@ -417,10 +418,7 @@ def _execute_step(job: dict):
 
 def _running_cell(output_nb: Path) -> dict:
     "The cell that was running when execution stopped: the last code cell papermill marked as started."
-    import nbformat
-    try: nb = nbformat.read(output_nb, as_version=4)
-    except Exception: return {}
-    code = [c for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    code = _code_cells(output_nb)
     started = [i for i, c in enumerate(code) if c.metadata.get("papermill", {}).get("start_time")]
     return {"cell_index": started[-1], "cell_source": code[started[-1]].source[:2000]} if started else {}
 
