@@ -27,6 +27,9 @@ requirements = [
     "jupyterlab>=4.2,<5",
     "voila>=0.5.8",
     "polars>=1.20",
+    # Delta Lake tables for datasets: versioned, transactional (a failed write leaves the last version readable);
+    # polars reads and writes them through this package, no pyarrow needed.
+    "deltalake>=1.1",
     "numpy>=1.26",
     "matplotlib>=3.8",
     # SQLAlchemy 2 style sessions and Core; alembic operations drive the versioned migrations.
@@ -50,6 +53,10 @@ extras = {
         # Playwright drives Debian's /usr/bin/chromium; its own browser download cannot run here.
         "playwright>=1.45",
         "jupytext>=1.16",
+        # a real SMTP server on loopback for the email alert sink's tests
+        "aiosmtpd>=1.4",
+        # bench/validate.py compares our validation with pandera on pandas, what many users run today
+        "pandera>=0.20",
         "hatchling>=1.21",
         "hatch-jupyter-builder>=0.9",
     ],

@@ -13,7 +13,8 @@ from sqlalchemy import event
 from .core import *
 
 # %% auto #0
-__all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'MIGRATIONS', 'UTCDateTime', 'utcnow', 'Migration',
+__all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'datasets', 'dataset_versions', 'validation_reports',
+           'quality_metrics', 'alerts', 'alert_deliveries', 'MIGRATIONS', 'UTCDateTime', 'utcnow', 'Migration',
            'MetadataStore']
 
 # %% ../nbs/01_metadata.ipynb #4c8a09de
@@ -69,6 +70,83 @@ pipeline_steps = sa.Table("pipeline_steps", meta,
     sa.Column("error", sa.JSON),
     sa.Column("notebook", sa.String(1000)))
 
+# %% ../nbs/01_metadata.ipynb #c373125f
+datasets = sa.Table("datasets", meta,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # raw | processed | validated | quarantine
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("schema_policy", sa.String(20), nullable=False),  # allow_added | strict
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("watermark", sa.JSON))  # incremental ingestion state: files seen, or a column's high-water mark
+
+dataset_versions = sa.Table("dataset_versions", meta,
+    sa.Column("dataset", sa.String(200), sa.ForeignKey("datasets.name", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),  # the Delta table version
+    sa.Column("parent_version", sa.Integer),
+    sa.Column("operation", sa.String(20), nullable=False),  # create | append | overwrite
+    sa.Column("source", sa.JSON, nullable=False),  # kind, location (no secrets), options
+    sa.Column("schema", sa.JSON, nullable=False),  # column -> dtype
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("lineage", sa.JSON, nullable=False),  # {"inputs": [{"dataset", "version"}], "steps": [...]}
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True))
+
+validation_reports = sa.Table("validation_reports", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("ruleset", sa.String(200), nullable=False),
+    sa.Column("ruleset_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # passed | warned | quarantined | blocked
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("rows_failed", sa.BigInteger, nullable=False),
+    sa.Column("rows_quarantined", sa.BigInteger, nullable=False),
+    sa.Column("results", sa.JSON, nullable=False),  # per rule: kind, policy, failed, examples, ...
+    sa.Column("output_version", sa.Integer),  # version of the validated dataset written
+    sa.Column("quarantine_version", sa.Integer),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True))
+
+quality_metrics = sa.Table("quality_metrics", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("metric", sa.String(100), nullable=False),
+    sa.Column("column", sa.String(200), nullable=False, default=""),  # '' for table-level metrics
+    sa.Column("value", sa.Float),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True))
+
+alerts = sa.Table("alerts", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),  # what it is about, e.g. 'dataset:applications'
+    sa.Column("severity", sa.String(20), nullable=False),  # info | warning | critical
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False, index=True),  # dedup key: rule + source + labels
+    sa.Column("status", sa.String(20), nullable=False, index=True),  # firing | acknowledged | resolved
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("last_notified", UTCDateTime),
+    sa.Column("acknowledged_by", sa.String(200)),
+    sa.Column("acknowledged_at", UTCDateTime),
+    sa.Column("resolved_at", UTCDateTime))
+
+alert_deliveries = sa.Table("alert_deliveries", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("sink", sa.String(200), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False))
+
 # %% ../nbs/01_metadata.ipynb #cff2ec24
 @dataclass(frozen=True)
 class Migration:
@@ -84,6 +162,8 @@ def _create(op, table: sa.Table):
 MIGRATIONS: list[Migration] = [
     Migration(1, "schema_migrations", lambda op: _create(op, schema_migrations)),
     Migration(2, "pipeline runs and steps", lambda op: (_create(op, pipeline_runs), _create(op, pipeline_steps))),
+    Migration(3, "datasets, validation, quality metrics, alerts", lambda op: [_create(op, t) for t in
+              (datasets, dataset_versions, validation_reports, quality_metrics, alerts, alert_deliveries)]),
 ]
 
 # %% ../nbs/01_metadata.ipynb #9713709c
