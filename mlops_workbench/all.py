@@ -10,9 +10,10 @@ from .core import *
 from .metadata import *
 from .backends import *
 from .datasets import *
+from .storage import *
 from .pipelines.runner import *
-from . import core, metadata, backends, datasets
+from . import core, metadata, backends, datasets, storage
 from .pipelines import runner
 
 # %% ../nbs/99_all.ipynb #f1adb596
-__all__ = [name for m in (core, metadata, backends, datasets, runner) for name in m.__all__]
+__all__ = [name for m in (core, metadata, backends, datasets, storage, runner) for name in m.__all__]

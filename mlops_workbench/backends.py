@@ -6,6 +6,7 @@
 from __future__ import annotations
 from .core import *
 from .metadata import MetadataStore
+from .storage import file_storage
 import contextlib, fcntl
 from pathlib import Path
 import sqlalchemy as sa
@@ -53,3 +54,6 @@ def postgresql_metadata(uri: str, ws=None) -> MetadataStore:
             finally: c.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY}); c.commit()
     store._migration_lock = advisory_lock
     return store
+
+# %% ../nbs/02_backends.ipynb #e050488f
+registry("storage").register("file", file_storage)

@@ -104,7 +104,7 @@ SETTINGS_FILE = "mlw.toml"
 def default_settings() -> dict:
     "Settings of a new workspace: every backend on its embedded default."
     return {"format_version": FORMAT_VERSION,
-            "backends": {"metadata": "sqlite:///{workspace}/metadata.db"},
+            "backends": {"metadata": "sqlite:///{workspace}/metadata.db", "storage": "file://{workspace}/data"},
             "pipelines": {"max_parallel": 2}}
 
 def resolve_root(path=None) -> Path:
@@ -125,6 +125,7 @@ def _read_settings(root: Path) -> dict:
     if not isinstance(v, int): raise InvalidInput(f"workspace settings {str(f)!r}: 'format_version' is missing or not an integer")
     if v > FORMAT_VERSION: raise Conflict(f"workspace {str(root)!r} has format {v}, newer than this mlops-workbench supports ({FORMAT_VERSION}); upgrade mlops-workbench")
     if not isinstance(s.get("backends"), dict): raise InvalidInput(f"workspace settings {str(f)!r}: the [backends] table is missing")
+    s["backends"] = {**default_settings()["backends"], **s["backends"]}  # roles added by later releases get their embedded default
     return s
 
 def _check_writable(root: Path):
