@@ -82,6 +82,11 @@ def check_columns(schema: dict, what: str):
     if bad: raise InvalidInput(f"{what}: column names {bad} contain spaces or one of ,;{{}}()= ; rename them (ingestion's normalize_columns=True does)")
     if dup: raise InvalidInput(f"{what}: column names {dup} differ only by case; rename them")
 
+def _storable(lf: pl.LazyFrame) -> pl.LazyFrame:
+    "Enum and Categorical columns as strings: Delta has no such types (and deltalake fails on dictionary-encoded views)."
+    cats = [c for c, t in lf.collect_schema().items() if isinstance(t, (pl.Enum, pl.Categorical))]
+    return lf.with_columns(pl.col(cats).cast(pl.String)) if cats else lf
+
 def check_schema_change(old: dict, new: dict, policy: str, what: str):
     "Raise `InvalidInput` if `new` is not an allowed evolution of `old` under `policy`."
     missing = [c for c in old if c not in new]
@@ -131,7 +136,7 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
     if mode not in ("append", "overwrite"): raise InvalidInput(f"dataset {name!r}: mode {mode!r} is unknown; use 'append' or 'overwrite'")
     if schema_policy is not None and schema_policy not in SCHEMA_POLICIES:
         raise InvalidInput(f"dataset {name!r}: schema policy {schema_policy!r} is unknown; policies: {', '.join(SCHEMA_POLICIES)}")
-    lf = data.lazy()
+    lf = _storable(data.lazy())
     new_schema = _schema(lf)
     check_columns(new_schema, f"dataset {name!r}")
     parent = latest_version(ws, name)
@@ -141,8 +146,9 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
     store, uri = ws.backend("storage"), ws.backend("storage").table_uri(name)
     options = {"schema_mode": "merge"} if parent is not None and mode == "append" and set(new_schema) - set(parent.schema) else \
               {"schema_mode": "overwrite"} if mode == "overwrite" and parent is not None else None
+    from deltalake.exceptions import DeltaError
     try: lf.sink_delta(uri, mode="append" if parent is None else mode, storage_options=store.storage_options, delta_write_options=options)
-    except pl.exceptions.PolarsError as e:
+    except (pl.exceptions.PolarsError, DeltaError) as e:
         raise InvalidInput(f"dataset {name!r}: the data could not be written ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}); "
                            f"nothing was written, v{parent.version if parent else '-'} stays current") from None
     from deltalake import DeltaTable
