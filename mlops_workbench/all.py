@@ -11,9 +11,13 @@ from .metadata import *
 from .backends import *
 from .datasets import *
 from .storage import *
+from .data.process import *
+from .data.quality import *
+from .alerts import *
 from .pipelines.runner import *
-from . import core, metadata, backends, datasets, storage
+from . import core, metadata, backends, datasets, storage, alerts
+from .data import process, quality
 from .pipelines import runner
 
 # %% ../nbs/99_all.ipynb #f1adb596
-__all__ = [name for m in (core, metadata, backends, datasets, storage, runner) for name in m.__all__]
+__all__ = [name for m in (core, metadata, backends, datasets, storage, process, quality, alerts, runner) for name in m.__all__]
