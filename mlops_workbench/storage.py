@@ -82,10 +82,23 @@ def check_columns(schema: dict, what: str):
     if bad: raise InvalidInput(f"{what}: column names {bad} contain spaces or one of ,;{{}}()= ; rename them (ingestion's normalize_columns=True does)")
     if dup: raise InvalidInput(f"{what}: column names {dup} differ only by case; rename them")
 
-def _storable(lf: pl.LazyFrame) -> pl.LazyFrame:
-    "Enum and Categorical columns as strings: Delta has no such types (and deltalake fails on dictionary-encoded views)."
-    cats = [c for c, t in lf.collect_schema().items() if isinstance(t, (pl.Enum, pl.Categorical))]
-    return lf.with_columns(pl.col(cats).cast(pl.String)) if cats else lf
+_WIDER = {pl.UInt8: pl.Int16, pl.UInt16: pl.Int32, pl.UInt32: pl.Int64, pl.UInt64: pl.Int64}
+
+def _stored_type(t):
+    "The type Delta stores for polars type `t`, or None when Delta has no column type for it."
+    if isinstance(t, (pl.Enum, pl.Categorical)): return pl.String  # deltalake also fails on dictionary-encoded views
+    if isinstance(t, pl.Datetime): return pl.Datetime("us", "UTC" if t.time_zone else None)  # Delta: microseconds, UTC
+    if type(t) in _WIDER or t in _WIDER: return _WIDER.get(type(t), _WIDER.get(t))  # no unsigned types; UInt64 must fit Int64
+    if isinstance(t, (pl.Duration, pl.Time, pl.Null, pl.Object)): return None
+    return t
+
+def _storable(lf: pl.LazyFrame, what: str = "data") -> pl.LazyFrame:
+    "`lf` with every column cast to the type Delta stores, so the same data always gives the same stored schema."
+    schema = lf.collect_schema()
+    if bad := [f"{c} ({t})" for c, t in schema.items() if _stored_type(t) is None]:
+        raise InvalidInput(f"{what}: columns {bad} have types a Delta table cannot store; cast them (e.g. a duration to seconds as Float64, a time to String)")
+    casts = [pl.col(c).cast(_stored_type(t)) for c, t in schema.items() if _stored_type(t) != t]
+    return lf.with_columns(casts) if casts else lf
 
 def check_schema_change(old: dict, new: dict, policy: str, what: str):
     "Raise `InvalidInput` if `new` is not an allowed evolution of `old` under `policy`."
@@ -136,11 +149,13 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
     if mode not in ("append", "overwrite"): raise InvalidInput(f"dataset {name!r}: mode {mode!r} is unknown; use 'append' or 'overwrite'")
     if schema_policy is not None and schema_policy not in SCHEMA_POLICIES:
         raise InvalidInput(f"dataset {name!r}: schema policy {schema_policy!r} is unknown; policies: {', '.join(SCHEMA_POLICIES)}")
-    lf = _storable(data.lazy())
+    lf = _storable(data.lazy(), f"dataset {name!r}")
     new_schema = _schema(lf)
     check_columns(new_schema, f"dataset {name!r}")
     parent = latest_version(ws, name)
     with ws.metadata.begin() as c: ds = c.execute(sa.select(datasets).where(datasets.c.name == name)).first()
+    if ds and schema_policy and schema_policy != ds.schema_policy:
+        raise Conflict(f"dataset {name!r} has schema policy {ds.schema_policy!r}; writing with {schema_policy!r} would silently ignore it")
     policy = ds.schema_policy if ds else (schema_policy or "allow_added")
     if parent is not None and mode == "append": check_schema_change(parent.schema, new_schema, policy, f"dataset {name!r} v{parent.version + 1}")
     store, uri = ws.backend("storage"), ws.backend("storage").table_uri(name)
