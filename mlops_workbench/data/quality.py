@@ -15,7 +15,7 @@ from ..alerts import AlertRule, fire
 
 # %% auto #0
 __all__ = ['CHECKS', 'compute_metrics', 'QualityThreshold', 'QualityTrend', 'check_from_dict', 'default_checks',
-           'QualitySnapshot', 'quality_history', 'observe']
+           'QualitySnapshot', 'quality_history', 'validation_history', 'observe']
 
 # %% ../../nbs/13_data_quality.ipynb #2cf2b293
 def _is_num(t) -> bool: return t.is_numeric() and not isinstance(t, pl.Boolean)
@@ -125,6 +125,14 @@ def quality_history(ws: Workspace, dataset: str, metric: str | None = None, colu
     with ws.metadata.begin() as c: rows = [dict(r._mapping) for r in c.execute(q).all()]
     return pl.DataFrame(rows, schema={"version": pl.Int64, "metric": pl.String, "column": pl.String, "value": pl.Float64,
                                       "created_at": pl.Datetime("us", "UTC")})
+
+# %% ../../nbs/13_data_quality.ipynb #9c85e765
+def validation_history(ws: Workspace, dataset: str | None = None, limit: int = 100) -> list[dict]:
+    "Stored validation reports (newest first), optionally of one dataset."
+    from mlops_workbench.metadata import validation_reports as vr
+    q = sa.select(vr).order_by(vr.c.created_at.desc(), vr.c.id.desc()).limit(limit)
+    if dataset: q = q.where(vr.c.dataset == dataset)
+    with ws.metadata.begin() as c: return [dict(r._mapping) for r in c.execute(q).all()]
 
 # %% ../../nbs/13_data_quality.ipynb #43ac9d26
 def _rule_rates(report) -> list[dict]:
