@@ -20,9 +20,9 @@ from ..metadata import pipeline_runs, pipeline_steps, utcnow
 
 # %% auto #0
 __all__ = ['OUTPUTS_ENV', 'MAX_OUTPUT_BYTES', 'STEP_KEYS', 'PIPELINE_KEYS', 'REF', 'DONE', 'KERNEL_START_RETRIES',
-           'HARD_DEADLINE_GRACE', 'record_output', 'StepSpec', 'PipelineSpec', 'pipeline_dirs', 'find_pipeline',
-           'notebook_parameters', 'type_ok', 'coerce', 'validate', 'StepRecord', 'RunRecord', 'describe_failure',
-           'get_run', 'list_runs', 'reconcile_runs', 'run_pipeline', 'make_notebook']
+           'HARD_DEADLINE_GRACE', 'record_output', 'current_run_id', 'StepSpec', 'PipelineSpec', 'pipeline_dirs',
+           'find_pipeline', 'notebook_parameters', 'type_ok', 'coerce', 'validate', 'StepRecord', 'RunRecord',
+           'describe_failure', 'get_run', 'list_runs', 'reconcile_runs', 'run_pipeline', 'make_notebook']
 
 # %% ../../nbs/60_pipelines.ipynb #c43fe60d
 OUTPUTS_ENV = "MLW_STEP_OUTPUTS"
@@ -43,6 +43,11 @@ def record_output(name: str, value):
         outputs[name] = value
         _write_atomic(p, json.dumps(outputs))
     return value
+
+# %% ../../nbs/60_pipelines.ipynb #55e97201
+def current_run_id() -> str | None:
+    "The id of the pipeline run executing this notebook, or None outside a pipeline."
+    return os.environ.get("MLW_RUN_ID") or None
 
 # %% ../../nbs/60_pipelines.ipynb #e7eb6712
 STEP_KEYS = {"notebook", "parameters", "depends_on", "retries", "timeout"}
