@@ -4,23 +4,34 @@
 
 # %% ../nbs/95_ui.ipynb #24e4523a
 from __future__ import annotations
-import datetime as dt, functools, html, os, sys
+import datetime as dt, functools, getpass, html, math, os, sys
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 import jinja2, param
 import pandas as pd
+import polars as pl
+import sqlalchemy as sa
 from fastcore.basics import patch
 import mlops_workbench
 from .core import Workspace, MLWError, NotFound, InvalidInput
 from .pipelines.runner import get_run, list_runs
+from .storage import dataset_version, dataset_versions_of, list_datasets, read_dataset
+from .data.quality import quality_history, validation_history
+import mlops_workbench.alerts as alerting
+from .alerts import list_alerts
+from .metadata import alerts as alerts_t
 
 # %% auto #0
-__all__ = ['STAGES', 'RUN_COLUMNS', 'STEP_COLUMNS', 'TIMELINE_COLUMNS', 'FAILED', 'STATUS_COLORS', 'DASHBOARDS', 'query_params',
-           'fmt_time', 'fmt_duration', 'error_line', 'runs_frame', 'steps_frame', 'timeline_frame', 'default_step',
-           'PipelineRuns', 'render_notebook', 'badge', 'alert_html', 'run_summary_html', 'steps_html', 'durations_html',
-           'errors_html', 'recent_runs_html', 'run_report_html', 'pipeline_run_report', 'voila_command', 'Navigation',
-           'pages', 'dashboard_app', 'serve_dashboards']
+__all__ = ['STAGES', 'RUN_COLUMNS', 'STEP_COLUMNS', 'TIMELINE_COLUMNS', 'FAILED', 'STATUS_COLORS', 'DASHBOARDS',
+           'QUALITY_METRICS', 'DATASET_COLUMNS', 'VERSION_COLUMNS', 'RULE_COLUMNS', 'TREND_COLUMNS', 'OPEN',
+           'COLUMN_METRICS', 'query_params', 'fmt_time', 'fmt_duration', 'error_line', 'runs_frame', 'steps_frame',
+           'timeline_frame', 'default_step', 'PipelineRuns', 'render_notebook', 'badge', 'alert_html',
+           'run_summary_html', 'steps_html', 'durations_html', 'errors_html', 'recent_runs_html', 'run_report_html',
+           'pipeline_run_report', 'voila_command', 'fmt_bytes', 'fmt_share', 'dataset_summaries', 'datasets_frame',
+           'versions_frame', 'rule_result', 'example_text', 'rules_frame', 'trend_frame', 'DataQuality', 'version_html',
+           'validation_html', 'rules_html', 'metrics_html', 'alert_card_html', 'alerts_html', 'data_quality_report',
+           'Navigation', 'pages', 'dashboard_app', 'serve_dashboards']
 
 # %% ../nbs/95_ui.ipynb #71eb04b0
 STAGES = {  # slug -> (title, what the page shows)
@@ -184,18 +195,21 @@ def notebook_html(self: PipelineRuns) -> str:
     return render_notebook(s["notebook"])
 
 # %% ../nbs/95_ui.ipynb #929d760b
-STATUS_COLORS = {"succeeded": "#1a7f37", "failed": "#cf222e", "timed_out": "#bc4c00", "killed": "#82071e",
-                 "skipped": "#6e7781", "running": "#0969da", "pending": "#8c959f"}
+STATUS_COLORS = {"succeeded": "#1a7f37", "failed": "#cf222e", "timed_out": "#bc4c00", "killed": "#82071e",  # runs and steps
+                 "skipped": "#6e7781", "running": "#0969da", "pending": "#8c959f",
+                 "passed": "#1a7f37", "warned": "#9a6700", "quarantined": "#bc4c00", "blocked": "#cf222e",  # validations and rules
+                 "firing": "#cf222e", "acknowledged": "#9a6700", "resolved": "#1a7f37",  # alerts ...
+                 "info": "#0969da", "warning": "#9a6700", "critical": "#cf222e"}  # ... and their severities
 
 _CSS = """<style>
 /* doubled class: outranks JupyterLab's own table and code rules where Voila renders this */
 .mlw-report.mlw-report {font-family: system-ui, -apple-system, "Segoe UI", sans-serif; font-size: 14px; color: #1f2328; line-height: 1.45}
 .mlw-report.mlw-report h3 {font-size: 18px; font-weight: 600; margin: 20px 0 8px} .mlw-report.mlw-report h4 {font-size: 15px; font-weight: 600; margin: 16px 0 6px}
-.mlw-report.mlw-report table {border-collapse: collapse; margin: 4px 0 12px; border: none}
+.mlw-report.mlw-report table {border-collapse: collapse; margin: 4px 0 12px; border: none; table-layout: auto}
 .mlw-report.mlw-report.mlw-report tr {background: none}
 .mlw-report.mlw-report th, .mlw-report.mlw-report td {text-align: left; padding: 4px 14px 4px 0; border: none; border-bottom: 1px solid #d8dee4; vertical-align: middle; background: none}
-.mlw-report.mlw-report th {color: #59636e; font-weight: 600}
-.mlw-report.mlw-report code, .mlw-report.mlw-report pre {font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; background: none; padding: 0}
+.mlw-report.mlw-report th {color: #59636e; font-weight: 600; white-space: nowrap}
+.mlw-report.mlw-report code, .mlw-report.mlw-report pre {font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; background: none; padding: 0; color: inherit}
 .mlw-report.mlw-report a, .mlw-report.mlw-report a code {color: #0969da}
 .mlw-report.mlw-report pre {background: #f6f8fa; border: 1px solid #d8dee4; border-radius: 6px; padding: 8px 12px; overflow-x: auto}
 .mlw-alert.mlw-alert {padding: 12px 16px; border-radius: 6px; border-width: 1px; border-style: solid; margin: 8px 0}
@@ -205,6 +219,13 @@ _CSS = """<style>
 .mlw-report.mlw-report .mlw-gantt td {border: none; padding: 3px 14px 3px 0}
 .mlw-track {position: relative; width: 520px; height: 16px; background: #f6f8fa; border-radius: 3px}
 .mlw-bar {position: absolute; top: 0; height: 16px; border-radius: 3px; min-width: 2px}
+.mlw-report.mlw-report td.mlw-num {text-align: right; padding-right: 18px; font-variant-numeric: tabular-nums}
+.mlw-report.mlw-report table.mlw-rules {width: 100%}
+.mlw-report.mlw-report table.mlw-rules tr.mlw-has-examples td {border-bottom: none}
+.mlw-report.mlw-report table.mlw-rules tr.mlw-examples td {padding: 0 0 6px 16px; color: #59636e; font-size: 12px}
+.mlw-report.mlw-report tr.mlw-examples code {font-size: 12px; color: #1f2328; white-space: nowrap}
+.mlw-report.mlw-report .mlw-muted {color: #59636e; font-size: 12px}
+.mlw-report.mlw-report .mlw-card {border: 1px solid #d8dee4; border-left-width: 4px; border-radius: 6px; padding: 8px 12px; margin: 6px 0}
 </style>"""
 
 def _e(x) -> str: return html.escape("" if x is None else str(x))
@@ -212,7 +233,7 @@ def _e(x) -> str: return html.escape("" if x is None else str(x))
 def _wrap(body: str) -> str: return f'{_CSS}<div class="mlw-report">{body}</div>'
 
 def badge(status: str) -> str:
-    "A run or step status as a coloured badge (styled inline: it also goes into tables that do not see our CSS)."
+    "A status (of a run, step, validation, rule or alert) or a severity as a coloured badge (styled inline: it also goes into tables that do not see our CSS)."
     return (f'<span style="display:inline-block;padding:0 8px;border-radius:10px;color:#fff;font:600 12px/20px system-ui,sans-serif;'
             f'background:{STATUS_COLORS.get(status, "#59636e")}">{_e(status)}</span>')
 
@@ -302,6 +323,329 @@ def voila_command(notebook: str = "pipeline_run", port: int = 8866, address: str
             "--template=mlw", "--show-margins", "--VoilaConfiguration.show_tracebacks=False"]
     return argv, env
 
+# %% ../nbs/95_ui.ipynb #1da17ddb
+QUALITY_METRICS = {"rule_failure_rate": "share of rows failing each rule", "null_rate": "share of null values in each column"}
+DATASET_COLUMNS = ["name", "kind", "version", "rows", "last write", "validation", "open alerts"]
+VERSION_COLUMNS = ["version", "operation", "rows", "bytes", "fingerprint", "created"]
+RULE_COLUMNS = ["rule", "kind", "policy", "result", "failed", "share", "message", "examples"]
+TREND_COLUMNS = ["version", "series", "value"]
+OPEN = ("firing", "acknowledged")  # alert statuses that still need someone
+
+def fmt_bytes(n) -> str:
+    "A size in bytes as `812 B`, `4.2 kB` or `31.0 MB`; '' for none."
+    if n is None: return ""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000: return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+def fmt_share(x) -> str:
+    "A share as a percentage to 3 digits (`4.53%`, `0%`); '' for none."
+    if x is None or pd.isna(x): return ""
+    return "0%" if x == 0 else f"{100 * x:.3g}%"
+
+def dataset_summaries(ws: Workspace) -> list[dict]:
+    "Each dataset: name, kind, latest version, rows, last write, its newest validation (status, version) and open alerts."
+    with ws.metadata.begin() as c:  # open alerts per source in one query: `list_alerts` pages, a count must not
+        open_alerts = dict(c.execute(sa.select(alerts_t.c.source, sa.func.count()).where(alerts_t.c.status.in_(OPEN))
+                                     .group_by(alerts_t.c.source)).all())
+    out = []
+    for d in list_datasets(ws):
+        last = validation_history(ws, d["name"], limit=1)
+        out.append({"name": d["name"], "kind": d["kind"], "version": d["version"], "rows": d["row_count"], "created_at": d["created_at"].isoformat(),
+                    "validation": last[0]["status"] if last else None, "validated_version": last[0]["version"] if last else None,
+                    "open_alerts": open_alerts.get(f"dataset:{d['name']}", 0)})
+    return out
+
+def datasets_frame(summaries: list[dict]) -> pd.DataFrame:
+    "One row per dataset (`dataset_summaries`): name, kind, version, rows, last write, validation status, open alerts."
+    return pd.DataFrame([{"name": s["name"], "kind": s["kind"], "version": s["version"], "rows": s["rows"], "last write": fmt_time(s["created_at"]),
+                          "validation": s["validation"] or "", "open alerts": s["open_alerts"]} for s in summaries], columns=DATASET_COLUMNS)
+
+def versions_frame(versions: list) -> pd.DataFrame:
+    "One row per `DatasetVersion`, newest first: version, operation, rows, bytes, short fingerprint, created."
+    return pd.DataFrame([{"version": v.version, "operation": v.operation, "rows": v.row_count, "bytes": fmt_bytes(v.bytes),
+                          "fingerprint": v.fingerprint[:12], "created": fmt_time(v.created_at)} for v in reversed(versions)], columns=VERSION_COLUMNS)
+
+def rule_result(r: dict) -> str:
+    "How a rule of a stored report came out: `passed`, else what its policy did: `warned`, `quarantined` or `blocked`."
+    if r.get("passed", not r.get("failed")): return "passed"
+    return {"block": "blocked", "quarantine": "quarantined"}.get(r.get("policy"), "warned")
+
+def _value(v) -> str: return "null" if v is None else f"{v:.10g}" if isinstance(v, float) else str(v)  # 9.79, not 9.790000000000001
+
+def example_text(x: dict) -> str:
+    "A failing example row as `column=value, ...` (a missing value as `null`)."
+    return ", ".join(f"{k}={_value(v)}" for k, v in x.items())
+
+def rules_frame(report: dict | None, examples: int = 3) -> pd.DataFrame:
+    "One row per rule of a stored validation report, failing rules first (most failing rows first); up to `examples` failing rows, one a line."
+    n = max((report or {}).get("rows") or 0, 1)
+    df = pd.DataFrame([{"rule": r.get("name") or r.get("rule"), "kind": r.get("kind", ""), "policy": r.get("policy", ""), "result": rule_result(r),
+                        "failed": int(r.get("failed") or 0), "share": r["failed_share"] if r.get("failed_share") is not None else (r.get("failed") or 0) / n,
+                        "message": r.get("message", ""), "examples": "\n".join(example_text(x) for x in (r.get("examples") or [])[:examples])}
+                       for r in (report or {}).get("results", [])], columns=RULE_COLUMNS)
+    order = sorted(range(len(df)), key=lambda i: (df.result.iat[i] == "passed", -df.failed.iat[i]))
+    return df.iloc[order].reset_index(drop=True)
+
+def trend_frame(history: pl.DataFrame, metric: str) -> pd.DataFrame:
+    "`metric` of a `quality_history` frame per version and series (a rule or a column): version, series, value (the last recorded)."
+    h = history.filter(pl.col("metric") == metric).unique(["version", "column"], keep="last", maintain_order=True).sort("version", maintain_order=True)
+    return pd.DataFrame({"version": h["version"].to_list(), "series": h["column"].to_list(), "value": h["value"].to_list()}, columns=TREND_COLUMNS)
+
+# %% ../nbs/95_ui.ipynb #69e04d66
+def _whoami() -> str:
+    try: return getpass.getuser()
+    except Exception: return "dashboards"  # no login name to be found, e.g. in a container without $USER
+
+def _rows_frame(df: pl.DataFrame | None) -> pd.DataFrame:
+    "Rows as text for a table, `_failed_rules` first: lists joined with ', ', times to the second, nulls as 'null'."
+    if df is None: return pd.DataFrame()
+    def text(c, t):
+        if isinstance(t, pl.List): return pl.col(c).list.eval(pl.element().cast(pl.String)).list.join(", ")
+        if isinstance(t, pl.Datetime): return pl.col(c).dt.to_string("%Y-%m-%d %H:%M:%S")
+        return pl.col(c).cast(pl.String)
+    cols = sorted(df.columns, key=lambda c: c != "_failed_rules")
+    df = df.select([text(c, df.schema[c]).fill_null("null").alias(c) for c in cols])
+    return pd.DataFrame({c: df[c].to_list() for c in cols}, columns=cols)
+
+_NO_HISTORY = pl.DataFrame(schema={"version": pl.Int64, "metric": pl.String, "column": pl.String, "value": pl.Float64})
+
+class DataQuality(param.Parameterized):
+    "What the Data quality page shows: datasets; the selected one's versions, rule results and their trend, quarantined rows and alerts."
+    dataset = param.String(None, allow_None=True, doc="The selected dataset; None selects the one validated last, else the first")
+    version = param.Integer(None, allow_None=True, doc="The selected version of it (its validation report is shown); None: the latest")
+    metric = param.Selector(objects=list(QUALITY_METRICS), default="rule_failure_rate", doc="What the trend chart draws")
+    page = param.Integer(0, bounds=(0, None), doc="The page of quarantined rows shown, from 0")
+    page_size = param.Integer(20, bounds=(1, 500), doc="Quarantined rows per page")
+    user = param.String(_whoami(), doc="Who acknowledges and resolves alerts from this page")
+    datasets = param.DataFrame(doc="Every dataset (`datasets_frame`)")
+    versions = param.DataFrame(doc="The selected dataset's versions, newest first (`versions_frame`)")
+    record = param.Dict(None, allow_None=True, doc="The selected version's record (`DatasetVersion.to_dict()`)")
+    report = param.Dict(None, allow_None=True, doc="The newest validation report of that version (a `validation_history` row); None if none")
+    rules = param.DataFrame(doc="That report's rules (`rules_frame`)")
+    metrics = param.DataFrame(doc="That version's quality metrics: metric, column, value")
+    trend = param.DataFrame(doc="`metric` per version of every rule or column where it was ever non-zero (`trend_frame`)")
+    quiet = param.List(doc="The rules or columns whose `metric` was 0 in every version (not in `trend`)")
+    quarantine = param.DataFrame(doc="One page of quarantined rows as text (`_failed_rules` first)")
+    quarantine_name = param.String("", doc="The dataset holding them, `<dataset>_quarantine`")
+    quarantine_version = param.Integer(None, allow_None=True, doc="Its latest version, the one paged; None if it does not exist")
+    quarantine_rows = param.Integer(0, doc="Rows in that version")
+    alerts = param.List(doc="The dataset's alerts (source `dataset:<name>`, `Alert.to_dict()`), newest first")
+    alert = param.String("", doc="A problem to show instead of a traceback; '' when there is none")
+    notice = param.String("", doc="What the last action did; '' when there is nothing to say")
+
+    def __init__(self, ws: Workspace, **params):
+        super().__init__(**params)
+        self.ws, self._history = ws, _NO_HISTORY
+        self.refresh()
+
+    def refresh(self):
+        "Reload the datasets and everything about the selected one, keeping the selection."
+        try: summaries = dataset_summaries(self.ws)
+        except MLWError as e: self._clear(str(e), datasets=datasets_frame([])); return
+        self.datasets = datasets_frame(summaries)
+        names = [s["name"] for s in summaries]
+        if self.dataset is None and names:
+            newest = validation_history(self.ws, limit=1)
+            self.dataset = newest[0]["dataset"] if newest and newest[0]["dataset"] in names else names[0]  # loads it
+        else: self._load_dataset()
+
+    @property
+    def pages(self) -> int:
+        "How many pages of quarantined rows there are (at least 1)."
+        return max(1, math.ceil(self.quarantine_rows / self.page_size))
+
+    def _clear(self, alert: str = "", **params):
+        self._history = _NO_HISTORY
+        self.param.update(versions=versions_frame([]), record=None, report=None, rules=rules_frame(None), metrics=pd.DataFrame(columns=["metric", "column", "value"]),
+                          trend=trend_frame(_NO_HISTORY, self.metric), quiet=[], quarantine=_rows_frame(None), quarantine_name="",
+                          quarantine_version=None, quarantine_rows=0, alerts=[], alert=alert, **params)
+
+    @param.depends("dataset", watch=True)
+    def _dataset_changed(self):
+        with param.parameterized.discard_events(self): self.param.update(version=None, page=0)
+        self.notice = ""
+        self._load_dataset()
+
+    def _load_dataset(self):
+        if self.dataset is None:
+            empty = f"no datasets yet in workspace {self.ws.root}; ingest one with `mlops_workbench.data.ingest.ingest(ws, NAME, source)`"
+            self._clear("" if len(self.datasets) else empty); return
+        try:
+            versions = dataset_versions_of(self.ws, self.dataset)
+            if not versions: dataset_version(self.ws, self.dataset)  # raises NotFound, naming the datasets there are
+            self._history = quality_history(self.ws, self.dataset)
+            alerts = [a.to_dict() for a in list_alerts(self.ws, source=f"dataset:{self.dataset}", limit=100)]
+        except MLWError as e: self._clear(str(e)); return
+        self.param.update(versions=versions_frame(versions), alerts=alerts, alert="")
+        self._load_trend(); self._load_version(); self._load_quarantine()
+
+    @param.depends("version", watch=True)
+    def _version_changed(self):
+        self.alert = ""
+        self._load_version()
+
+    def _load_version(self):
+        if self.dataset is None: return
+        try:
+            rec = dataset_version(self.ws, self.dataset, self.version)
+            # newest first; 500 reports reach back far enough for any version a person picks from the list
+            report = next((r for r in validation_history(self.ws, self.dataset, limit=500) if r["version"] == rec.version), None)
+        except MLWError as e:
+            self.param.update(record=None, report=None, rules=rules_frame(None), metrics=pd.DataFrame(columns=["metric", "column", "value"]), alert=str(e)); return
+        m = self._history.filter(pl.col("version") == rec.version).unique(["metric", "column"], keep="last", maintain_order=True)
+        self.param.update(record=rec.to_dict(), report=report, rules=rules_frame(report),
+                          metrics=pd.DataFrame({"metric": m["metric"].to_list(), "column": m["column"].to_list(), "value": m["value"].to_list()}))
+
+    @param.depends("metric", watch=True)
+    def _load_trend(self):
+        full = trend_frame(self._history, self.metric)
+        moving = set(full.series[full.value.fillna(0) != 0])
+        self.param.update(trend=full[full.series.isin(moving)].reset_index(drop=True), quiet=[s for s in dict.fromkeys(full.series) if s not in moving])
+
+    @param.depends("page", "page_size", watch=True)
+    def _load_quarantine(self):
+        if self.dataset is None: return
+        kind = dict(zip(self.datasets.name, self.datasets.kind)).get(self.dataset)
+        name = self.dataset if kind == "quarantine" else f"{self.dataset}_quarantine"
+        empty = dict(quarantine=_rows_frame(None), quarantine_name=name, quarantine_version=None, quarantine_rows=0)
+        try: v = dataset_version(self.ws, name)
+        except NotFound: self.param.update(**empty); return
+        last = max(0, math.ceil(v.row_count / self.page_size) - 1)
+        if self.page > last:
+            with param.parameterized.discard_events(self): self.page = last
+        try: rows = read_dataset(self.ws, name, v.version).slice(self.page * self.page_size, self.page_size).collect()
+        except (MLWError, pl.exceptions.PolarsError, OSError) as e:
+            self.param.update(**empty, alert=f"dataset {name!r} v{v.version}: its rows cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+                                             "check the workspace storage"); return
+        self.param.update(quarantine=_rows_frame(rows), quarantine_name=name, quarantine_version=v.version, quarantine_rows=v.row_count)
+
+# %% ../nbs/95_ui.ipynb #c9195e88
+@patch
+def _act(self: DataQuality, verb: str, alert_id: int):
+    fn = {"acknowledged": alerting.acknowledge, "resolved": alerting.resolve}[verb]
+    try: a = fn(self.ws, alert_id, by=self.user)
+    except MLWError as e: self.param.update(alert=str(e), notice="")
+    else: self.param.update(alert="", notice=f"alert {a.id} ({a.title}) {verb} by {self.user}")
+    try:
+        self.datasets = datasets_frame(dataset_summaries(self.ws))  # open alert counts
+        self.alerts = [a.to_dict() for a in list_alerts(self.ws, source=f"dataset:{self.dataset}", limit=100)]
+    except MLWError as e: self.alert = str(e)
+
+@patch
+def acknowledge(self: DataQuality, alert_id: int):
+    "Acknowledge alert `alert_id` as `user`; a refusal becomes `alert`."
+    self._act("acknowledged", alert_id)
+
+@patch
+def resolve(self: DataQuality, alert_id: int):
+    "Resolve alert `alert_id` as `user`; a refusal becomes `alert`."
+    self._act("resolved", alert_id)
+
+# %% ../nbs/95_ui.ipynb #ad8ca7a7
+COLUMN_METRICS = ["null_rate", "distinct", "mean", "std", "p05", "p50", "p95"]  # per-column metrics, in the order shown
+_COUNTS = ("rows", "rows_failed", "rows_quarantined", "distinct")
+
+def _num(metric: str, v) -> str:
+    if v is None or pd.isna(v): return ""
+    if metric.endswith("_rate"): return fmt_share(v)
+    if metric in _COUNTS or abs(v) >= 1000: return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+def _link(href: str, text: str) -> str: return f'<a href="{_e(href)}">{text}</a>'
+
+def version_html(rec: dict) -> str:
+    "A dataset version's record: operation, parent, rows, size, fingerprint, source, columns, lineage, run, time."
+    src = rec.get("source") or {}
+    inputs = ", ".join(f"<code>{_e(i.get('dataset'))}</code> v{_e(i.get('version'))}" for i in (rec.get("lineage") or {}).get("inputs", []))
+    rows = [("operation", _e(rec["operation"])), ("parent version", _e(rec["parent_version"] if rec["parent_version"] is not None else "none")),
+            ("rows", f"{rec['row_count']:,}"), ("size", _e(fmt_bytes(rec["bytes"]))), ("fingerprint", f"<code>{_e(rec['fingerprint'][:16])}</code>"),
+            ("source", f"{_e(src.get('kind', ''))} <code>{_e(src.get('location', ''))}</code>"),
+            ("columns", ", ".join(f"<code>{_e(c)}</code> {_e(t)}" for c, t in rec["schema"].items())),
+            ("lineage", inputs or "none recorded"), ("pipeline run", f"<code>{_e(rec['run_id'])}</code>" if rec.get("run_id") else "none"),
+            ("written", _e(fmt_time(rec["created_at"])))]
+    trs = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return _wrap(f"<h3>Dataset <code>{_e(rec['dataset'])}</code> v{rec['version']}</h3><table>{trs}</table>")
+
+def validation_html(report: dict | None, rec: dict | None = None) -> str:
+    "A stored validation report's status, counts, rule set and outputs; an info box when the version has none."
+    if report is None:
+        what = f"<code>{_e(rec['dataset'])}</code> v{rec['version']}" if rec else "this version"
+        return _wrap(f"<h4>Validation</h4><div class='mlw-alert mlw-alert-info' role='status'>{what} has no validation report. Validate it with "
+                     "<code>validate(read_dataset(ws, name, version), rules).record(ws, name, version)</code>.</div>")
+    r, n = report, max(report["rows"], 1)
+    rows = [("rule set", f"<code>{_e(r['ruleset'])}</code> <span class='mlw-muted'>{_e((r.get('ruleset_hash') or '')[:12])}</span>"),
+            ("rows", f"{r['rows']:,}"), ("broke a rule", f"{r['rows_failed']:,} ({_e(fmt_share(r['rows_failed'] / n))})"),
+            ("quarantined", f"{r['rows_quarantined']:,} ({_e(fmt_share(r['rows_quarantined'] / n))})")]
+    if r.get("output_version") is not None: rows.append(("rows passed to", f"<code>{_e(r['dataset'])}_validated</code> v{r['output_version']}"))
+    if r.get("quarantine_version") is not None: rows.append(("rows held in", f"<code>{_e(r['dataset'])}_quarantine</code> v{r['quarantine_version']}"))
+    rows.append(("validated", _e(fmt_time(r["created_at"]))))
+    trs = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return _wrap(f"<h3>Validation of <code>{_e(r['dataset'])}</code> v{r['version']} {badge(r['status'])}</h3><table>{trs}</table>")
+
+def rules_html(rules: pd.DataFrame) -> str:
+    "A report's rules (`rules_frame`) as a table: result badge, failing rows and message; under a failing rule, its failing examples."
+    head = "".join(f"<th>{c}</th>" for c in ["rule", "kind", "policy", "result", "failed", "share", "message"])
+    rows = []
+    for r in rules.itertuples():
+        examples = [x for x in r.examples.split("\n") if x]
+        rows.append(f"<tr{' class=mlw-has-examples' if examples else ''}><td><code>{_e(r.rule)}</code></td><td>{_e(r.kind)}</td><td>{_e(r.policy)}</td>"
+                    f"<td>{badge(r.result)}</td><td class='mlw-num'>{r.failed:,}</td><td class='mlw-num'>{_e(fmt_share(r.share))}</td><td>{_e(r.message)}</td></tr>")
+        if examples:
+            rows.append("<tr class='mlw-examples'><td colspan='7'>failing rows: " + " · ".join(f"<code>{_e(x)}</code>" for x in examples) + "</td></tr>")
+    return _wrap(f"<h4>Rules</h4><table class='mlw-rules'><tr>{head}</tr>{''.join(rows)}</table>")
+
+def metrics_html(metrics: pd.DataFrame) -> str:
+    "A version's quality metrics (metric, column, value): the table-level ones in a line, then one row per column."
+    if metrics.empty: return _wrap("<h4>Quality metrics</h4><p>None recorded for this version; <code>observe(ws, dataset, version)</code> measures it.</p>")
+    m = metrics[metrics.metric != "rule_failure_rate"]  # per rule: in the rules table
+    table = [f"{_e(x.metric.replace('_', ' '))} <b>{_e(_num(x.metric, x.value))}</b>" for x in m[m.column == ""].itertuples()]
+    table += [f"freshness of <code>{_e(x.column)}</code> <b>{_e(_num(x.metric, x.value))} h</b>" for x in m[m.metric == "freshness_hours"].itertuples()]
+    per = m[m.metric.isin(COLUMN_METRICS)].pivot_table(index="column", columns="metric", values="value", aggfunc="last", sort=False)
+    cols = [c for c in COLUMN_METRICS if c in per.columns]
+    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in ["column", *cols])
+    rows = "".join(f"<tr><td><code>{_e(col)}</code></td>" + "".join(f"<td class='mlw-num'>{_e(_num(c, per.at[col, c]))}</td>" for c in cols) + "</tr>"
+                   for col in per.index)
+    return _wrap(f"<h4>Quality metrics</h4><p>{' · '.join(table)}</p><table><tr>{head}</tr>{rows}</table>")
+
+def alert_card_html(a: dict) -> str:
+    "One alert (`Alert.to_dict()`): severity and status badges, title, message, how often and when it was seen, who handled it."
+    who = (f"; acknowledged by {_e(a['acknowledged_by'])} at {_e(fmt_time(a['acknowledged_at']))}" if a.get("acknowledged_by") else "") + \
+          (f"; resolved{' by ' + _e(a['resolved_by']) if a.get('resolved_by') else ''} at {_e(fmt_time(a['resolved_at']))}" if a.get("resolved_at") else "")
+    return (f'<div class="mlw-card" style="border-left-color:{STATUS_COLORS.get(a["severity"], "#59636e")}">'
+            f'<div>{badge(a["severity"])} {badge(a["status"])} <b>{_e(a["title"])}</b></div><div>{_e(a["message"])}</div>'
+            f'<div class="mlw-muted">alert {a["id"]}, seen {a["count"]} {"time" if a["count"] == 1 else "times"}, last {_e(fmt_time(a["last_seen"]))}, '
+            f'first {_e(fmt_time(a["first_seen"]))}{who}</div></div>')
+
+def alerts_html(alerts: list[dict], title: str = "Alerts") -> str:
+    "Alerts as cards under `title`; a line saying there are none."
+    return _wrap(f"<h4>{_e(title)}</h4>" + ("".join(alert_card_html(a) for a in alerts) or "<p>None.</p>"))
+
+# %% ../nbs/95_ui.ipynb #26667a0f
+def _version_arg(raw: str | None) -> int | None:
+    if raw in (None, ""): return None
+    try: return int(raw)
+    except ValueError: raise InvalidInput(f"query parameter 'version' is {raw!r}; expected a dataset version number such as 0 or 3") from None
+
+def data_quality_report(query: str | dict | None = None, ws: Workspace | str | Path | None = None) -> str:
+    "The HTML of the data quality report for `query` (`dataset=<name>&version=<n>`; default the dataset validated last, latest) on `ws`."
+    q = query_params(query)
+    try: dq = DataQuality(ws if isinstance(ws, Workspace) else Workspace.open(ws), dataset=q.get("dataset"), version=_version_arg(q.get("version")))
+    except MLWError as e: return alert_html(str(e))
+    parts = [alert_html(dq.alert)] if dq.alert else []
+    if dq.record:
+        parts += [version_html(dq.record), validation_html(dq.report, dq.record)]
+        if dq.report: parts.append(rules_html(dq.rules))
+        parts += [metrics_html(dq.metrics), alerts_html([a for a in dq.alerts if a["status"] in OPEN], "Open alerts")]
+    if len(dq.versions):
+        links = " · ".join(_link("?" + urlencode({"dataset": dq.dataset, "version": v}), f"v{v}") for v in dq.versions.version)
+        parts.append(_wrap(f"<h4>Versions of <code>{_e(dq.dataset)}</code></h4><p>{links}</p>"))
+    if len(dq.datasets):
+        links = " · ".join(_link("?" + urlencode({"dataset": n}), f"<code>{_e(n)}</code>") for n in dq.datasets.name)
+        parts.append(_wrap(f"<h4>Datasets</h4><p>{links}</p>"))
+    return "".join(parts)
+
 # %% ../nbs/95_ui.ipynb #f59dd50b
 class Navigation(param.Parameterized):
     "Which stage page a dashboards session shows, and the sidebar that links to all of them."
@@ -353,9 +697,11 @@ def _iframe(doc: str) -> str:
     return (f'<iframe title="executed notebook" sandbox="allow-same-origin" onload="{fit}" srcdoc="{html.escape(doc, quote=True)}" '
             f'style="width:100%;height:120px;border:1px solid #d8dee4;border-radius:6px"></iframe>')
 
+_BADGED = ("status", "validation", "result")  # columns shown as badges
+
 def _badged(df: pd.DataFrame) -> pd.DataFrame:
-    "`df` with its status column as badge HTML, for display."
-    return df.assign(status=df.status.map(badge)) if "status" in df else df
+    "`df` with its status-like columns as badge HTML, for display ('' stays empty)."
+    return df.assign(**{c: df[c].map(lambda v: badge(v) if v else "") for c in _BADGED if c in df})
 
 @functools.cache
 def _views() -> SimpleNamespace:
@@ -366,7 +712,7 @@ def _views() -> SimpleNamespace:
     def _table(df, **kw):
         # status as a badge (white on its colour) stays readable on the selected row's highlight too
         return pn.widgets.Tabulator(_badged(df), selectable=1, disabled=True, show_index=False, layout="fit_data_stretch",
-                                    formatters={"status": {"type": "html"}}, sizing_mode="stretch_width", **kw)
+                                    formatters={c: {"type": "html"} for c in _BADGED if c in df}, sizing_mode="stretch_width", **kw)
 
     class PipelinesPage(Viewer):
         "Recent pipeline runs; the selected run's steps, timeline and errors; a step's executed notebook."
@@ -423,12 +769,137 @@ def _views() -> SimpleNamespace:
                 "records data in the workspace; nothing here is simulated.", alert_type="info", sizing_mode="stretch_width"),
                 sizing_mode="stretch_width")
 
-    return SimpleNamespace(pn=pn, PipelinesPage=PipelinesPage, PlannedPage=PlannedPage)
+    return SimpleNamespace(pn=pn, PipelinesPage=PipelinesPage, PlannedPage=PlannedPage, DataQualityPage=_data_quality_page(pn, Viewer, _table))
 
 def __getattr__(name):
     "Build the Panel page classes when first asked for, so importing this module never imports Panel."
-    if name in ("PipelinesPage", "PlannedPage"): return getattr(_views(), name)
+    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage"): return getattr(_views(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+# %% ../nbs/95_ui.ipynb #10bd0aed
+def _trend_chart(pn, frame: pd.DataFrame, metric: str):
+    "A Bokeh line chart of `metric` per dataset version, one line per rule or column."
+    from bokeh.models import ColumnDataSource, HoverTool, Legend, NumeralTickFormatter
+    from bokeh.palettes import Category10_10
+    from bokeh.plotting import figure
+    if frame.empty: return pn.pane.Markdown(f"No {metric.replace('_', ' ')} above 0 recorded for this dataset.", stylesheets=[_MD_CSS])
+    fig = figure(height=320, sizing_mode="stretch_width", toolbar_location=None, x_axis_label="dataset version",
+                 y_axis_label=metric.replace("_", " "), title=QUALITY_METRICS[metric])
+    items, dots = [], []
+    for i, (name, g) in enumerate(frame.groupby("series", sort=False)):
+        src, color = ColumnDataSource(g.assign(shown=g.value.map(fmt_share))), Category10_10[i % 10]
+        line = fig.line("version", "value", source=src, color=color, line_width=2)
+        dots.append(fig.scatter("version", "value", source=src, color=color, size=7))
+        items.append((name, [line, dots[-1]]))
+    fig.add_layout(Legend(items=items, click_policy="hide"), "right")
+    fig.add_tools(HoverTool(renderers=dots, tooltips=[("", "@series"), ("version", "@version"), ("value", "@shown")]))
+    fig.xaxis.ticker = sorted(int(v) for v in frame.version.unique())
+    fig.yaxis.formatter = NumeralTickFormatter(format="0.0%")
+    fig.y_range.start = 0
+    return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+
+def _where(mask) -> list[int]: return [int(i) for i in mask.to_numpy().nonzero()[0]]
+
+# Headings and code of Markdown panes whose text changes. Panel renders a pane's first text with its template's
+# theme CSS only, and an update with Bootstrap's own CSS too (28 px headings, pink code): pin one look for both.
+_MD_CSS = """h2 {font-size: 18px; font-weight: 600; margin: 12px 0 4px}
+h3 {font-size: 14px; font-weight: 700; margin: 10px 0 4px}
+p {font-size: 14px; margin: 4px 0}
+code {color: #0550ae; background: none; font-size: 0.92em}"""
+
+def _data_quality_page(pn, Viewer, table):
+    "The Data quality page class (`_views` builds it once Panel is imported)."
+    class DataQualityPage(Viewer):
+        "Datasets; the selected one's versions, rule results over time, validation report, quarantined rows and alerts."
+        state = param.ClassSelector(class_=DataQuality, doc="The page's state")
+
+        def __init__(self, **params):
+            super().__init__(**params)
+            s, self._syncing = self.state, False
+            # Panes whose text changes are made once and updated in place, with one look pinned (`_MD_CSS`).
+            md = lambda **kw: pn.pane.Markdown("", sizing_mode="stretch_width", stylesheets=[_MD_CSS], **kw)
+            self._heading, self._quiet, self._held, self._alerts_title = md(), md(styles={"color": "#59636e"}), md(), md()
+            self._validation = pn.pane.HTML("", sizing_mode="stretch_width")
+            self._datasets = table(s.datasets, name="datasets", max_height=320)
+            self._versions = table(s.versions, name="versions", max_height=240)
+            # rows as they were held back, often wider than the page: smaller type, and the rules each broke stay in view when scrolled
+            self._rows = pn.widgets.Tabulator(s.quarantine, disabled=True, show_index=False, layout="fit_data_stretch", sizing_mode="stretch_width",
+                                              widths={"_failed_rules": 260}, formatters={"_failed_rules": {"type": "textarea"}}, frozen_columns=["_failed_rules"],
+                                              stylesheets=[".tabulator {font-size: 14px}"], name="quarantined rows")
+            self._datasets.param.watch(lambda e: self._pick(dataset=lambda: str(s.datasets.name.iloc[e.new[0]])) if e.new else None, "selection")
+            self._versions.param.watch(lambda e: self._pick(version=lambda: int(s.versions.version.iloc[e.new[0]])) if e.new else None, "selection")
+            metric = pn.widgets.RadioButtonGroup(options={m.replace("_", " "): m for m in QUALITY_METRICS}, value=s.metric,
+                                                 button_type="primary", button_style="outline")
+            metric.param.watch(lambda e: s.param.update(metric=e.new), "value")
+            self._prev, self._next = pn.widgets.Button(name="Previous", width=100), pn.widgets.Button(name="Next", width=100)
+            self._prev.on_click(lambda e: s.param.update(page=max(0, s.page - 1)))
+            self._next.on_click(lambda e: s.param.update(page=min(s.pages - 1, s.page + 1)))
+            self._where = pn.pane.Markdown("", align="center", stylesheets=[_MD_CSS])
+            self._pager = pn.Row(self._prev, self._where, self._next)
+            s.param.watch(self._sync, ["datasets", "versions", "dataset", "record", "report", "rules", "quiet", "quarantine", "page"])
+            self._sync()
+            refresh = pn.widgets.Button(name="Refresh", button_type="primary", width=100, align="center")
+            refresh.on_click(lambda e: s.refresh())
+            self._layout = pn.Column(
+                pn.Row(pn.pane.Markdown("# Data quality", margin=(0, 10)), pn.HSpacer(), refresh, sizing_mode="stretch_width"),
+                pn.bind(lambda a: pn.pane.Alert(a, alert_type="danger", sizing_mode="stretch_width") if a else None, s.param.alert),
+                pn.bind(lambda n: pn.pane.Alert(n, alert_type="success", sizing_mode="stretch_width") if n else None, s.param.notice),
+                pn.pane.Markdown("### Datasets (select one)"), self._datasets,
+                self._heading, self._versions,
+                pn.pane.Markdown("### Rule results over time"), metric,
+                pn.bind(lambda t: _trend_chart(pn, t, s.metric), s.param.trend), self._quiet,
+                self._validation,
+                self._held, self._rows, self._pager,
+                self._alerts_title, pn.bind(self._alerts, s.param.alerts),
+                sizing_mode="stretch_width")
+
+        def _pick(self, **choice):
+            "A selection the user made in a table (not one `_sync` made) selects in the state."
+            if not self._syncing: self.state.param.update(**{k: f() for k, f in choice.items()})
+
+        def _sync(self, *events):
+            "Show the state in the widgets: frames, selections, headings, the validation report and the quarantine page."
+            s, changed = self.state, {e.name for e in events}
+            self._syncing = True
+            try:
+                if "datasets" in changed: self._datasets.value = _badged(s.datasets)
+                if "versions" in changed: self._versions.value = s.versions
+                if "quarantine" in changed: self._rows.value = s.quarantine
+                self._datasets.selection = _where(s.datasets.name == s.dataset)
+                self._versions.selection = _where(s.versions.version == (s.record or {}).get("version"))
+            finally: self._syncing = False
+            what = "rules" if s.metric == "rule_failure_rate" else "columns"
+            self._heading.object = f"## Dataset `{s.dataset}`\n### Versions (select one to see its validation)" if s.dataset else ""
+            self._quiet.object = f"At 0 in every version (not drawn), {len(s.quiet)} {what}: " + ", ".join(f"`{q}`" for q in s.quiet) if s.quiet else ""
+            self._validation.object = validation_html(s.report, s.record) + (rules_html(s.rules) if s.report else "") if s.record else ""
+            self._alerts_title.object = f"### Alerts on `{s.dataset}`" if s.dataset else ""
+            if not s.quarantine_name: self._held.object = ""
+            elif s.quarantine_version is None:
+                self._held.object = f"### Quarantined rows\nNone: there is no dataset `{s.quarantine_name}` (no validation of `{s.dataset}` has held rows back)."
+            else: self._held.object = f"### Quarantined rows: `{s.quarantine_name}` v{s.quarantine_version}, {s.quarantine_rows:,} rows\n`_failed_rules` names the rules each row broke."
+            first = s.page * s.page_size
+            self._where.object = f"rows {first + 1:,}-{first + len(s.quarantine):,} of {s.quarantine_rows:,} (page {s.page + 1} of {s.pages})"
+            self._prev.disabled, self._next.disabled = s.page <= 0, s.page >= s.pages - 1
+            self._rows.visible = self._pager.visible = s.quarantine_rows > 0
+            self._versions.visible = s.record is not None
+            for pane in (self._heading, self._quiet, self._validation, self._held, self._alerts_title): pane.visible = bool(pane.object)
+
+        def _alerts(self, alerts):
+            s = self.state
+            if s.dataset is None: return None
+            if not alerts: return pn.pane.HTML(_wrap("<p>None.</p>"), sizing_mode="stretch_width")
+            out = []
+            for a in alerts:
+                ack = pn.widgets.Button(name="Acknowledge", button_type="primary", disabled=a["status"] != "firing", width=120, align="center")
+                res = pn.widgets.Button(name="Resolve", button_type="success", disabled=a["status"] not in OPEN, width=100, align="center")
+                ack.on_click(lambda e, i=a["id"]: s.acknowledge(i))
+                res.on_click(lambda e, i=a["id"]: s.resolve(i))
+                out.append(pn.Row(pn.pane.HTML(_wrap(alert_card_html(a)), sizing_mode="stretch_width"), ack, res, sizing_mode="stretch_width"))
+            return pn.Column(*out, sizing_mode="stretch_width")
+
+        def __panel__(self): return self._layout
+
+    return DataQualityPage
 
 # %% ../nbs/95_ui.ipynb #4ca651ef
 def pages(ws: Workspace) -> dict:
@@ -436,6 +907,10 @@ def pages(ws: Workspace) -> dict:
     V = _views()
     out = {slug: (lambda query=None, slug=slug: V.PlannedPage(slug=slug)) for slug in STAGES}
     out["pipelines"] = lambda query=None: V.PipelinesPage(state=PipelineRuns(ws, run_id=query_params(query).get("run")))
+    def data_quality(query=None):
+        q, who = query_params(query), V.pn.state.user  # who: set when the server authenticates users
+        return V.DataQualityPage(state=DataQuality(ws, dataset=q.get("dataset"), version=_version_arg(q.get("version")), **({"user": who} if who else {})))
+    out["data-quality"] = data_quality
     return out
 
 def dashboard_app(ws: Workspace | None = None, query: str | dict | None = None, page: str = "pipelines", link: str = "?page={slug}"):

@@ -5,7 +5,9 @@ Every page must load with zero requests leaving loopback (`page.offsite`): offli
 CDN link cannot hang one. Waits are Playwright waits, never timed assertions; Voila starts a kernel per page load, so
 its waits are generous.
 """
+import getpass
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,6 +42,46 @@ def runs(tmp_path_factory):
     ws.close()
 
 
+def write_quality_data(ws):
+    """What a data pipeline leaves behind, made with the real library: two batches of generated loan applications (10%
+    of rows defective) each validated against the lending rules, the passed rows written to `applications_validated`,
+    the held-back ones to `applications_quarantine`, the report recorded and the version observed (which fires alerts);
+    and a `customers` table that was never validated. Returns the recorded reports, oldest first."""
+    import datetime as dt
+    from mlops_workbench.data.quality import observe
+    from mlops_workbench.data.validate import RuleSet, lending_application_rules, validate
+    from mlops_workbench.datasets import generate_lending
+    from mlops_workbench.storage import write_dataset
+    data = generate_lending(2_000, bad_share=0.1, start="2025-01-01", end="2025-03-31")
+    now = dt.datetime(2025, 4, 1, 6, tzinfo=dt.timezone.utc)
+    rules, src = RuleSet("applications", lending_application_rules(), key="application_id"), {"kind": "generated", "location": "generate_lending(2000)"}
+    write_dataset(ws, "customers", data.customers, source=src)
+    reports = []
+    for batch in (data.applications[:1_000], data.applications[1_000:]):
+        v = write_dataset(ws, "applications", batch, source=src)
+        rep = validate(batch, rules, now=now)
+        out = write_dataset(ws, "applications_validated", rep.passed, kind="validated", source={"kind": "validation", "location": "applications"})
+        held = write_dataset(ws, "applications_quarantine", rep.quarantined, kind="quarantine", source={"kind": "validation", "location": "applications"})
+        rep.record(ws, "applications", v.version, output_version=out.version, quarantine_version=held.version)
+        observe(ws, "applications", v.version, time_column="event_timestamp", report=rep, now=now)
+        reports.append(rep)
+    return reports
+
+
+@pytest.fixture(scope="module")
+def quality(runs):
+    "The data a pipeline leaves behind (`write_quality_data`), in the runs' workspace that the servers read."
+    from mlops_workbench.alerts import list_alerts
+    from mlops_workbench.storage import read_dataset
+    reports = write_quality_data(runs.ws)
+    last = reports[-1]
+    worst = max((r for r in last.results if not r.passed), key=lambda r: r.failed)
+    held = read_dataset(runs.ws, "applications_quarantine").collect()
+    alerts = list_alerts(runs.ws, source="dataset:applications")
+    assert last.status == "quarantined" and worst.examples and held.height and alerts
+    return SimpleNamespace(ws=runs.ws, report=last, worst=worst, held=held, alerts=alerts)
+
+
 def _serve(argv, env, port, log: Path):
     "Start a server in its own process group and wait until its port accepts connections."
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -70,6 +112,17 @@ def dashboards(runs):
     code = ("import sys; from mlops_workbench.core import Workspace; from mlops_workbench.ui import serve_dashboards; "
             "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
     proc = _serve([sys.executable, "-c", code, str(runs.ws.root), str(port)], dict(os.environ), port, runs.dir / "panel.log")
+    yield f"http://127.0.0.1:{port}"
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def voila_quality(quality, runs):
+    "The Voila data quality report (`voila_command('data_quality')`)."
+    from mlops_workbench.ui import voila_command
+    port = free_port()
+    argv, env = voila_command("data_quality", port=port, ws=quality.ws)
+    proc = _serve(argv, env, port, runs.dir / "voila-quality.log")
     yield f"http://127.0.0.1:{port}"
     _stop(proc)
 
@@ -158,6 +211,73 @@ def test_stage_pages_and_navigation(dashboards, runs, page):
     assert page.offsite == []
 
 
+def test_data_quality_page(dashboards, quality, page, shot):
+    from playwright.sync_api import expect
+    from mlops_workbench.alerts import get_alert
+    from mlops_workbench.ui import example_text
+    q, rep = quality, quality.report
+    page.goto(f"{dashboards}/data-quality")
+    # every dataset, `applications` (validated last) selected, at its latest version
+    for name in ("applications_quarantine", "applications_validated", "customers"): page.get_by_text(name, exact=True).first.wait_for()
+    page.get_by_text("Validation of applications v1").wait_for()
+    def row(name): return page.locator(".tabulator-row", has=page.locator('[tabulator-field="name"]', has_text=re.compile(f"^{name}$")))
+    expect(row("applications").locator('[tabulator-field="validation"]')).to_have_text("quarantined")
+    expect(row("applications").locator('[tabulator-field="rows"]')).to_have_text("2,000")
+    expect(row("applications").locator('[tabulator-field="open alerts"]')).to_have_text(str(len(q.alerts)))
+    expect(row("applications_quarantine").locator('[tabulator-field="rows"]')).to_have_text(f"{q.held.height:,}")
+    expect(row("applications_validated").locator('[tabulator-field="rows"]')).to_have_text(f"{2_000 - q.held.height:,}")
+    expect(row("customers").locator('[tabulator-field="validation"]')).to_have_text("")
+    page.get_by_role("row", name=f"quarantined {rep.rows_quarantined:,} ({100 * rep.rows_quarantined / rep.rows:.3g}%)").wait_for()
+    # the rule that failed most, with its message and a failing example
+    page.get_by_text(q.worst.name, exact=True).first.wait_for()
+    page.get_by_text(q.worst.message, exact=True).wait_for()
+    page.get_by_text(example_text(q.worst.examples[0]), exact=True).wait_for()
+    page.locator("canvas").first.wait_for()  # the Bokeh trend of the rule failure rates
+    # the quarantined rows, a page of them, with the rules each broke
+    page.get_by_text(f"Quarantined rows: applications_quarantine v1, {q.held.height:,} rows").wait_for()
+    page.get_by_text(f"rows 1-20 of {q.held.height:,} (page 1 of {-(-q.held.height // 20)})").wait_for()
+    ids, rules = page.locator('.tabulator-cell[tabulator-field="application_id"]'), page.locator('.tabulator-cell[tabulator-field="_failed_rules"]')
+    expect(ids).to_have_count(20)
+    shown = ids.all_inner_texts()
+    assert set(shown) <= {str(i) for i in q.held["application_id"]}
+    assert set(rules.all_inner_texts()) <= {", ".join(r) for r in q.held["_failed_rules"]}
+    # the dataset's alerts; acknowledging the newest goes through the library
+    newest = q.alerts[0]
+    page.get_by_text(newest.message, exact=True).wait_for()
+    assert get_alert(q.ws, newest.id).status == "firing"
+    page.get_by_role("button", name="Acknowledge").first.click()
+    page.get_by_text(f"alert {newest.id} ({newest.title}) acknowledged by").wait_for()
+    acknowledged = get_alert(q.ws, newest.id)
+    assert (acknowledged.status, acknowledged.acknowledged_by) == ("acknowledged", getpass.getuser())  # the server's user
+    assert [a.status for a in q.alerts[1:]] == [get_alert(q.ws, a.id).status for a in q.alerts[1:]]  # only that one
+    page.get_by_text("Next", exact=True).click()  # the next page of quarantined rows
+    page.get_by_text(f"rows 21-40 of {q.held.height:,} (page 2 of {-(-q.held.height // 20)})").wait_for()
+    expect(ids).not_to_have_text(shown)
+    assert set(ids.all_inner_texts()) <= {str(i) for i in q.held["application_id"]}  # (a duplicated id may straddle two pages)
+    page.get_by_text("Previous", exact=True).click()
+    page.get_by_text(f"rows 1-20 of {q.held.height:,}").wait_for()
+    _fit_viewport(page)
+    page.locator("canvas").first.wait_for()
+    shot(page, "dashboards-data-quality")
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
+def test_data_quality_page_selects_and_reports_problems(dashboards, quality, page):
+    page.goto(f"{dashboards}/data-quality?dataset=customers")
+    page.get_by_text("customers v0 has no validation report").wait_for()
+    page.get_by_text("there is no dataset customers_quarantine").wait_for()
+    page.locator('.tabulator-cell[tabulator-field="name"]').filter(has_text=re.compile(r"^applications$")).click()  # another dataset
+    page.get_by_text("Validation of applications v1").wait_for()
+    page.locator('.tabulator-cell[tabulator-field="operation"]').filter(has_text="create").click()  # its first version
+    page.get_by_text("Validation of applications v0").wait_for()
+    page.goto(f"{dashboards}/data-quality?dataset=nope")
+    page.get_by_text("dataset 'nope' not found").wait_for()
+    page.get_by_text("applications_validated", exact=True).first.wait_for()  # the list is still there to pick from
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
 def test_panel_serve_app_py(runs, browser):
     "`panel serve dashboards/app.py` serves the same pages; every session gets fresh state."
     port = free_port()
@@ -200,5 +320,35 @@ def test_voila_unknown_run_is_an_alert(voila, page):
     page.goto(f"{voila}/?run=20260101-000000-nope00", timeout=LONG)
     alert = page.get_by_role("alert").filter(has_text="run '20260101-000000-nope00' not found")
     alert.wait_for(timeout=LONG)
+    assert "Traceback" not in page.inner_text("body")
+    assert page.offsite == []
+
+
+def test_voila_data_quality(voila_quality, quality, page, shot):
+    from mlops_workbench.ui import example_text
+    q, rep = quality, quality.report
+    page.goto(f"{voila_quality}/?dataset=applications&version=1", timeout=LONG)
+    page.get_by_text("Validation of applications v1").wait_for(timeout=LONG)
+    page.get_by_text("Dataset applications v1").wait_for()  # the version record
+    page.get_by_role("cell", name="quarantined", exact=True).first.wait_for()
+    page.get_by_role("cell", name=q.worst.name, exact=True).wait_for()
+    page.get_by_text(q.worst.message, exact=True).wait_for()
+    page.get_by_text(example_text(q.worst.examples[0]), exact=True).wait_for()
+    page.get_by_role("heading", name="Quality metrics").wait_for()
+    page.get_by_role("cell", name="amount", exact=True).first.wait_for()  # a column's metrics
+    page.get_by_role("heading", name="Open alerts").wait_for()
+    page.get_by_text(q.alerts[-1].message, exact=True).wait_for()
+    page.get_by_role("link", name="v0").wait_for()  # the other version, and the other datasets
+    page.get_by_role("link", name="customers").wait_for()
+    assert "Traceback" not in page.inner_text("body")
+    _fit_viewport(page)
+    shot(page, "voila-data-quality")
+    assert page.offsite == []
+
+
+def test_voila_data_quality_unknown_dataset_is_an_alert(voila_quality, quality, page):
+    page.goto(f"{voila_quality}/?dataset=nope", timeout=LONG)
+    page.get_by_role("alert").filter(has_text="dataset 'nope' not found").wait_for(timeout=LONG)
+    page.get_by_role("link", name="applications", exact=True).wait_for()
     assert "Traceback" not in page.inner_text("body")
     assert page.offsite == []

@@ -1,7 +1,8 @@
 """The JupyterLab extension: its REST handlers through pytest-jupyter's `jp_fetch`, and the
 "MLOps Workbench" sidebar in headless Chromium against a real `jupyter lab` process.
 
-Both read a workspace whose runs the real runner recorded (one succeeded, one failed).
+Both read a workspace whose runs the real runner recorded (one succeeded, one failed) and whose datasets the
+real storage, validation and quality modules wrote (`test_dashboards.write_quality_data`).
 The tests use the installed `mlops_workbench_lab` (`pip install ./extensions/mlops_workbench_lab`).
 """
 import asyncio
@@ -21,6 +22,7 @@ import pytest
 from traitlets.config import Config
 
 from conftest import ROOT, free_port
+from test_dashboards import write_quality_data  # the data a pipeline leaves behind, shared with the dashboard tests
 from jupyter_core.utils import ensure_event_loop
 
 # pytest-jupyter's fixtures (jp_fetch, jp_serverapp, http_server_client...), imported into this
@@ -58,7 +60,7 @@ def fetch(jp_fetch, jp_asyncio_loop):
 
 @pytest.fixture(scope="module")
 def recorded_ws(tmp_path_factory):
-    "A workspace holding two runs recorded by `run_pipeline`: `lab-train` succeeded, then `lab-boom` failed."
+    "A workspace holding two runs recorded by `run_pipeline` (`lab-train` succeeded, then `lab-boom` failed) and datasets."
     from mlops_workbench.core import Workspace
     from mlops_workbench.pipelines.runner import PipelineSpec, make_notebook, run_pipeline
 
@@ -80,6 +82,7 @@ def recorded_ws(tmp_path_factory):
     try:
         ok = run_pipeline(ws, train, progress=False)
         bad = run_pipeline(ws, boom, progress=False)
+        write_quality_data(ws)
     finally:
         ws.close()
     assert (ok.status, bad.status) == ("succeeded", "failed"), (ok.to_dict(), bad.to_dict())
@@ -135,13 +138,43 @@ def test_limit_is_applied_and_checked(fetch, recorded_ws):
         "error": "InvalidInput", "message": "query parameter 'limit' is 'many'; expected a whole number from 1 to 500"}
 
 
+def test_datasets_are_the_librarys_summaries(fetch, recorded_ws):
+    from mlops_workbench.alerts import list_alerts
+    from mlops_workbench.core import Workspace
+    from mlops_workbench.data.quality import validation_history
+    from mlops_workbench.storage import latest_version
+
+    r = fetch("mlops-workbench", "datasets")
+    assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
+    body = json.loads(r.body)
+    assert body["workspace"] == str(recorded_ws.root)
+    got = {d["name"]: d for d in body["datasets"]}
+    assert list(got) == ["applications", "applications_quarantine", "applications_validated", "customers"]
+    ws = Workspace.open(recorded_ws.root)
+    try:
+        for name, d in got.items():
+            v, reports = latest_version(ws, name), validation_history(ws, name, limit=1)
+            assert (d["version"], d["rows"]) == (v.version, v.row_count)
+            assert (d["validation"], d["validated_version"]) == ((reports[0]["status"], reports[0]["version"]) if reports else (None, None))
+            assert d["open_alerts"] == len(list_alerts(ws, status="open", source=f"dataset:{name}"))
+    finally:
+        ws.close()
+    apps = got["applications"]
+    assert (apps["kind"], apps["version"], apps["rows"], apps["validation"], apps["validated_version"]) == ("raw", 1, 2000, "quarantined", 1)
+    assert apps["open_alerts"] > 0
+    assert (got["customers"]["validation"], got["customers"]["open_alerts"]) == (None, 0)
+    assert got["applications_quarantine"]["kind"] == "quarantine"
+    assert got["applications_quarantine"]["rows"] + got["applications_validated"]["rows"] == 2000
+
+
 class TestMissingWorkspace:
     @pytest.fixture
     def lab_workspace(self, tmp_path):
         return tmp_path / "no-such-workspace"
 
-    def test_mlwerror_becomes_json_with_its_status(self, fetch, lab_workspace):
-        r = fetch("mlops-workbench", "runs")
+    @pytest.mark.parametrize("path", ["runs", "datasets"])
+    def test_mlwerror_becomes_json_with_its_status(self, fetch, lab_workspace, path):
+        r = fetch("mlops-workbench", path)
         assert r.code == 404 and r.headers["Content-Type"].startswith("application/json")
         body = json.loads(r.body)
         assert body["error"] == "NotFound"
@@ -222,7 +255,7 @@ class TestSidebar:
     def jp_server_cleanup(self):
         yield
 
-    def test_sidebar_shows_recorded_runs_and_server_errors(self, lab_server, recorded_ws, page, shot):
+    def test_sidebar_shows_recorded_runs_datasets_and_server_errors(self, lab_server, recorded_ws, page, shot):
         from playwright.sync_api import expect
 
         load = 60_000  # ms Playwright may wait for JupyterLab (and the first REST call) to load
@@ -231,10 +264,11 @@ class TestSidebar:
         tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="mlw-sidebar"]')
         tab.click(timeout=load)
         panel = page.locator("#mlw-sidebar")
+        section = panel.locator("#mlw-section-runs")
         expect(panel.locator(".mlw-panel-title")).to_have_text("MLOps Workbench")
-        expect(panel.locator(".mlw-section-title")).to_have_text("Pipeline runs")
+        expect(panel.locator(".mlw-section-title")).to_have_text(["Pipeline runs", "Datasets"])
 
-        runs = panel.locator(".mlw-run")
+        runs = section.locator(".mlw-run")
         expect(runs).to_have_count(2, timeout=load)
         expect(runs.nth(0)).to_have_attribute("data-run-id", bad.id)  # newest first
         train, boom = runs.nth(1), runs.nth(0)
@@ -243,8 +277,10 @@ class TestSidebar:
         expect(train.locator(".mlw-run-id")).to_have_text(ok.id.rsplit("-", 1)[-1])
         expect(boom.locator(".mlw-run-pipeline")).to_have_text("lab-boom")
         expect(boom.locator(".mlw-run-summary .mlw-badge")).to_have_text("failed")
-        expect(panel.locator(".mlw-workspace")).to_have_text(str(recorded_ws.root))
-        expect(panel.locator(".mlw-error")).to_be_hidden()
+        expect(section.locator(".mlw-workspace")).to_have_text(str(recorded_ws.root))
+        expect(panel.locator(".mlw-error")).to_have_count(2)
+        for error in panel.locator(".mlw-error").all():
+            expect(error).to_be_hidden()
 
         # Clicking a run shows its steps with their status.
         steps = boom.locator(".mlw-step")
@@ -257,23 +293,71 @@ class TestSidebar:
             "ZeroDivisionError in cell 2: division by zero")
         shot(page, "lab-sidebar")
 
+        self._datasets(page, panel, recorded_ws, shot, load)
+
         # A failing call shows the server's error in the error box; the next good refresh clears it.
         moved = recorded_ws.root.with_name(recorded_ws.root.name + "-moved")
         recorded_ws.root.rename(moved)
         try:
-            panel.locator(".mlw-refresh").click()
-            error = panel.locator(".mlw-error")
+            section.locator(".mlw-refresh").click()
+            error = section.locator(".mlw-error")
             expect(error).to_be_visible(timeout=load)
             expect(error.locator(".mlw-error-kind")).to_have_text("NotFound (HTTP 404)")
             expect(error.locator(".mlw-error-message")).to_contain_text(f"workspace '{recorded_ws.root}' does not exist")
-            expect(panel.locator(".mlw-section")).to_have_class(re.compile(r"\bmlw-mod-stale\b"))  # old list dimmed
+            expect(section).to_have_class(re.compile(r"\bmlw-mod-stale\b"))  # old list dimmed
             shot(page, "lab-sidebar-error")
         finally:
             moved.rename(recorded_ws.root)
-        panel.locator(".mlw-refresh").click()
-        expect(panel.locator(".mlw-error")).to_be_hidden(timeout=load)
-        expect(panel.locator(".mlw-section")).not_to_have_class(re.compile(r"\bmlw-mod-stale\b"))
+        section.locator(".mlw-refresh").click()
+        expect(section.locator(".mlw-error")).to_be_hidden(timeout=load)
+        expect(section).not_to_have_class(re.compile(r"\bmlw-mod-stale\b"))
         expect(runs).to_have_count(2)
         expect(boom.locator(".mlw-step").first).to_be_visible()  # the expanded run stays expanded
 
         assert page.offsite == []
+
+    def _datasets(self, page, panel, recorded_ws, shot, load):
+        "The Datasets section: the library's summaries with a validation badge; `mlw:refresh-datasets` reloads it."
+        from playwright.sync_api import expect
+        from mlops_workbench.core import Workspace
+        from mlops_workbench.storage import write_dataset
+        from mlops_workbench.ui import dataset_summaries
+
+        ws = Workspace.open(recorded_ws.root)
+        try:
+            expected = dataset_summaries(ws)
+        finally:
+            ws.close()
+        section = panel.locator("#mlw-section-datasets")
+        items = section.locator(".mlw-dataset")
+        expect(items).to_have_count(len(expected), timeout=load)
+        for i, d in enumerate(expected):  # by name, each with its validation badge, version, rows and open alerts
+            item = items.nth(i)
+            expect(item).to_have_attribute("data-dataset", d["name"])
+            expect(item.locator(".mlw-dataset-name")).to_have_text(d["name"])
+            expect(item.locator(".mlw-badge")).to_have_text(d["validation"] or "not validated")
+            expect(item.locator(".mlw-dataset-version")).to_have_text(f"v{d['version']}")
+            expect(item.locator(".mlw-dataset-rows")).to_have_text(f"{d['rows']:,} rows")
+            n = d["open_alerts"]  # shown when there are any
+            expect(item.locator(".mlw-dataset-alerts")).to_have_text([f"{n} open alert{'' if n == 1 else 's'}"] if n else [])
+        apps = section.locator('.mlw-dataset[data-dataset="applications"]')
+        expect(apps).to_have_attribute("data-validation", "quarantined")
+        expect(apps.locator(".mlw-dataset-alerts")).to_be_visible()
+        expect(section.locator('.mlw-dataset[data-dataset="customers"] .mlw-badge')).to_have_text("not validated")
+        section.scroll_into_view_if_needed()
+        shot(page, "lab-sidebar-datasets")
+
+        # A dataset written now appears after `mlw:refresh-datasets`, run from the command palette.
+        import polars as pl
+        ws = Workspace.open(recorded_ws.root)
+        try:
+            write_dataset(ws, "labels", pl.DataFrame({"application_id": [1, 2], "defaulted": [False, True]}), source={"kind": "test", "location": "inline"})
+        finally:
+            ws.close()
+        expect(items).to_have_count(len(expected))  # nothing polls
+        page.keyboard.press("Control+Shift+C")
+        palette = page.locator(".lm-CommandPalette-input")
+        palette.fill("Refresh Datasets")
+        page.locator(".lm-CommandPalette-item", has_text="Refresh Datasets").first.click()
+        expect(items).to_have_count(len(expected) + 1, timeout=load)
+        expect(section.locator('.mlw-dataset[data-dataset="labels"] .mlw-dataset-rows')).to_have_text("2 rows")

@@ -89,9 +89,25 @@ class RunsHandler(MLWHandler):
         await self.respond(work)
 
 
-# path under /mlops-workbench/ -> handler; later sections (datasets, features, models) add rows here.
+class DatasetsHandler(MLWHandler):
+    "`GET /mlops-workbench/datasets`: each dataset's latest version and rows, newest validation status and open alerts."
+
+    @tornado.web.authenticated
+    async def get(self):
+        def work() -> dict:
+            # Imported on first use, like the runner above (mlops_workbench.ui imports it).
+            from mlops_workbench.ui import dataset_summaries
+
+            with self.workspace() as ws:
+                return {"workspace": str(ws.root), "datasets": dataset_summaries(ws)}
+
+        await self.respond(work)
+
+
+# path under /mlops-workbench/ -> handler; later sections (features, models) add rows here.
 ROUTES: list[tuple[str, type[MLWHandler]]] = [
     ("runs", RunsHandler),
+    ("datasets", DatasetsHandler),
 ]
 
 

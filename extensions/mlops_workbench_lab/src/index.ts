@@ -10,19 +10,21 @@ import { refreshIcon } from '@jupyterlab/ui-components';
 
 import { mlwIcon } from './icon';
 import { WorkbenchPanel } from './panel';
+import { DatasetsSection } from './datasets';
 import { RunsSection } from './runs';
 
 /** Command ids, all `mlw:<verb>`. */
 export namespace CommandIDs {
   export const open = 'mlw:open';
   export const refreshRuns = 'mlw:refresh-runs';
+  export const refreshDatasets = 'mlw:refresh-datasets';
 }
 
 const PALETTE_CATEGORY = 'MLOps Workbench';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: '@mlops-workbench/lab:plugin',
-  description: 'MLOps Workbench sidebar: pipeline runs from the mlops-workbench server extension.',
+  description: 'MLOps Workbench sidebar: pipeline runs and datasets from the mlops-workbench server extension.',
   autoStart: true,
   optional: [ILayoutRestorer, ICommandPalette],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null): void => {
@@ -32,12 +34,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
     panel.title.icon = mlwIcon;
     const runs = new RunsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshRuns) });
     panel.addSection(runs);
+    const datasets = new DatasetsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshDatasets) });
+    panel.addSection(datasets);
 
     commands.addCommand(CommandIDs.refreshRuns, {
       label: 'Refresh Pipeline Runs',
       caption: 'Reload the recent pipeline runs in the MLOps Workbench sidebar',
       icon: refreshIcon,
       execute: () => runs.refresh()
+    });
+    commands.addCommand(CommandIDs.refreshDatasets, {
+      label: 'Refresh Datasets',
+      caption: 'Reload the datasets, their validation status and open alerts in the MLOps Workbench sidebar',
+      icon: refreshIcon,
+      execute: () => datasets.refresh()
     });
     commands.addCommand(CommandIDs.open, {
       label: 'Open MLOps Workbench',
@@ -46,7 +56,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => shell.activateById(panel.id)
     });
     if (palette) {
-      for (const command of [CommandIDs.open, CommandIDs.refreshRuns]) {
+      for (const command of [CommandIDs.open, CommandIDs.refreshRuns, CommandIDs.refreshDatasets]) {
         palette.addItem({ command, category: PALETTE_CATEGORY });
       }
     }

@@ -1,5 +1,5 @@
 /**
- * The "MLOps Workbench" sidebar: a stack of sections (pipeline runs today; datasets,
+ * The "MLOps Workbench" sidebar: a stack of sections (pipeline runs and datasets today;
  * features and models later), each loading its own data when the sidebar is first shown.
  */
 import { refreshIcon } from '@jupyterlab/ui-components';
@@ -54,7 +54,7 @@ export abstract class Section extends Widget {
     this.node.append(header, this.errorBox, this.body);
   }
 
-  /** Short machine name of the section (`runs`, later `datasets`...). */
+  /** Short machine name of the section (`runs`, `datasets`...). */
   readonly name: string;
 
   /** Whether a load has completed at least once (successfully or not). */
