@@ -15,7 +15,7 @@ from ..alerts import AlertRule, fire
 
 # %% auto #0
 __all__ = ['CHECKS', 'compute_metrics', 'QualityThreshold', 'QualityTrend', 'check_from_dict', 'default_checks',
-           'QualitySnapshot', 'quality_history', 'validation_history', 'observe']
+           'QualitySnapshot', 'quality_history', 'validation_history', 'observe', 'validate_dataset']
 
 # %% ../../nbs/13_data_quality.ipynb #2cf2b293
 def _is_num(t) -> bool: return t.is_numeric() and not isinstance(t, pl.Boolean)
@@ -136,10 +136,11 @@ def validation_history(ws: Workspace, dataset: str | None = None, limit: int = 1
 
 # %% ../../nbs/13_data_quality.ipynb #43ac9d26
 def _rule_rates(report) -> list[dict]:
-    "Failure rate of each rule in a validation report (its `to_dict()` form or the object)."
+    "Failure rate of each rule in a validation report: the share of rows for row rules, 1 or 0 for batch rules."
     r = report.to_dict() if hasattr(report, "to_dict") else report
     rows = max(r.get("rows", 0), 1)
-    return [{"metric": "rule_failure_rate", "column": x.get("rule") or x.get("name"), "value": x.get("failed", 0) / rows} for x in r.get("results", [])]
+    return [{"metric": "rule_failure_rate", "column": x.get("rule") or x.get("name"),
+             "value": x["failed_share"] if x.get("failed_share") is not None else x.get("failed", 0) / rows} for x in r.get("results", [])]
 
 def _breaches(checks, metrics, history: pl.DataFrame) -> list[dict]:
     out = []
@@ -162,7 +163,8 @@ def observe(ws: Workspace, dataset: str, version: int | None = None, time_column
     breaches = _breaches(checks, metrics, history)
     created = utcnow()
     with ws.metadata.begin() as c:
-        c.execute(quality_metrics.delete().where(quality_metrics.c.dataset == dataset, quality_metrics.c.version == v.version))
+        c.execute(quality_metrics.delete().where(quality_metrics.c.dataset == dataset, quality_metrics.c.version == v.version,
+                                                 quality_metrics.c.metric.in_({m["metric"] for m in metrics})))
         c.execute(quality_metrics.insert(), [{"dataset": dataset, "version": v.version, "created_at": created, **m} for m in metrics])
     snap = QualitySnapshot(dataset, v.version, metrics, breaches)
     if alert and breaches: snap.alerts = _fire(ws, snap)
@@ -179,3 +181,28 @@ def _fire(ws, snap: QualitySnapshot) -> list[int]:
                  details={**b, "dataset": snap.dataset, "version": snap.version}, labels={"column": b["column"]})
         ids.append(a.id)
     return ids
+
+# %% ../../nbs/13_data_quality.ipynb #47b98946
+def validate_dataset(ws: Workspace, dataset: str, rules, version: int | None = None,
+                     output: str | None = None,  # validated dataset name (default `<dataset>_validated`)
+                     quarantine: str | None = None,  # quarantine dataset name (default `<dataset>_quarantine`)
+                     checks: list | None = None,  # quality checks (default `default_checks()`)
+                     references: dict | None = None, reference_stats: dict | None = None, now=None, run_id: str | None = None):
+    "Validate a dataset version, write its passed and quarantined rows, record the report, observe quality and alert."
+    from mlops_workbench.data.validate import validate, RuleSet
+    from mlops_workbench.storage import write_dataset
+    rules = rules if isinstance(rules, RuleSet) else RuleSet(f"{dataset}_rules", list(rules))
+    src = dataset_version(ws, dataset, version)
+    report = validate(read_dataset(ws, dataset, src.version), rules, references=references, reference_stats=reference_stats, now=now)
+    out_v = q_v = None
+    if report.status != "blocked":
+        lineage = {"inputs": [{"dataset": dataset, "version": src.version}], "steps": [{"kind": "validate", "ruleset": rules.name, "hash": rules.hash}]}
+        source = {"kind": "validate", "input": dataset, "version": src.version, "ruleset": rules.name}
+        out_v = write_dataset(ws, output or f"{dataset}_validated", report.passed, source=source, kind="validated", mode="overwrite",
+                              lineage=lineage, run_id=run_id).version
+        if report.rows_quarantined:
+            q_v = write_dataset(ws, quarantine or f"{dataset}_quarantine", report.quarantined, source=source, kind="quarantine", mode="append",
+                                lineage=lineage, run_id=run_id).version
+    report.record(ws, dataset, src.version, output_version=out_v, quarantine_version=q_v)
+    report.snapshot = observe(ws, dataset, src.version, report=report, checks=checks, now=now)
+    return report
