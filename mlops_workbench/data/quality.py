@@ -96,10 +96,10 @@ def check_from_dict(d: dict):
     except TypeError as e: raise InvalidInput(f"quality check {kind!r}: {e}".replace("__init__() ", "")) from None
 
 def default_checks() -> list:
-    "The preset: some rows, few nulls, no jump in nulls, no failing rules beyond 1%, data at most two days old."
+    "The preset: some rows, few nulls, no jump in nulls, at most 1% quarantined or failing any rule, data at most two days old."
     return [QualityThreshold("rows", min=1, severity="critical"), QualityThreshold("null_rate", "*", max=0.05),
-            QualityTrend("null_rate", "*", max_change=0.02), QualityThreshold("rule_failure_rate", "*", max=0.01),
-            QualityThreshold("freshness_hours", "*", max=48)]
+            QualityTrend("null_rate", "*", max_change=0.02), QualityThreshold("quarantine_rate", max=0.01),
+            QualityThreshold("rule_failure_rate", "*", max=0.01), QualityThreshold("freshness_hours", "*", max=48)]
 
 # %% ../../nbs/13_data_quality.ipynb #0aa80c1d
 @dataclass
@@ -135,11 +135,12 @@ def validation_history(ws: Workspace, dataset: str | None = None, limit: int = 1
     with ws.metadata.begin() as c: return [dict(r._mapping) for r in c.execute(q).all()]
 
 # %% ../../nbs/13_data_quality.ipynb #43ac9d26
-def _rule_rates(report) -> list[dict]:
-    "Failure rate of each rule in a validation report: the share of rows for row rules, 1 or 0 for batch rules."
+def _report_metrics(report) -> list[dict]:
+    "From a validation report: the quarantined share of rows, and each rule's failure rate (share of rows; 1 or 0 for batch rules)."
     r = report.to_dict() if hasattr(report, "to_dict") else report
     rows = max(r.get("rows", 0), 1)
-    return [{"metric": "rule_failure_rate", "column": x.get("rule") or x.get("name"),
+    return [{"metric": "quarantine_rate", "column": "", "value": r.get("rows_quarantined", 0) / rows}] + \
+           [{"metric": "rule_failure_rate", "column": x.get("rule") or x.get("name"),
              "value": x["failed_share"] if x.get("failed_share") is not None else x.get("failed", 0) / rows} for x in r.get("results", [])]
 
 def _breaches(checks, metrics, history: pl.DataFrame) -> list[dict]:
@@ -158,7 +159,7 @@ def observe(ws: Workspace, dataset: str, version: int | None = None, time_column
     "Measure a dataset version, store the metrics, evaluate `checks` (default preset) and fire alerts for breaches."
     v = dataset_version(ws, dataset, version)
     checks = [c if hasattr(c, "breach") else check_from_dict(c) for c in (default_checks() if checks is None else checks)]
-    metrics = compute_metrics(read_dataset(ws, dataset, v.version), time_column, now) + (_rule_rates(report) if report is not None else [])
+    metrics = compute_metrics(read_dataset(ws, dataset, v.version), time_column, now) + (_report_metrics(report) if report is not None else [])
     history = quality_history(ws, dataset).filter(pl.col("version") < v.version)
     breaches = _breaches(checks, metrics, history)
     created = utcnow()
