@@ -34,7 +34,7 @@ def df():
 
 def one(data, rule, **kw):
     "Validate `data` against a single rule; return (report, its result)."
-    rep = validate(data, RuleSet("t", [rule], key="id" if "id" in data.columns else None), now=NOW, **kw)
+    rep = validate(data, RuleSet("t", [rule], key="id" if "id" in data.collect_schema() else None), now=NOW, **kw)
     return rep, rep.results[0]
 
 
@@ -52,9 +52,11 @@ ROW_CASES = {
 }
 
 
+@pytest.mark.parametrize("lazy", [False, True], ids=["DataFrame", "LazyFrame"])
 @pytest.mark.parametrize("kind", list(ROW_CASES))
-def test_row_rule_passes_and_fails(df, kind):
+def test_row_rule_passes_and_fails(df, kind, lazy):
     ok, bad, n = ROW_CASES[kind]
+    df = df.lazy() if lazy else df
     refs = {"shops": pl.LazyFrame({"name": ["a", "b", "c"]}), "few_shops": pl.LazyFrame({"name": ["a", "b", "q"]})}
     rep, res = one(df, ok, references=refs)
     assert (rep.status, res.passed, res.failed) == ("passed", True, 0), res
@@ -105,6 +107,8 @@ def test_policies(df):
 def test_compound_uniqueness():
     d = pl.DataFrame({"shop": ["a", "a", "b", "b", "a", None, None], "day": [1, 2, 1, 1, 1, 3, 3], "v": range(7)})
     rep = validate(d, RuleSet("t", [Unique(["shop", "day"], policy="quarantine")]))
+    lazy = validate(d.lazy(), RuleSet("t", [Unique(["shop", "day"], policy="quarantine")]))
+    assert rep.to_dict() == lazy.to_dict()
     res = rep.results[0]
     assert (res.name, res.failed, res.observed) == ("shop_day_unique", 4, {"duplicated_keys": 2})
     assert sorted(rep.quarantined.collect()["v"].to_list()) == [0, 2, 3, 4]  # null keys never count as duplicates
