@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from mlops_workbench.metadata import MIGRATIONS
+
 MLW = str(Path(sys.executable).parent / "mlw")
 ENV = {k: v for k, v in os.environ.items() if k != "MLW_HOME"}
 RUN_LINE = re.compile(r"^run (\S+): (\w+) in [\d.]+s; executed notebooks in (\S+)$", re.M)
@@ -89,7 +91,7 @@ def test_init_then_status(cli, tmp_path):
     assert (ws/"mlw.toml").exists() and (ws/"metadata.db").exists()
     p = mlw("status", "--workspace", ws, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.splitlines()[:2] == [f"workspace  {ws}  (format 1, metadata schema v2)", f"  metadata   sqlite:///{ws}/metadata.db"]
+    assert p.stdout.splitlines()[:2] == [f"workspace  {ws}  (format 1, metadata schema v{MIGRATIONS[-1].version})", f"  metadata   sqlite:///{ws}/metadata.db"]
     assert re.search(rf"^latest     {cli.run_id}  count  succeeded$", p.stdout, re.M), p.stdout
     assert mlw("status", cwd=tmp_path, env={"MLW_HOME": str(ws)}).stdout == p.stdout  # MLW_HOME names the same workspace
 
