@@ -1,0 +1,298 @@
+"""Data validation: our one-pass engine against a hand-written polars select (the floor) and pandera, plus a CSV larger than the memory it may use.
+
+Run: .venv/bin/python bench/validate.py [--rows 10_000_000] [--big-rows 50_000_000] [--limit-gb 4] [--repeat 3]
+
+One table of 20 columns, 20 rules (dtype, 4 not-null, 5 ranges, 3 allowed-value sets, a unique key, a regex, a
+string length, 2 cross-column expressions, row count, freshness), with ~0.3% defects per rule. Each side runs in
+its own subprocess on the same parquet file, loaded into memory before the clock starts, so its peak RSS is its
+own; timings are the best of --repeat runs. Sides:
+
+  (a) ours          `validate(df, rules)`: counts, failing examples, null counts, the union of failing rows
+  (b) floor         one hand-written polars `select` computing the same 20 failure counts and nothing else
+  (c) pandera-pd    pandera on pandas, `schema.validate(pdf, lazy=True)`, failure cases counted per check
+  (d) pandera-pl    pandera's polars backend on the 16 schema rules, against (a) on the same 16 rules
+
+Then the larger-than-memory run: a CSV of --big-rows rows (written in chunks), validated and its passed rows
+sunk to parquet by a process whose data memory is capped at --limit-gb with `prlimit --data` (RLIMIT_DATA: heap
+and anonymous mappings). `prlimit --as` does not fit: polars memory-maps the CSV, and the file's mapping alone
+exceeds any address-space cap smaller than the file (the scan fails at once with ENOMEM).
+Timings on these shared 2-core VMs swing run to run: compare the ratios, which are measured side by side.
+"""
+import argparse, datetime as dt, json, os, resource, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+REGIONS, CHANNELS, TERMS = ["north", "south", "east", "west", "central", "islands"], ["web", "mobile", "branch", "broker"], [12, 24, 36, 48, 60]
+CODE = r"[A-Z]{2}\d{4}"
+
+
+def make_data(n: int, seed: int = 0, start_id: int = 0) -> pl.DataFrame:
+    "20 columns; every rule below fails on roughly 0.3% of the rows."
+    r = np.random.default_rng(seed)
+    bad = lambda p=.003: r.random(n) < p
+    ids = np.arange(start_id, start_id + n)
+    ids = np.where(bad(.001), np.maximum(ids - 1, 0), ids)  # duplicated keys
+    amount = np.round(r.lognormal(9.3, .6, n), 2)
+    amount = np.where(bad(), -amount, amount)
+    income = np.round(r.lognormal(10.9, .5, n), -2)
+    letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    code = np.char.add(np.char.add(letters[r.integers(0, 26, n)], letters[r.integers(0, 26, n)]), r.integers(1000, 9999, n).astype(str))
+    code = np.where(bad(), np.char.lower(code), code)
+    names = np.array(["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth", ""])
+    df = pl.DataFrame({
+        "id": ids,
+        "customer_id": pl.Series(r.integers(1, n // 3 + 2, n)).scatter(np.flatnonzero(bad()), None),
+        "ts": pl.Series(np.datetime64("2025-12-01") + r.integers(0, 30 * 86_400_000_000, n).astype("timedelta64[us]")).dt.replace_time_zone("UTC"),
+        "amount": pl.Series(amount).scatter(np.flatnonzero(bad()), None),
+        "term": np.where(bad(), 18, np.array(TERMS)[r.integers(0, 5, n)]).astype(np.int32),
+        "rate": np.where(bad(), 4.2, np.round(r.uniform(.03, .3, n), 4)),
+        "income": np.where(bad(), -1.0, income),
+        "age": np.where(bad(), 250, r.integers(18, 90, n)).astype(np.int32),
+        "score": np.where(bad(), 999, r.integers(300, 851, n)).astype(np.int32),
+        "region": pl.Series(np.where(bad(), "atlantis", np.array(REGIONS)[r.integers(0, 6, n)])).scatter(np.flatnonzero(bad()), None),
+        "channel": np.where(bad(), "fax", np.array(CHANNELS)[r.integers(0, 4, n)]),
+        "code": code,
+        "name": names[np.where(bad(), 6, r.integers(0, 6, n))],
+    })
+    return df.with_columns(**{f"x{k}": r.standard_normal(n) * (1 + k / 10) for k in range(1, 8)})
+
+
+def rules(schema_only: bool = False):
+    from mlops_workbench.data.validate import (AllowedValues, DType, Expression, Freshness, Length, NotNull, Range, Regex, RowCount,
+                                               RuleSet, Unique)
+    q, w = dict(policy="quarantine"), dict(policy="warn")
+    rs = [DType("amount", "f64", **q), *[NotNull(c, **q) for c in ("customer_id", "amount", "ts", "region")],
+          Range("amount", min=0, max=1e6, **q), Range("rate", min=0, max=.5, **q), Range("income", min=0, max=1e7, **q),
+          Range("age", min=18, max=120, **q), Range("score", min=300, max=850, **w),
+          AllowedValues("term", TERMS, **q), AllowedValues("region", REGIONS, **q), AllowedValues("channel", CHANNELS, **w),
+          Unique("id", **q), Regex("code", CODE, **q), Length("name", min=1, max=40, **w)]
+    if not schema_only:
+        rs += [Expression(name="affordable", sql="amount <= income * 5", **w), Expression(name="x_sum", sql="x1 + x2 < 6", **w),
+               RowCount(min=1), Freshness("ts", max_age="30d", **w)]
+    return RuleSet("bench", rs, key="id")
+
+
+def floor(df: pl.DataFrame, engine: str = "auto") -> dict:
+    "The same failure counts, hand-written as one select (what the engine must stay close to)."
+    c = pl.col
+    out = df.lazy().select(
+        amount_dtype=pl.lit(0, pl.UInt32),  # the floor knows the dtype statically
+        **{f"{k}_not_null": c(k).is_null().sum() for k in ("customer_id", "amount", "ts", "region")},
+        amount_range=((c("amount") < 0) | (c("amount") > 1e6)).sum(), rate_range=((c("rate") < 0) | (c("rate") > .5)).sum(),
+        income_range=((c("income") < 0) | (c("income") > 1e7)).sum(), age_range=((c("age") < 18) | (c("age") > 120)).sum(),
+        score_range=((c("score") < 300) | (c("score") > 850)).sum(),
+        term_allowed_values=(~c("term").is_in(TERMS)).sum(), region_allowed_values=(~c("region").is_in(REGIONS)).sum(),
+        channel_allowed_values=(~c("channel").is_in(CHANNELS)).sum(),
+        id_unique=c("id").is_duplicated().sum(),
+        code_regex=(~c("code").str.contains(f"^(?:{CODE})$")).sum(),
+        name_length=((c("name").str.len_chars() < 1) | (c("name").str.len_chars() > 40)).sum(),
+        affordable=(~(c("amount") <= c("income") * 5)).sum(), x_sum=(~(c("x1") + c("x2") < 6)).sum(),
+        row_count=pl.len(), ts_freshness=c("ts").max()).collect(engine=engine)
+    return {k: v for k, v in out.row(0, named=True).items() if k not in ("row_count", "ts_freshness")}
+
+
+def pandera_pandas_schema():
+    import pandera.pandas as pa
+    C = pa.Check
+    col = lambda dtype, *checks, nullable=True, unique=False: pa.Column(dtype, list(checks), nullable=nullable, unique=unique)
+    return pa.DataFrameSchema({
+        "id": col("int64", unique=True), "customer_id": col("float64", nullable=False), "ts": col("datetime64[us, UTC]", nullable=False),
+        "amount": col("float64", C.in_range(0, 1e6), nullable=False), "term": col("int32", C.isin(TERMS)),
+        "rate": col("float64", C.in_range(0, .5)), "income": col("float64", C.in_range(0, 1e7)), "age": col("int32", C.in_range(18, 120)),
+        "score": col("int32", C.in_range(300, 850)), "region": col(object, C.isin(REGIONS), nullable=False),
+        "channel": col(object, C.isin(CHANNELS)), "code": col(object, C.str_matches(f"^(?:{CODE})$")),
+        "name": col(object, C.str_length(1, 40))},
+        checks=[C(lambda d: d["amount"].isna() | d["income"].isna() | (d["amount"] <= d["income"] * 5), name="affordable"),
+                C(lambda d: d["x1"] + d["x2"] < 6, name="x_sum"), C(lambda d: len(d) >= 1, name="row_count"),
+                C(lambda d: d["ts"].max() >= NOW - dt.timedelta(days=30), name="freshness")])
+
+
+def pandera_polars_schema():
+    import pandera.polars as pa
+    C = pa.Check
+    col = lambda dtype, *checks, nullable=True, unique=False: pa.Column(dtype, list(checks), nullable=nullable, unique=unique)
+    return pa.DataFrameSchema({
+        "id": col(pl.Int64, unique=True), "customer_id": col(pl.Int64, nullable=False), "ts": col(pl.Datetime("us", "UTC"), nullable=False),
+        "amount": col(pl.Float64, C.in_range(0, 1e6), nullable=False), "term": col(pl.Int32, C.isin(TERMS)),
+        "rate": col(pl.Float64, C.in_range(0, .5)), "income": col(pl.Float64, C.in_range(0, 1e7)), "age": col(pl.Int32, C.in_range(18, 120)),
+        "score": col(pl.Int32, C.in_range(300, 850)), "region": col(pl.String, C.isin(REGIONS), nullable=False),
+        "channel": col(pl.String, C.isin(CHANNELS)), "code": col(pl.String, C.str_matches(f"^(?:{CODE})$")),
+        "name": col(pl.String, C.str_length(1, 40))})
+
+
+def to_pandas(df: pl.DataFrame):
+    "pandas from numpy column by column (no pyarrow here): object strings, NaN for missing numbers, what most users hold."
+    import pandas as pd
+    out = {}
+    for k, s in df.to_dict().items():
+        if s.dtype == pl.Datetime: out[k] = pd.to_datetime(s.dt.replace_time_zone(None).to_numpy()).tz_localize("UTC")
+        elif s.dtype.is_integer() and s.null_count(): out[k] = s.cast(pl.Float64).to_numpy()
+        else: out[k] = s.to_numpy()
+    return pd.DataFrame(out)
+
+
+def count_pandera(err) -> dict:
+    fc = err.failure_cases
+    return {f"{c}:{k}": int(n) for (c, k), n in fc.groupby(["column", "check"], dropna=False).size().items()}
+
+
+def side(name: str, data: str, repeat: int) -> dict:
+    "Run one side in this process: load (or, for '-scan' sides, only open a parquet scan), time, measure."
+    scan = name.endswith("-scan")
+    rows = pl.scan_parquet(data).select(pl.len()).collect().item()
+    if name == "pandera-pd":
+        import pandas as pd
+        df = pd.read_pickle(Path(data).with_suffix(".pkl"))
+    else:
+        df = pl.scan_parquet(data) if scan else pl.read_parquet(data)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = name.removesuffix("-scan")
+    if base in ("ours", "ours16"):
+        from mlops_workbench.data.validate import validate
+        rs = rules(schema_only=base == "ours16")
+        run = lambda: validate(df, rs, now=NOW)
+        counts = lambda rep: {r.name: r.failed for r in rep.results if r.kind not in ("row_count", "freshness")}
+    elif base.startswith("floor"):  # 'floor-in-memory', 'floor-streaming' or 'floor-streaming-scan'
+        run, counts = lambda: floor(df, base.split("-", 1)[1]), lambda x: x
+    elif base == "pandera-pd":
+        import pandera.errors
+        schema = pandera_pandas_schema()
+        def run():
+            try: schema.validate(df, lazy=True); return None
+            except pandera.errors.SchemaErrors as e: return e
+        counts = lambda e: count_pandera(e) if e is not None else {}
+    elif base == "pandera-pl":  # on a LazyFrame pandera checks data only at PANDERA_VALIDATION_DEPTH=SCHEMA_AND_DATA (set by the parent)
+        import pandera.errors
+        schema = pandera_polars_schema()
+        def run():
+            try: schema.validate(df, lazy=True); return None
+            except pandera.errors.SchemaErrors as e: return e
+        counts = lambda e: {f"{a}:{b}": n for (a, b, n) in e.failure_cases.group_by("column", "check").len().iter_rows()} if e is not None else {}
+    best, out = None, None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = run()
+        s = time.perf_counter() - t
+        best = s if best is None else min(best, s)
+    return dict(side=name, rows=rows, seconds=best, peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                loaded_rss=loaded, counts=counts(out))
+
+
+BIG_CHILD = """
+import json, resource, sys, time, polars as pl
+sys.path.insert(0, sys.argv[4])
+from validate_bench_rules import rules, NOW
+from mlops_workbench.data.validate import validate
+src, out, unique = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+rs = rules()
+if not unique:
+    from mlops_workbench.data.validate import RuleSet
+    rs = RuleSet(rs.name, [r for r in rs.rules if r.kind != "unique"], key=rs.key)
+t = time.perf_counter()
+rep = validate(pl.scan_csv(src, schema_overrides={"ts": pl.Datetime("us", "UTC"), "term": pl.Int32, "age": pl.Int32, "score": pl.Int32}), rs, now=NOW)
+t1 = time.perf_counter()
+rep.passed.sink_parquet(out)
+t2 = time.perf_counter()
+print(json.dumps(dict(rows=rep.rows, rules=len(rs), quarantined=rep.rows_quarantined, validate_s=t1 - t, sink_s=t2 - t1,
+                      peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))
+"""
+
+
+def big_run(tmp: Path, rows: int, limit_gb: float, unique: bool) -> dict:
+    csv = tmp / "big.csv"
+    if not csv.exists():
+        t, chunk = time.perf_counter(), 5_000_000
+        with open(csv, "wb") as f:
+            for k, start in enumerate(range(0, rows, chunk)):
+                make_data(min(chunk, rows - start), seed=100 + k, start_id=start).write_csv(f, include_header=k == 0)
+        print(f"   wrote {csv.stat().st_size / 1e9:.1f} GB CSV of {rows:,} rows in {time.perf_counter() - t:.0f} s", flush=True)
+    shutil.copy(__file__, tmp / "validate_bench_rules.py")
+    cmd = ["prlimit", f"--data={int(limit_gb * 2**30)}", sys.executable, "-c", BIG_CHILD, str(csv), str(tmp / "passed.parquet"), str(int(unique)), str(tmp)]
+    t = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode: return dict(error=(res.stderr.strip().splitlines() or ["killed"])[-1][:300], seconds=time.perf_counter() - t)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["csv_bytes"], out["passed_rows"] = csv.stat().st_size, pl.scan_parquet(tmp / "passed.parquet").select(pl.len()).collect().item()
+    return out
+
+
+def run_side(name, data, repeat) -> dict:
+    env = {**os.environ, "PANDERA_VALIDATION_DEPTH": "SCHEMA_AND_DATA"}
+    res = subprocess.run([sys.executable, __file__, "--side", name, "--data", str(data), "--repeat", str(repeat)], capture_output=True, text=True, env=env)
+    if res.returncode: raise SystemExit(f"side {name} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def mb(b: float) -> str: return f"{b / 2**20:,.0f} MB"
+
+
+def compare(tmp: Path, a):
+    "The in-memory and scan comparison of the four sides."
+    data = tmp / f"data_{a.rows}.parquet"
+    if not data.exists(): make_data(a.rows).write_parquet(data)
+    print(f"validation bench: {a.rows:,} rows x 20 columns, 20 rules; {os.cpu_count()} CPUs; polars {pl.__version__}; best of {a.repeat}", flush=True)
+    sides = ["ours", "floor-in-memory", "floor-streaming", "ours-scan", "floor-streaming-scan"]
+    sides += [] if a.skip_pandera else ["pandera-pd", "ours16", "pandera-pl", "ours16-scan", "pandera-pl-scan"]
+    if not a.skip_pandera and not data.with_suffix(".pkl").exists():
+        subprocess.run([sys.executable, __file__, "--side", "pickle", "--data", str(data)], check=True)
+    r = {}
+    for s in sides:
+        r[s] = run_side(s, data, a.repeat if s != "pandera-pd" else 1)
+        x = r[s]
+        print(f"  {s:20s} {x['seconds']:8.2f} s  {x['rows'] / x['seconds'] / 1e6:7.2f} M rows/s  peak RSS {mb(x['peak_rss']):>9s} "
+              f"(data loaded: {mb(x['loaded_rss'])})", flush=True)
+    ours = r["ours"]
+    fl = min(r["floor-in-memory"], r["floor-streaming"], key=lambda x: x["seconds"])  # the floor is the faster of its two engines
+    agree = all(ours["counts"][k] == v for k, v in fl["counts"].items())
+    print(f"  (a)/(b) ours against the floor ({fl['side']}): {ours['seconds'] / fl['seconds']:.2f}x the time (target <= 1.5x); "
+          f"peak RSS {ours['peak_rss'] / fl['peak_rss']:.2f}x; the 20 failure counts agree: {agree}")
+    if not agree: print("   differences:", {k: (ours["counts"][k], v) for k, v in fl["counts"].items() if ours["counts"][k] != v})
+    o, f = r["ours-scan"], r["floor-streaming-scan"]
+    print(f"  (a)/(b) on a parquet scan (streaming; key pass first, examples from early-stopping scans): {o['seconds'] / f['seconds']:.2f}x the time, "
+          f"peak RSS {mb(o['peak_rss'])} against {mb(f['peak_rss'])}; counts agree: {all(o['counts'][k] == v for k, v in f['counts'].items())}")
+    if "pandera-pd" in r:
+        p = r["pandera-pd"]
+        print(f"  (c)/(a) pandera on pandas against ours: {p['seconds'] / ours['seconds']:.1f}x slower (target >= 10x); "
+              f"peak RSS {p['peak_rss'] / ours['peak_rss']:.1f}x")
+        print(f"   pandera-pd failure cases per check: {sum(p['counts'].values()):,} in {len(p['counts'])} checks")
+        print(f"   pandera-pl failure cases: {sum(r['pandera-pl']['counts'].values()):,} in memory, "
+              f"{sum(r['pandera-pl-scan']['counts'].values()):,} on the scan")
+        q = r["pandera-pl"]
+        print(f"  (d)/(a16) pandera's polars backend against ours on the 16 schema rules: {q['seconds'] / r['ours16']['seconds']:.1f}x the time, "
+              f"peak RSS {mb(q['peak_rss'])} against {mb(r['ours16']['peak_rss'])} (DataFrame in memory)")
+        q, o = r["pandera-pl-scan"], r["ours16-scan"]
+        print(f"      on a parquet scan (LazyFrame): {q['seconds'] / o['seconds']:.1f}x the time, peak RSS {mb(q['peak_rss'])} against {mb(o['peak_rss'])}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=10_000_000, help="rows of the in-memory comparison")
+    ap.add_argument("--big-rows", type=int, default=50_000_000, help="rows of the larger-than-memory CSV (0 skips it)")
+    ap.add_argument("--limit-gb", type=float, default=4.0, help="data-memory cap (RLIMIT_DATA) of the larger-than-memory run")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per side (best is reported)")
+    ap.add_argument("--skip-pandera", action="store_true")
+    ap.add_argument("--workdir", help="keep data here (reused between runs) instead of a temporary folder")
+    ap.add_argument("--side"), ap.add_argument("--data")
+    a = ap.parse_args()
+    if a.side == "pickle":  # the pandas copy, converted once in its own process so no side's peak includes the conversion
+        to_pandas(pl.read_parquet(a.data)).to_pickle(Path(a.data).with_suffix(".pkl")); return
+    if a.side: print(json.dumps(side(a.side, a.data, a.repeat), default=str)); return
+    tmp = Path(a.workdir or tempfile.mkdtemp(prefix="mlw-bench-validate-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    if a.rows: compare(tmp, a)
+    if a.big_rows:
+        print(f"larger than memory: {a.big_rows:,}-row CSV, data memory capped at {a.limit_gb:g} GB (prlimit --data)", flush=True)
+        for unique in (True, False):
+            b = big_run(tmp, a.big_rows, a.limit_gb, unique)
+            label = "20 rules" if unique else "19 rules (no unique key)"
+            if "error" in b: print(f"  {label}: FAILED after {b['seconds']:.0f} s: {b['error']}"); continue
+            print(f"  {label}: CSV {b['csv_bytes'] / 1e9:.1f} GB; validate {b['validate_s']:.0f} s ({b['rows'] / b['validate_s'] / 1e6:.2f} M rows/s), "
+                  f"sink passed {b['sink_s']:.0f} s ({b['passed_rows']:,} rows); peak RSS {mb(b['peak_rss'])}", flush=True)
+    if not a.workdir: shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
