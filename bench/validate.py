@@ -139,46 +139,52 @@ def count_pandera(err) -> dict:
     return {f"{c}:{k}": int(n) for (c, k), n in fc.groupby(["column", "check"], dropna=False).size().items()}
 
 
-def side(name: str, data: str, repeat: int) -> dict:
-    "Run one side in this process: load (or, for '-scan' sides, only open a parquet scan), time, measure."
-    scan = name.endswith("-scan")
-    rows = pl.scan_parquet(data).select(pl.len()).collect().item()
+def runner(name: str, data: str):
+    "(frame loader, run, counts) of one side: '-scan' sides only open a parquet scan."
+    base = name.removesuffix("-scan")
     if name == "pandera-pd":
         import pandas as pd
-        df = pd.read_pickle(Path(data).with_suffix(".pkl"))
+        load = lambda: pd.read_pickle(Path(data).with_suffix(".pkl"))
     else:
-        df = pl.scan_parquet(data) if scan else pl.read_parquet(data)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    base = name.removesuffix("-scan")
+        load = (lambda: pl.scan_parquet(data)) if name.endswith("-scan") else (lambda: pl.read_parquet(data))
     if base in ("ours", "ours16"):
         from mlops_workbench.data.validate import validate
         rs = rules(schema_only=base == "ours16")
-        run = lambda: validate(df, rs, now=NOW)
-        counts = lambda rep: {r.name: r.failed for r in rep.results if r.kind not in ("row_count", "freshness")}
-    elif base.startswith("floor"):  # 'floor-in-memory', 'floor-streaming' or 'floor-streaming-scan'
-        run, counts = lambda: floor(df, base.split("-", 1)[1]), lambda x: x
-    elif base == "pandera-pd":
-        import pandera.errors
-        schema = pandera_pandas_schema()
-        def run():
-            try: schema.validate(df, lazy=True); return None
-            except pandera.errors.SchemaErrors as e: return e
-        counts = lambda e: count_pandera(e) if e is not None else {}
-    elif base == "pandera-pl":  # on a LazyFrame pandera checks data only at PANDERA_VALIDATION_DEPTH=SCHEMA_AND_DATA (set by the parent)
-        import pandera.errors
-        schema = pandera_polars_schema()
-        def run():
-            try: schema.validate(df, lazy=True); return None
-            except pandera.errors.SchemaErrors as e: return e
-        counts = lambda e: {f"{a}:{b}": n for (a, b, n) in e.failure_cases.group_by("column", "check").len().iter_rows()} if e is not None else {}
+        return load, lambda df: validate(df, rs, now=NOW), lambda rep: {r.name: r.failed for r in rep.results if r.kind not in ("row_count", "freshness")}
+    if base.startswith("floor"):  # 'floor-in-memory', 'floor-streaming' or 'floor-streaming-scan'
+        return load, lambda df: floor(df, base.split("-", 1)[1]), lambda x: x
+    import pandera.errors
+    schema = pandera_pandas_schema() if base == "pandera-pd" else pandera_polars_schema()
+    def run(df):  # pandera-pl on a LazyFrame checks data only at PANDERA_VALIDATION_DEPTH=SCHEMA_AND_DATA (set by the parent)
+        try: schema.validate(df, lazy=True); return None
+        except pandera.errors.SchemaErrors as e: return e
+    if base == "pandera-pd": return load, run, lambda e: count_pandera(e) if e is not None else {}
+    return load, run, lambda e: {f"{a}:{b}": n for (a, b, n) in e.failure_cases.group_by("column", "check").len().iter_rows()} if e is not None else {}
+
+
+def side(name: str, data: str, repeat: int) -> dict:
+    "Run one side alone in this process (its peak RSS is its own): load, time, measure."
+    load, run, counts = runner(name, data)
+    df = load()
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     best, out = None, None
     for _ in range(repeat):
         t = time.perf_counter()
-        out = run()
-        s = time.perf_counter() - t
-        best = s if best is None else min(best, s)
-    return dict(side=name, rows=rows, seconds=best, peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                loaded_rss=loaded, counts=counts(out))
+        out = run(df)
+        best = min(best or 1e9, time.perf_counter() - t)
+    return dict(side=name, rows=pl.scan_parquet(data).select(pl.len()).collect().item(), seconds=best,
+                peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, loaded_rss=loaded, counts=counts(out))
+
+
+def paired(names: list[str], data: str, repeat: int) -> dict:
+    "Best time of each side over `repeat` rounds that alternate the sides in one process: ratios fair under a shared VM's load."
+    sides = {n: runner(n, data) for n in names}
+    frames = {n: load() for n, (load, _, _) in sides.items()}
+    best = {n: 1e9 for n in names}
+    for _ in range(repeat):
+        for n, (_, run, _) in sides.items():
+            t = time.perf_counter(); run(frames[n]); best[n] = min(best[n], time.perf_counter() - t)
+    return best
 
 
 BIG_CHILD = """
@@ -219,9 +225,10 @@ def big_run(tmp: Path, rows: int, limit_gb: float, unique: bool) -> dict:
     return out
 
 
-def run_side(name, data, repeat) -> dict:
+def run_side(name, data, repeat, names=()) -> dict:
     env = {**os.environ, "PANDERA_VALIDATION_DEPTH": "SCHEMA_AND_DATA"}
-    res = subprocess.run([sys.executable, __file__, "--side", name, "--data", str(data), "--repeat", str(repeat)], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, __file__, "--side", name, "--data", str(data), "--repeat", str(repeat), "--names", ",".join(names)],
+                         capture_output=True, text=True, env=env)
     if res.returncode: raise SystemExit(f"side {name} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -230,7 +237,7 @@ def mb(b: float) -> str: return f"{b / 2**20:,.0f} MB"
 
 
 def compare(tmp: Path, a):
-    "The in-memory and scan comparison of the four sides."
+    "Each side alone (rows/s, peak RSS), then the ratios from one process alternating the sides."
     data = tmp / f"data_{a.rows}.parquet"
     if not data.exists(): make_data(a.rows).write_parquet(data)
     print(f"validation bench: {a.rows:,} rows x 20 columns, 20 rules; {os.cpu_count()} CPUs; polars {pl.__version__}; best of {a.repeat}", flush=True)
@@ -238,33 +245,29 @@ def compare(tmp: Path, a):
     sides += [] if a.skip_pandera else ["pandera-pd", "ours16", "pandera-pl", "ours16-scan", "pandera-pl-scan"]
     if not a.skip_pandera and not data.with_suffix(".pkl").exists():
         subprocess.run([sys.executable, __file__, "--side", "pickle", "--data", str(data)], check=True)
+    print("  each side alone, in its own process:")
     r = {}
     for s in sides:
-        r[s] = run_side(s, data, a.repeat if s != "pandera-pd" else 1)
-        x = r[s]
+        r[s] = x = run_side(s, data, a.repeat if s != "pandera-pd" else 1)
         print(f"  {s:20s} {x['seconds']:8.2f} s  {x['rows'] / x['seconds'] / 1e6:7.2f} M rows/s  peak RSS {mb(x['peak_rss']):>9s} "
               f"(data loaded: {mb(x['loaded_rss'])})", flush=True)
-    ours = r["ours"]
-    fl = min(r["floor-in-memory"], r["floor-streaming"], key=lambda x: x["seconds"])  # the floor is the faster of its two engines
-    agree = all(ours["counts"][k] == v for k, v in fl["counts"].items())
-    print(f"  (a)/(b) ours against the floor ({fl['side']}): {ours['seconds'] / fl['seconds']:.2f}x the time (target <= 1.5x); "
-          f"peak RSS {ours['peak_rss'] / fl['peak_rss']:.2f}x; the 20 failure counts agree: {agree}")
-    if not agree: print("   differences:", {k: (ours["counts"][k], v) for k, v in fl["counts"].items() if ours["counts"][k] != v})
-    o, f = r["ours-scan"], r["floor-streaming-scan"]
-    print(f"  (a)/(b) on a parquet scan (streaming; key pass first, examples from early-stopping scans): {o['seconds'] / f['seconds']:.2f}x the time, "
-          f"peak RSS {mb(o['peak_rss'])} against {mb(f['peak_rss'])}; counts agree: {all(o['counts'][k] == v for k, v in f['counts'].items())}")
+    t = run_side("paired", data, a.repeat, sides)
+    print(f"  ratios of the best times in one process alternating the sides, {a.repeat} rounds:", flush=True)
+    floor_side = min(("floor-in-memory", "floor-streaming"), key=t.get)  # the floor is the faster of its two engines
+    agree = lambda o, f: all(r[o]["counts"][k] == v for k, v in r[f]["counts"].items())
+    print(f"  (a)/(b) ours against the floor ({floor_side}): {t['ours'] / t[floor_side]:.2f}x the time (target <= 1.5x): "
+          f"{t['ours']:.2f} s against {t[floor_side]:.2f} s; the 20 failure counts agree: {agree('ours', floor_side)}")
+    print(f"  (a)/(b) on a parquet scan (key pass first, examples from early-stopping scans): {t['ours-scan'] / t['floor-streaming-scan']:.2f}x "
+          f"the time, peak RSS {mb(r['ours-scan']['peak_rss'])} against {mb(r['floor-streaming-scan']['peak_rss'])}; "
+          f"counts agree: {agree('ours-scan', 'floor-streaming-scan')}")
     if "pandera-pd" in r:
-        p = r["pandera-pd"]
-        print(f"  (c)/(a) pandera on pandas against ours: {p['seconds'] / ours['seconds']:.1f}x slower (target >= 10x); "
-              f"peak RSS {p['peak_rss'] / ours['peak_rss']:.1f}x")
-        print(f"   pandera-pd failure cases per check: {sum(p['counts'].values()):,} in {len(p['counts'])} checks")
-        print(f"   pandera-pl failure cases: {sum(r['pandera-pl']['counts'].values()):,} in memory, "
-              f"{sum(r['pandera-pl-scan']['counts'].values()):,} on the scan")
-        q = r["pandera-pl"]
-        print(f"  (d)/(a16) pandera's polars backend against ours on the 16 schema rules: {q['seconds'] / r['ours16']['seconds']:.1f}x the time, "
-              f"peak RSS {mb(q['peak_rss'])} against {mb(r['ours16']['peak_rss'])} (DataFrame in memory)")
-        q, o = r["pandera-pl-scan"], r["ours16-scan"]
-        print(f"      on a parquet scan (LazyFrame): {q['seconds'] / o['seconds']:.1f}x the time, peak RSS {mb(q['peak_rss'])} against {mb(o['peak_rss'])}")
+        print(f"  (c)/(a) pandera on pandas against ours: {t['pandera-pd'] / t['ours']:.1f}x slower (target >= 10x); "
+              f"peak RSS {r['pandera-pd']['peak_rss'] / r['ours']['peak_rss']:.1f}x ({mb(r['pandera-pd']['peak_rss'])})")
+        print(f"   failure cases: pandera-pd {sum(r['pandera-pd']['counts'].values()):,} in {len(r['pandera-pd']['counts'])} (column, check) pairs; "
+              f"pandera-pl {sum(r['pandera-pl']['counts'].values()):,} in memory, {sum(r['pandera-pl-scan']['counts'].values()):,} on the scan")
+        print(f"  (d)/(a16) pandera's polars backend against ours on the 16 schema rules: {t['pandera-pl'] / t['ours16']:.2f}x the time "
+              f"on a DataFrame, {t['pandera-pl-scan'] / t['ours16-scan']:.2f}x on a parquet scan (peak RSS {mb(r['pandera-pl-scan']['peak_rss'])} "
+              f"against {mb(r['ours16-scan']['peak_rss'])})")
 
 
 def main():
@@ -275,10 +278,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per side (best is reported)")
     ap.add_argument("--skip-pandera", action="store_true")
     ap.add_argument("--workdir", help="keep data here (reused between runs) instead of a temporary folder")
-    ap.add_argument("--side"), ap.add_argument("--data")
+    ap.add_argument("--side"), ap.add_argument("--data"), ap.add_argument("--names")
     a = ap.parse_args()
     if a.side == "pickle":  # the pandas copy, converted once in its own process so no side's peak includes the conversion
         to_pandas(pl.read_parquet(a.data)).to_pickle(Path(a.data).with_suffix(".pkl")); return
+    if a.side == "paired": print(json.dumps(paired(a.names.split(","), a.data, a.repeat))); return
     if a.side: print(json.dumps(side(a.side, a.data, a.repeat), default=str)); return
     tmp = Path(a.workdir or tempfile.mkdtemp(prefix="mlw-bench-validate-"))
     tmp.mkdir(parents=True, exist_ok=True)
