@@ -13,12 +13,13 @@ from .datasets import *
 from .storage import *
 from .data.ingest import *
 from .data.process import *
+from .data.validate import *
 from .data.quality import *
 from .alerts import *
 from .pipelines.runner import *
 from . import core, metadata, backends, datasets, storage, alerts
-from .data import ingest, process, quality
+from .data import ingest, process, quality, validate
 from .pipelines import runner
 
 # %% ../nbs/99_all.ipynb #f1adb596
-__all__ = [name for m in (core, metadata, backends, datasets, storage, ingest, process, quality, alerts, runner) for name in m.__all__]
+__all__ = [name for m in (core, metadata, backends, datasets, storage, ingest, process, validate, quality, alerts, runner) for name in m.__all__]
