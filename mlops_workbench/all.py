@@ -17,9 +17,9 @@ from .data.validate import *
 from .data.quality import *
 from .alerts import *
 from .pipelines.runner import *
-from . import core, metadata, backends, datasets, storage, alerts
-from .data import ingest, process, quality, validate
-from .pipelines import runner
+from . import core as _core, metadata as _metadata, backends as _backends, datasets as _datasets, storage as _storage, alerts as _alerts
+from .data import ingest as _ingest, process as _process, quality as _quality, validate as _validate
+from .pipelines import runner as _runner
 
 # %% ../nbs/99_all.ipynb #f1adb596
-__all__ = [name for m in (core, metadata, backends, datasets, storage, ingest, process, validate, quality, alerts, runner) for name in m.__all__]
+__all__ = [name for m in (_core, _metadata, _backends, _datasets, _storage, _ingest, _process, _validate, _quality, _alerts, _runner) for name in m.__all__]

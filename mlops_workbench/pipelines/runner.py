@@ -21,7 +21,7 @@ from ..metadata import pipeline_runs, pipeline_steps, utcnow
 # %% auto #0
 __all__ = ['OUTPUTS_ENV', 'MAX_OUTPUT_BYTES', 'STEP_KEYS', 'PIPELINE_KEYS', 'REF', 'DONE', 'KERNEL_START_RETRIES',
            'HARD_DEADLINE_GRACE', 'record_output', 'current_run_id', 'StepSpec', 'PipelineSpec', 'pipeline_dirs',
-           'find_pipeline', 'notebook_parameters', 'type_ok', 'coerce', 'validate', 'StepRecord', 'RunRecord',
+           'find_pipeline', 'notebook_parameters', 'type_ok', 'coerce', 'validate_spec', 'StepRecord', 'RunRecord',
            'describe_failure', 'get_run', 'list_runs', 'reconcile_runs', 'run_pipeline', 'make_notebook']
 
 # %% ../../nbs/60_pipelines.ipynb #c43fe60d
@@ -213,7 +213,7 @@ def _ancestors(spec: PipelineSpec, name: str) -> set:
         if n not in out: out.add(n); todo += spec.steps[n].depends_on
     return out
 
-def validate(spec: PipelineSpec, parameters: dict | None = None) -> dict:
+def validate_spec(spec: PipelineSpec, parameters: dict | None = None) -> dict:
     "Check `spec` against its notebooks; return the resolved pipeline parameters or raise `InvalidInput`."
     problems, params = [], dict(spec.parameters)
     for k, v in (parameters or {}).items():
@@ -618,7 +618,7 @@ def _reopen_run(ws, run_id: str):
     if run.status not in ("killed", "failed"): raise Conflict(f"run {run_id!r} is {run.status}; only killed or failed runs can be resumed")
     with ws.metadata.begin() as c:
         spec = PipelineSpec.from_dict(c.execute(sa.select(pipeline_runs.c.spec).where(pipeline_runs.c.id == run_id)).scalar())
-    params = validate(spec, run.parameters)
+    params = validate_spec(spec, run.parameters)
     me = os.getpid()
     with ws.metadata.begin() as c:
         c.execute(pipeline_runs.update().where(pipeline_runs.c.id == run_id).values(status="running", ended_at=None, error=None, host=socket.gethostname(),
@@ -634,7 +634,7 @@ def run_pipeline(ws: Workspace, spec: PipelineSpec | str | None = None, paramete
     else:
         if spec is None: raise InvalidInput("run_pipeline needs a spec, a pipeline name, or resume=RUN_ID")
         if not isinstance(spec, PipelineSpec): spec = find_pipeline(ws, spec)
-        params = validate(spec, parameters)
+        params = validate_spec(spec, parameters)
         run_id = _record_new_run(ws, spec, params)
     limit = max_parallel or spec.max_parallel or ws.settings.get("pipelines", {}).get("max_parallel", 2)
     return _Scheduler(ws, run_id, spec, params, limit, progress).run()
