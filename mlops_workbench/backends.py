@@ -12,7 +12,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 # %% auto #0
-__all__ = ['registries', 'MIGRATION_LOCK_KEY', 'registry', 'file_lock', 'sqlite_metadata', 'postgresql_metadata']
+__all__ = ['registries', 'MIGRATION_LOCK_KEY', 'registry', 'file_lock', 'sqlite_metadata', 'postgresql_metadata', 'sqlite_online',
+           'redis_online']
 
 # %% ../nbs/02_backends.ipynb #3b12da4c
 registries: dict[str, BackendRegistry] = {}
@@ -57,3 +58,18 @@ def postgresql_metadata(uri: str, ws=None) -> MetadataStore:
 
 # %% ../nbs/02_backends.ipynb #e050488f
 registry("storage").register("file", file_storage)
+
+# %% ../nbs/02_backends.ipynb #f76d7070
+@registry("online").register("sqlite")
+def sqlite_online(uri: str, ws=None):
+    "Online features in one SQLite file (WAL: readers never wait for a materialization)."
+    from .features.online import SqliteOnlineStore
+    return SqliteOnlineStore(uri)
+
+@registry("online").register("redis")
+def redis_online(uri: str, ws=None):
+    "Online features on a Redis server: one key per entity and view, batch reads in one MGET."
+    from .features.online import RedisOnlineStore
+    return RedisOnlineStore(uri)
+
+registry("online").register("rediss", redis_online)

@@ -104,7 +104,8 @@ SETTINGS_FILE = "mlw.toml"
 def default_settings() -> dict:
     "Settings of a new workspace: every backend on its embedded default."
     return {"format_version": FORMAT_VERSION,
-            "backends": {"metadata": "sqlite:///{workspace}/metadata.db", "storage": "file://{workspace}/data"},
+            "backends": {"metadata": "sqlite:///{workspace}/metadata.db", "storage": "file://{workspace}/data",
+                         "online": "sqlite:///{workspace}/online.db"},
             "pipelines": {"max_parallel": 2}}
 
 def resolve_root(path=None) -> Path:

@@ -14,7 +14,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'datasets', 'dataset_versions', 'validation_reports',
-           'quality_metrics', 'alerts', 'alert_deliveries', 'MIGRATIONS', 'UTCDateTime', 'utcnow', 'Migration',
+           'quality_metrics', 'alerts', 'alert_deliveries', 'feature_entities', 'feature_views', 'feature_services',
+           'feature_builds', 'materializations', 'training_sets', 'MIGRATIONS', 'UTCDateTime', 'utcnow', 'Migration',
            'MetadataStore']
 
 # %% ../nbs/01_metadata.ipynb #4c8a09de
@@ -147,6 +148,65 @@ alert_deliveries = sa.Table("alert_deliveries", meta,
     sa.Column("delivered_at", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False))
 
+# %% ../nbs/01_metadata.ipynb #d50a5c4f
+feature_entities = sa.Table("feature_entities", meta,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("definition", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False))
+feature_views = sa.Table("feature_views", meta,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # batch | on_demand
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("definition", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False))
+feature_services = sa.Table("feature_services", meta,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("definition", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False))
+feature_builds = sa.Table("feature_builds", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("view", sa.String(200), nullable=False, index=True),
+    sa.Column("view_version", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),  # the dataset read
+    sa.Column("source_version", sa.Integer, nullable=False),
+    sa.Column("table", sa.String(200), nullable=False),  # the offline table (a dataset of kind 'features')
+    sa.Column("table_version", sa.Integer, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("min_event_time", UTCDateTime),
+    sa.Column("max_event_time", UTCDateTime),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True))
+materializations = sa.Table("materializations", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("view", sa.String(200), nullable=False, index=True),
+    sa.Column("view_version", sa.Integer, nullable=False),
+    sa.Column("build_id", sa.Integer, nullable=False),
+    sa.Column("store", sa.String(500), nullable=False),  # the online store URI, password hidden
+    sa.Column("start", UTCDateTime),
+    sa.Column("end", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),  # running | complete | failed
+    sa.Column("rows", sa.BigInteger, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime))
+training_sets = sa.Table("training_sets", meta,
+    sa.Column("id", sa.String(64), primary_key=True),  # hash of entity fingerprint + features + builds
+    sa.Column("entity_fingerprint", sa.String(64), nullable=False),
+    sa.Column("entity_rows", sa.BigInteger, nullable=False),
+    sa.Column("entity_columns", sa.JSON, nullable=False),  # join keys, timestamp, carried columns
+    sa.Column("features", sa.JSON, nullable=False),  # ["view:feature", ...] in output order
+    sa.Column("service", sa.JSON),  # {"name", "version"} when built from a feature service
+    sa.Column("views", sa.JSON, nullable=False),  # {view: {version, build_id, table, table_version}}
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True))
+
 # %% ../nbs/01_metadata.ipynb #cff2ec24
 @dataclass(frozen=True)
 class Migration:
@@ -164,6 +224,8 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "pipeline runs and steps", lambda op: (_create(op, pipeline_runs), _create(op, pipeline_steps))),
     Migration(3, "datasets, validation, quality metrics, alerts", lambda op: [_create(op, t) for t in
               (datasets, dataset_versions, validation_reports, quality_metrics, alerts, alert_deliveries)]),
+    Migration(4, "feature store: definitions, builds, materializations, training sets", lambda op: [_create(op, t) for t in
+              (feature_entities, feature_views, feature_services, feature_builds, materializations, training_sets)]),
 ]
 
 # %% ../nbs/01_metadata.ipynb #9713709c
