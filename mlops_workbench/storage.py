@@ -37,7 +37,7 @@ def file_storage(uri: str, ws=None) -> FileStorage:
 
 # %% ../nbs/05_storage.ipynb #bfb2441d
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-KINDS = ("raw", "processed", "validated", "quarantine")
+KINDS = ("raw", "processed", "validated", "quarantine", "features")
 SCHEMA_POLICIES = ("allow_added", "strict")
 
 @dataclass
@@ -136,9 +136,10 @@ def _row(r) -> DatasetVersion:
 # %% ../nbs/05_storage.ipynb #15c633aa
 def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *,
                   source: dict,  # where the data came from: {"kind": ..., "location": ...}; never secrets
-                  kind: str = "raw",  # raw | processed | validated | quarantine
+                  kind: str = "raw",  # raw | processed | validated | quarantine | features
                   mode: str = "append",  # append a version, or overwrite with a new one
                   schema_policy: str | None = None,  # allow_added | strict; set on the first write (default allow_added)
+                  partition_by: list[str] | None = None,  # Delta partition columns (a new table, or an overwrite)
                   description: str = "",
                   lineage: dict | None = None,  # {"inputs": [{"dataset", "version"}], "steps": [...]}
                   run_id: str | None = None,  # the pipeline run writing it
@@ -162,6 +163,7 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
     options = {"schema_mode": "merge"} if parent is not None and mode == "append" and set(new_schema) - set(parent.schema) else \
               {"schema_mode": "overwrite"} if mode == "overwrite" and parent is not None else None
     from deltalake.exceptions import DeltaError
+    if partition_by: options = {**(options or {}), "partition_by": list(partition_by)}
     try: lf.sink_delta(uri, mode="append" if parent is None else mode, storage_options=store.storage_options, delta_write_options=options)
     except (pl.exceptions.PolarsError, DeltaError) as e:
         raise InvalidInput(f"dataset {name!r}: the data could not be written ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}); "
