@@ -11,8 +11,8 @@ from .core import *
 from .core import resolve_root
 
 # %% auto #0
-__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_dashboards', 'mlw_lab',
-           'fresh_demo_workspace', 'mlw_demo', 'one_line', 'main']
+__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_features', 'mlw_dashboards',
+           'mlw_lab', 'fresh_demo_workspace', 'mlw_demo', 'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
@@ -82,6 +82,48 @@ def mlw_runs(action: Param("list, or show", str, choices=["list", "show"], opt=F
     for r in runs: print(f"{r.id}  {r.pipeline:<16} {r.status:<10} {r.started_at:%Y-%m-%d %H:%M:%S}  {_fmt_s(r.duration_s):>8}")
     return runs
 
+# %% ../nbs/90_cli.ipynb #23923ac4
+def _when(t) -> str: return "-" if t is None else f"{t:%Y-%m-%d %H:%M}"
+
+@call_parse
+def mlw_features(action: Param("list, show or apply", str, choices=["list", "show", "apply"], opt=False, nargs="?") = "list",
+                 names: Param("apply: definition files (.py/.yaml); show: a view or service name", str, opt=False, nargs="*") = None,
+                 build: Param("apply: also build each applied view into the offline store", store_true) = False,
+                 workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
+    "Apply, list or show feature definitions."
+    from mlops_workbench.features.definitions import apply, load_definitions, list_views, list_services, get_view, get_service
+    from mlops_workbench.features.offline import list_builds, build_features
+    from mlops_workbench.features.online import list_materializations
+    ws = _open(workspace)
+    if action == "apply":
+        if not names: raise InvalidInput("`mlw features apply` needs definition files (.py or .yaml)")
+        done = apply(ws, [d for f in names for d in load_definitions(f)])
+        for a in done: print(a)
+        for a in done if build else []:
+            if a.kind == "batch": b = build_features(ws, a.name); print(f"built {a.name} v{b.view_version}: {b.rows:,} rows -> {b.table} v{b.table_version}")
+        return done
+    if action == "show":
+        if not names: raise InvalidInput("`mlw features show` needs a view or service name; list them with `mlw features`")
+        name = names[0]
+        if name in [s["name"] for s in list_services(ws)]:
+            svc = get_service(ws, name); print(f"service {svc.name} v{svc.version}: {', '.join(svc.features)}"); return svc
+        v = get_view(ws, name)
+        spec = v.spec()
+        print(f"view {v.name} v{v.version} ({v.kind})  hash {v.hash[:12]}  " + (f"entity {v.entity}  source {v.source}  ttl {spec['ttl']}" if v.kind == "batch" else f"sources {v.sources}"))
+        for n, e in spec["features"].items(): print(f"  {n:<24} {e.get('sql') or e.get('text')}")
+        for a in spec.get("aggregations", []): print(f"  {a['name']:<24} {a['function']}({a['column']}) over {a['window']}")
+        for b in list_builds(ws, name)[:5]: print(f"  build {b.id}: v{b.view_version} read {b.source} v{b.source_version} -> {b.table} v{b.table_version}, {b.rows:,} rows, {_when(b.created_at)}")
+        for m in list_materializations(ws, name)[:5]: print(f"  materialized {m.id}: {m.status} {m.rows:,} rows up to {_when(m.end)} into {m.store}" + (f" ({m.error[:200]})" if m.error else ""))
+        return v
+    views = list_views(ws)
+    if not views: print("no feature views yet; apply definitions with `mlw features apply FILE`")
+    for v in views:
+        b = next(iter(list_builds(ws, v["name"])), None)
+        m = next(iter(list_materializations(ws, v["name"])), None)
+        print(f"{v['name']:<28} v{v['version']:<3} {v['kind']:<9} {len(v['features']):>3} features  ttl {v['ttl'] or '-':<5} "
+              f"built {_when(b.created_at) if b else 'never':<16} online {m.status + ' ' + _when(m.end) if m else 'never'}")
+    return views
+
 # %% ../nbs/90_cli.ipynb #d2a5ae90
 @call_parse
 def mlw_dashboards(port: Param("port to serve on", int) = 5006,
@@ -143,7 +185,8 @@ def mlw_demo(path: Param("workspace folder for the demo (default: $MLW_HOME or .
     return run
 
 # %% ../nbs/90_cli.ipynb #f455e1af
-VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_status, "dashboards": mlw_dashboards, "lab": mlw_lab, "demo": mlw_demo}
+VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_status, "features": mlw_features,
+         "dashboards": mlw_dashboards, "lab": mlw_lab, "demo": mlw_demo}
 
 SHORT = {"-p": "--param"}  # short options argparse cannot take from a signature
 

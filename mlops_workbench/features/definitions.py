@@ -13,9 +13,9 @@ from ..metadata import feature_entities, feature_views, feature_services, utcnow
 from ..storage import check_name, dataset_version, read_dataset
 
 # %% auto #0
-__all__ = ['AGG_FUNCTIONS', 'parse_duration', 'Entity', 'Aggregation', 'FeatureView', 'OnDemandFeatureView', 'compute_on_demand',
-           'FeatureService', 'definition_hash', 'Applied', 'get_entity', 'get_view', 'get_service', 'apply',
-           'list_views', 'list_services']
+__all__ = ['AGG_FUNCTIONS', 'APPLIED', 'parse_duration', 'Entity', 'Aggregation', 'FeatureView', 'OnDemandFeatureView',
+           'compute_on_demand', 'FeatureService', 'definition_hash', 'Applied', 'get_entity', 'get_view', 'get_service',
+           'apply', 'list_views', 'list_services', 'load_definitions']
 
 # %% ../../nbs/12_features.ipynb #51afa08d
 def _expr_json(e: pl.Expr | str, what: str) -> dict:
@@ -252,6 +252,7 @@ def _check_view(ws: Workspace, view: FeatureView, keys: list[str]):
             raise InvalidInput(f"{what}: aggregation {a.function!r} of column {a.column!r} needs numbers, and it is {t}; use 'count' or cast it")
 
 # %% ../../nbs/12_features.ipynb #22e7ea5d
+APPLIED = [0]  # bumped by each apply in this process: readers that cache definitions reload
 _TABLES = {"entity": feature_entities, "batch": feature_views, "on_demand": feature_views, "service": feature_services}
 _CLASSES = {"entity": Entity, "batch": FeatureView, "on_demand": OnDemandFeatureView, "service": FeatureService}
 
@@ -339,6 +340,7 @@ def apply(ws: Workspace, *definitions) -> list[Applied]:
             row = dict(name=d.name, version=v, hash=h, definition=spec, created_at=now)
             c.execute(table.insert().values(**row, **({"kind": d.kind} if table is feature_views else {})))
             out.append(Applied(d.kind, d.name, v, "updated" if last else "created"))
+    APPLIED[0] += 1
     return out
 
 # %% ../../nbs/12_features.ipynb #b337d521
@@ -359,3 +361,30 @@ def list_services(ws: Workspace) -> list[dict]:
         rows = c.execute(sa.select(feature_services).order_by(feature_services.c.name, feature_services.c.version)).all()
     return [{"name": r.name, "version": r.version, "features": r.definition["features"], "applied_at": r.created_at}
             for r in {r.name: r for r in rows}.values()]
+
+# %% ../../nbs/12_features.ipynb #cccff0e8
+_YAML_SECTIONS = {"entities": Entity, "feature_views": FeatureView, "on_demand_views": OnDemandFeatureView, "services": FeatureService}
+
+def load_definitions(path) -> list:
+    "The definitions in a `.py` or `.yaml` file, entities first."
+    import runpy, yaml
+    from pathlib import Path
+    p = Path(path)
+    if not p.exists(): raise NotFound(f"definitions file {str(p)!r} does not exist")
+    if p.suffix == ".py":
+        try: found = [v for v in runpy.run_path(str(p)).values() if type(v) in _CLASSES.values()]
+        except MLWError: raise
+        except Exception as e: raise InvalidInput(f"definitions file {str(p)!r} failed to run ({type(e).__name__}: {e})") from None
+    elif p.suffix in (".yaml", ".yml"):
+        try: doc = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e: raise InvalidInput(f"definitions file {str(p)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(doc, dict) or (bad := set(doc) - set(_YAML_SECTIONS)):
+            raise InvalidInput(f"definitions file {str(p)!r}: unknown sections {sorted(bad) if isinstance(doc, dict) else doc!r}; use {', '.join(_YAML_SECTIONS)}")
+        found = []
+        for section, cls in _YAML_SECTIONS.items():
+            for i, d in enumerate(doc.get(section) or []):
+                try: found.append(cls(**d))
+                except TypeError as e: raise InvalidInput(f"definitions file {str(p)!r}: {section}[{i}] {d.get('name', '')!r}: {e}") from None
+    else: raise InvalidInput(f"definitions file {str(p)!r}: expected a .py or .yaml file")
+    order = list(_CLASSES.values())
+    return sorted(found, key=lambda d: order.index(type(d)))
