@@ -187,7 +187,7 @@ class OnlineReader:
             for i, r in enumerate(got):
                 if r is None: continue
                 t, payload = r
-                if v.ttl_us is not None and now_us - t > v.ttl_us: status[i] = "expired"; times[i] = t; continue
+                if v.ttl_us is not None and now_us - t > v.ttl_us: status[i] = "expired"; continue  # as offline: no value, no time
                 row, status[i], times[i] = json.loads(payload), "present", t
                 for j, p in enumerate(v.picks): vals[j][i] = row[p]
             for name, col in zip(v.names, vals):

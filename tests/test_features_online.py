@@ -1,0 +1,109 @@
+"""The online path against the offline path on real stores (SQLite, and a real redis-server): the same values for
+the same entities and time; readers never see a torn row while another process materializes; an unreachable
+Redis fails the materialization loudly and never records it complete."""
+import datetime as dt
+import multiprocessing as mp
+import time
+
+import polars as pl
+import pytest
+
+from mlops_workbench.core import MLWError, Workspace
+from mlops_workbench.datasets import generate_lending
+from mlops_workbench.features.definitions import Aggregation, Entity, FeatureService, FeatureView, OnDemandFeatureView, apply
+from mlops_workbench.features.offline import build_features, get_training_data
+from mlops_workbench.features.online import get_online_features, list_materializations, materialize
+from mlops_workbench.storage import write_dataset
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def online_ws(request, tmp_path):
+    "A workspace whose online store is the embedded SQLite file, or a real Redis server on loopback."
+    backends = {"online": request.getfixturevalue("redis_uri")} if request.param == "redis" else None
+    w = Workspace.init(tmp_path / "ws", backends=backends)
+    yield w
+    w.close()
+
+
+def _lending_features(ws):
+    world = generate_lending(2000, seed=11)
+    write_dataset(ws, "transactions", world.transactions, source={"kind": "demo", "location": "generate_lending"})
+    apply(ws, Entity("customer", ["customer_id"]),
+          FeatureView("spend", entity="customer", source="transactions", ttl="30d",
+                      features={"last_amount": pl.col("amount"), "last_category": pl.col("merchant_category"),
+                                "last_at": pl.col("event_timestamp")},
+                      aggregations=[Aggregation("amount", "sum", "7d"), Aggregation("amount", "count", "30d"),
+                                    Aggregation("amount", "std", "30d"), Aggregation("is_online", "mean", "1d")]),
+          OnDemandFeatureView("ratio", sources=["spend"], request={"amount": "float"},
+                              features={"amount_to_week": pl.col("amount") / (pl.col("amount_sum_7d") + 1)}),
+          FeatureService("svc", ["spend", "ratio"]))
+    build_features(ws, "spend")
+    return world
+
+
+def test_online_equals_offline_at_the_same_time(online_ws):
+    ws = online_ws
+    world = _lending_features(ws)
+    customers = world.customers["customer_id"].head(150).to_list() + [-5]  # one unknown entity
+    for t in [dt.datetime(2025, 3, 1, tzinfo=UTC), dt.datetime(2025, 7, 15, 12, tzinfo=UTC), dt.datetime(2026, 1, 2, tzinfo=UTC)]:
+        assert materialize(ws, "spend", end=t).status == "complete"
+        entity_df = pl.DataFrame({"customer_id": customers, "event_timestamp": [t] * len(customers), "amount": [1000.0] * len(customers)})
+        offline = get_training_data(ws, entity_df, "svc", event_times=True).data
+        online = get_online_features(ws, "svc", entity_df.drop("event_timestamp").to_dicts(), now=t).to_polars()
+        cols = [c for c in offline.columns if c != "event_timestamp"]
+        assert online.select(cols).to_dicts() == offline.select(cols).to_dicts()
+        status = online["spend__status"].to_list()
+        assert status[-1] == "missing" and {"present", "expired"} & set(status[:-1])
+
+
+def _writer(root, generations):
+    "Rewrite every customer's features with generation g (all values g, event time base + g s) and materialize."
+    ws = Workspace.open(root)
+    base = dt.datetime(2025, 1, 1, tzinfo=UTC)
+    for g in range(1, generations + 1):
+        df = pl.DataFrame({"customer_id": list(range(300)), "event_timestamp": [base + dt.timedelta(seconds=g)] * 300}).with_columns(
+            [pl.lit(float(g)).alias(f"f{i}") for i in range(6)])
+        write_dataset(ws, "gen", df, source={"kind": "test", "location": f"generation {g}"}, mode="overwrite")
+        build_features(ws, "gen_view")
+        materialize(ws, "gen_view")
+
+
+def test_readers_never_see_a_torn_row(online_ws):
+    ws = online_ws
+    base = dt.datetime(2025, 1, 1, tzinfo=UTC)
+    df0 = pl.DataFrame({"customer_id": list(range(300)), "event_timestamp": [base] * 300}).with_columns([pl.lit(0.0).alias(f"f{i}") for i in range(6)])
+    write_dataset(ws, "gen", df0, source={"kind": "test", "location": "generation 0"}, mode="overwrite")
+    apply(ws, Entity("customer", ["customer_id"]), FeatureView("gen_view", entity="customer", source="gen", features={f"f{i}": pl.col(f"f{i}") for i in range(6)}))
+    build_features(ws, "gen_view")
+    materialize(ws, "gen_view")
+    writer = mp.get_context("spawn").Process(target=_writer, args=(str(ws.root), 8))
+    writer.start()
+    reads, seen, last = 0, set(), {}
+    rows = [{"customer_id": i} for i in range(300)]
+    while writer.is_alive() or reads < 5:
+        got = get_online_features(ws, "gen_view", rows).to_dict()
+        for i in range(300):
+            vals = {got[f"f{j}"][i] for j in range(6)}
+            assert len(vals) == 1, f"torn row for customer {i}: {vals}"
+            g = vals.pop()
+            assert got["gen_view__event_time"][i] == base + dt.timedelta(seconds=g)
+            assert g >= last.get(i, 0), "a value went back in time"
+            last[i] = g
+            seen.add(g)
+        reads += 1
+    writer.join(60)
+    assert writer.exitcode == 0
+    assert max(seen) == 8.0 and len(seen) > 1  # the readers saw the writer progress, whole rows only
+    assert all(m.status == "complete" for m in list_materializations(ws, "gen_view"))
+
+
+def test_unreachable_redis_fails_and_is_not_recorded_complete(tmp_path):
+    uri = "redis://127.0.0.1:1/0"
+    ws = Workspace.init(tmp_path / "ws", backends={"online": uri})
+    _lending_features(ws)
+    with pytest.raises(MLWError, match="redis://127.0.0.1:1/0"):
+        materialize(ws, "spend")
+    runs = list_materializations(ws, "spend")
+    assert [m.status for m in runs] == ["failed"] and "127.0.0.1:1" in runs[0].error
