@@ -17,9 +17,14 @@ from .data.validate import *
 from .data.quality import *
 from .alerts import *
 from .pipelines.runner import *
+from .features.definitions import *
+from .features.offline import *
+from .features.online import *
 from . import core as _core, metadata as _metadata, backends as _backends, datasets as _datasets, storage as _storage, alerts as _alerts
 from .data import ingest as _ingest, process as _process, quality as _quality, validate as _validate
 from .pipelines import runner as _runner
+from .features import definitions as _definitions, offline as _offline, online as _online
 
 # %% ../nbs/99_all.ipynb #f1adb596
-__all__ = [name for m in (_core, _metadata, _backends, _datasets, _storage, _ingest, _process, _validate, _quality, _alerts, _runner) for name in m.__all__]
+__all__ = [name for m in (_core, _metadata, _backends, _datasets, _storage, _ingest, _process, _validate, _quality, _alerts, _runner,
+                                _definitions, _offline, _online) for name in m.__all__]
