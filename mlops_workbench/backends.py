@@ -63,13 +63,13 @@ registry("storage").register("file", file_storage)
 @registry("online").register("sqlite")
 def sqlite_online(uri: str, ws=None):
     "Online features in one SQLite file (WAL: readers never wait for a materialization)."
-    from .features.online import SqliteOnlineStore
+    from .features.online_store import SqliteOnlineStore
     return SqliteOnlineStore(uri)
 
 @registry("online").register("redis")
 def redis_online(uri: str, ws=None):
     "Online features on a Redis server: one key per entity and view, batch reads in one MGET."
-    from .features.online import RedisOnlineStore
+    from .features.online_store import RedisOnlineStore
     return RedisOnlineStore(uri)
 
 registry("online").register("rediss", redis_online)

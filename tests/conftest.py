@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: a fresh workspace per test, headless Debian Chromium, screenshot folder."""
+"""Shared pytest fixtures: a fresh workspace per test, headless Debian Chromium, screenshot folder, real Redis servers."""
 import os
 from pathlib import Path
 
@@ -66,3 +66,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_uri():
+    "A real redis-server on a free loopback port for the session (tests/redis_server.py); yields `redis://127.0.0.1:PORT/0`."
+    from redis_server import redis_server  # here, not at the top: redis_server imports free_port from this module
+    with redis_server() as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def rediss_uri():
+    "A real redis-server speaking TLS only (self-signed certificate) for the session; yields its `rediss://` URI."
+    from redis_server import redis_server
+    with redis_server(tls=True) as uri:
+        yield uri
