@@ -199,7 +199,8 @@ STATUS_COLORS = {"succeeded": "#1a7f37", "failed": "#cf222e", "timed_out": "#bc4
                  "skipped": "#6e7781", "running": "#0969da", "pending": "#8c959f",
                  "passed": "#1a7f37", "warned": "#9a6700", "quarantined": "#bc4c00", "blocked": "#cf222e",  # validations and rules
                  "firing": "#cf222e", "acknowledged": "#9a6700", "resolved": "#1a7f37",  # alerts ...
-                 "info": "#0969da", "warning": "#9a6700", "critical": "#cf222e"}  # ... and their severities
+                 "info": "#0969da", "warning": "#9a6700", "critical": "#cf222e",  # ... and their severities
+                 "complete": "#1a7f37"}  # feature materializations (running and failed as above)
 
 _CSS = """<style>
 /* doubled class: outranks JupyterLab's own table and code rules where Voila renders this */
@@ -703,6 +704,16 @@ def _badged(df: pd.DataFrame) -> pd.DataFrame:
     "`df` with its status-like columns as badge HTML, for display ('' stays empty)."
     return df.assign(**{c: df[c].map(lambda v: badge(v) if v else "") for c in _BADGED if c in df})
 
+_MESSAGES = {"alert": "danger", "notice": "success", "info": "info"}  # state parameter -> how it shows
+
+def _page_header(pn, title: str, state: param.Parameterized) -> list:
+    "A page's top: `title` and a Refresh button calling `state.refresh()`, then each of `state`'s messages (`_MESSAGES`) it has, as an alert while set."
+    refresh = pn.widgets.Button(name="Refresh", button_type="primary", width=100, align="center")
+    refresh.on_click(lambda e: state.refresh())
+    alert = lambda kind: lambda m: pn.pane.Alert(m, alert_type=kind, sizing_mode="stretch_width") if m else None
+    return [pn.Row(pn.pane.Markdown(f"# {title}", margin=(0, 10)), pn.HSpacer(), refresh, sizing_mode="stretch_width"),
+            *(pn.bind(alert(kind), state.param[name]) for name, kind in _MESSAGES.items() if name in state.param)]
+
 @functools.cache
 def _views() -> SimpleNamespace:
     "Define the Panel page classes (imports Panel, hence on first use)."
@@ -728,11 +739,8 @@ def _views() -> SimpleNamespace:
             self._steps.param.watch(lambda e: e.new and s.param.update(step=str(s.steps.step.iloc[e.new[0]])), "selection")
             s.param.watch(self._sync, ["runs", "steps", "run_id", "step"])
             self._sync()
-            refresh = pn.widgets.Button(name="Refresh", button_type="primary", width=100, align="center")
-            refresh.on_click(lambda e: s.refresh())
             self._layout = pn.Column(
-                pn.Row(pn.pane.Markdown("# Pipelines", margin=(0, 10)), pn.HSpacer(), refresh, sizing_mode="stretch_width"),
-                pn.bind(lambda a: pn.pane.Alert(a, alert_type="danger", sizing_mode="stretch_width") if a else None, s.param.alert),
+                *_page_header(pn, "Pipelines", s),
                 pn.pane.Markdown("### Recent runs"), self._runs,
                 pn.bind(lambda r: pn.pane.HTML(run_summary_html(r), sizing_mode="stretch_width") if r else None, s.param.run),
                 self._steps_title, self._steps,
@@ -769,11 +777,13 @@ def _views() -> SimpleNamespace:
                 "records data in the workspace; nothing here is simulated.", alert_type="info", sizing_mode="stretch_width"),
                 sizing_mode="stretch_width")
 
-    return SimpleNamespace(pn=pn, PipelinesPage=PipelinesPage, PlannedPage=PlannedPage, DataQualityPage=_data_quality_page(pn, Viewer, _table))
+    from mlops_workbench.ui_features import _features_page  # a module of its own (it imports this one)
+    return SimpleNamespace(pn=pn, PipelinesPage=PipelinesPage, PlannedPage=PlannedPage, DataQualityPage=_data_quality_page(pn, Viewer, _table),
+                           FeaturesPage=_features_page(pn, Viewer, _table))
 
 def __getattr__(name):
     "Build the Panel page classes when first asked for, so importing this module never imports Panel."
-    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage"): return getattr(_views(), name)
+    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage", "FeaturesPage"): return getattr(_views(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/95_ui.ipynb #10bd0aed
@@ -838,12 +848,8 @@ def _data_quality_page(pn, Viewer, table):
             self._pager = pn.Row(self._prev, self._where, self._next)
             s.param.watch(self._sync, ["datasets", "versions", "dataset", "record", "report", "rules", "quiet", "quarantine", "page"])
             self._sync()
-            refresh = pn.widgets.Button(name="Refresh", button_type="primary", width=100, align="center")
-            refresh.on_click(lambda e: s.refresh())
             self._layout = pn.Column(
-                pn.Row(pn.pane.Markdown("# Data quality", margin=(0, 10)), pn.HSpacer(), refresh, sizing_mode="stretch_width"),
-                pn.bind(lambda a: pn.pane.Alert(a, alert_type="danger", sizing_mode="stretch_width") if a else None, s.param.alert),
-                pn.bind(lambda n: pn.pane.Alert(n, alert_type="success", sizing_mode="stretch_width") if n else None, s.param.notice),
+                *_page_header(pn, "Data quality", s),
                 pn.pane.Markdown("### Datasets (select one)"), self._datasets,
                 self._heading, self._versions,
                 pn.pane.Markdown("### Rule results over time"), metric,
@@ -911,6 +917,8 @@ def pages(ws: Workspace) -> dict:
         q, who = query_params(query), V.pn.state.user  # who: set when the server authenticates users
         return V.DataQualityPage(state=DataQuality(ws, dataset=q.get("dataset"), version=_version_arg(q.get("version")), **({"user": who} if who else {})))
     out["data-quality"] = data_quality
+    from mlops_workbench.ui_features import FeatureViews  # `mlops_workbench.ui_features` (95a) imports this module
+    out["features"] = lambda query=None: V.FeaturesPage(state=FeatureViews.from_query(ws, query))
     return out
 
 def dashboard_app(ws: Workspace | None = None, query: str | dict | None = None, page: str = "pipelines", link: str = "?page={slug}"):

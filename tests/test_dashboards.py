@@ -1,5 +1,6 @@
 """The dashboards in a browser: the Panel app and the Voila pipeline run report, served for real (as `mlw dashboards`,
-`panel serve dashboards/app.py` and `voila` run them) on a workspace holding runs made by the real pipeline runner.
+`panel serve dashboards/app.py` and `voila` run them) on a workspace holding runs made by the real pipeline runner, and
+datasets and feature views made by the real storage, validation and feature store modules.
 
 Every page must load with zero requests leaving loopback (`page.offsite`): offline users get whole pages, and a stray
 CDN link cannot hang one. Waits are Playwright waits, never timed assertions; Voila starts a kernel per page load, so
@@ -80,6 +81,45 @@ def quality(runs):
     alerts = list_alerts(runs.ws, source="dataset:applications")
     assert last.status == "quarantined" and worst.examples and held.height and alerts
     return SimpleNamespace(ws=runs.ws, report=last, worst=worst, held=held, alerts=alerts)
+
+
+def write_feature_data(ws):
+    """What a feature pipeline leaves behind, made with the real feature store: the demo world's transactions as a dataset;
+    a `customer` entity; `customer_spend`, a view with row-level features (polars and SQL) and windowed aggregations; an
+    on-demand view on it and a service using both. Version 1 of the view is built and materialized up to the end of 2025,
+    then its TTL changes (version 2), which is built and materialized up to now. Returns the builds and materializations,
+    oldest first, and the rows of the newest offline table."""
+    import datetime as dt
+    import polars as pl
+    from mlops_workbench.datasets import generate_lending
+    from mlops_workbench.features.definitions import Aggregation, Entity, FeatureService, FeatureView, OnDemandFeatureView, apply
+    from mlops_workbench.features.offline import build_features
+    from mlops_workbench.features.online import materialize
+    from mlops_workbench.storage import read_dataset, write_dataset
+    world = generate_lending(2_000, seed=7)
+    write_dataset(ws, "transactions", world.transactions, source={"kind": "demo", "location": "generate_lending(2000, seed=7)"})
+    spend = FeatureView("customer_spend", entity="customer", source="transactions", ttl="30d", owner="risk-team",
+                        description="what each customer spent, and how often",
+                        features={"last_amount": pl.col("amount"), "last_online": pl.col("is_online"), "large": "amount > 1000"},
+                        aggregations=[Aggregation("amount", "sum", "7d"), Aggregation("amount", "count", "30d"), Aggregation("amount", "max", "30d")])
+    apply(ws, Entity("customer", ["customer_id"]), spend,
+          OnDemandFeatureView("application_ratios", sources=["customer_spend"], request={"amount": "float"},
+                              features={"amount_to_spend_7d": pl.col("amount") / (pl.col("amount_sum_7d") + 1)}),
+          FeatureService("credit_v1", ["customer_spend", "application_ratios"]))
+    builds = [build_features(ws, "customer_spend")]
+    mats = [materialize(ws, "customer_spend", end=dt.datetime(2025, 12, 31, tzinfo=dt.timezone.utc))]
+    apply(ws, FeatureView(**{**vars(spend), "ttl": "60d"}))
+    builds.append(build_features(ws, "customer_spend"))
+    mats.append(materialize(ws, "customer_spend"))
+    assert [m.status for m in mats] == ["complete", "complete"] and [b.view_version for b in builds] == [1, 2]
+    table = read_dataset(ws, builds[-1].table, builds[-1].table_version).collect()
+    return SimpleNamespace(builds=builds, mats=mats, table=table, features=spend.feature_names)
+
+
+@pytest.fixture(scope="module")
+def features(runs):
+    "The feature views a pipeline leaves behind (`write_feature_data`), in the runs' workspace that the servers read."
+    return SimpleNamespace(ws=runs.ws, **vars(write_feature_data(runs.ws)))
 
 
 def _serve(argv, env, port, log: Path):
@@ -276,6 +316,86 @@ def test_data_quality_page_selects_and_reports_problems(dashboards, quality, pag
     page.get_by_text("applications_validated", exact=True).first.wait_for()  # the list is still there to pick from
     assert "Traceback" not in page.content()
     assert page.offsite == []
+
+
+def test_features_page(dashboards, features, page, shot):
+    from playwright.sync_api import expect
+    from mlops_workbench.ui_features import _stat, view_versions  # _stat: how the page writes a statistic
+    f, (b1, b2), (m1, m2) = features, features.builds, features.mats
+    page.goto(f"{dashboards}/features")
+    # the views; customer_spend, built last, selected at its latest version
+    page.get_by_text("Feature view customer_spend v2").wait_for()
+    def row(name): return page.locator(".tabulator-row", has=page.locator('[tabulator-field="name"]', has_text=re.compile(f"^{name}$")))
+    spend = row("customer_spend")
+    expect(spend.locator('[tabulator-field="version"]')).to_have_text("2")
+    expect(spend.locator('[tabulator-field="features"]')).to_have_text(str(len(f.features)))
+    expect(spend.locator('[tabulator-field="entity / source"]')).to_have_text(re.compile(r"customer\s*transactions"))
+    expect(spend.locator('[tabulator-field="last build"]')).to_contain_text(f"{b2.rows:,} rows")
+    expect(spend.locator('[tabulator-field="freshness"]')).to_have_text(re.compile(r"^\d+ (s|min|h \d\d min|d \d\d h|d)$"))
+    expect(spend.locator('[tabulator-field="materialization"]')).to_have_text(re.compile(f"complete\\s*{m2.rows:,} rows"))
+    expect(spend.locator('[tabulator-field="online up to"]')).to_contain_text("sqlite://")
+    expect(row("application_ratios").locator('[tabulator-field="kind"]')).to_have_text("on_demand")
+    # what it is and how fresh: the newest build as lineage, what is online, and the definition of each feature
+    page.get_by_text(f"build {b2.id} at").wait_for()
+    page.get_by_role("row", name=re.compile(f"^online store complete {m2.rows:,} rows into sqlite:")).wait_for()
+    for name in f.features: page.get_by_role("cell", name=name, exact=True).first.wait_for()
+    for text in ('col("amount")', "amount > 1000", "sum(amount) over the trailing 7d", "count(amount) over the trailing 30d"):
+        page.get_by_role("cell", name=text, exact=True).wait_for()
+    # statistics of the newest offline table, as polars computes them directly
+    page.get_by_text(f"Feature statistics of fv_customer_spend v{b2.table_version}").wait_for()
+    for name, kind in (("amount_sum_7d", "Float64"), ("amount_count_30d", "Int64"), ("last_online", "Boolean")):
+        t = f.table[name].cast(float)
+        page.get_by_role("row", name=f"{name} {kind} {t.count():,} 0% {' '.join(_stat(x) for x in (t.mean(), t.std(), t.min(), t.max()))}", exact=True).wait_for()
+    # builds (dataset version read -> table version written) and materializations, newest first
+    page.get_by_role("row", name=re.compile(f"^{b2.id} 2 transactions v0 fv_customer_spend v{b2.table_version} {b2.rows:,} ")).wait_for()
+    page.get_by_role("row", name=re.compile(f"^{b1.id} 1 transactions v0 fv_customer_spend v{b1.table_version} ")).wait_for()
+    page.get_by_role("row", name=re.compile(f"^{m1.id} 1 complete {m1.rows:,} sqlite:.* up to 2025-12-31 00:00:00 ")).wait_for()
+    page.get_by_role("cell", name="credit_v1", exact=True).wait_for()  # the service using it
+    _fit_viewport(page)
+    shot(page, "dashboards-features")
+
+    # another version: its own definition; another view: its own
+    page.get_by_text(view_versions(f.ws, "customer_spend")[-1]["hash"][:12], exact=True).click()  # version 1, in the versions table
+    page.get_by_text("Definition of v1").wait_for()
+    page.get_by_role("row", name="ttl 30d").wait_for()
+    row("application_ratios").click()
+    page.get_by_text("Feature view application_ratios v1").wait_for()
+    page.get_by_role("cell", name="amount_to_spend_7d", exact=True).wait_for()
+    page.get_by_text("computed at lookup time from customer_spend").wait_for()
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
+def test_features_page_links_and_problems(dashboards, features, page):
+    page.goto(f"{dashboards}/features?view=customer_spend&version=1")
+    page.get_by_text("Definition of v1").wait_for()
+    page.goto(f"{dashboards}/features?view=nope")
+    page.get_by_text("feature view 'nope' not found; views: application_ratios, customer_spend").wait_for()
+    page.get_by_text("customer_spend", exact=True).first.wait_for()  # the list is still there to pick from
+    page.goto(f"{dashboards}/features?view=customer_spend&version=9")
+    page.get_by_text("feature view 'customer_spend' has no version 9; its versions: 2, 1").wait_for()
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
+def test_features_page_on_an_empty_workspace(tmp_path, browser):
+    "A workspace without feature views gets a friendly message saying how to begin, not an error."
+    from mlops_workbench.core import Workspace
+    Workspace.init(tmp_path / "ws").close()
+    port = free_port()
+    code = ("import sys; from mlops_workbench.core import Workspace; from mlops_workbench.ui import serve_dashboards; "
+            "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
+    proc = _serve([sys.executable, "-c", code, str(tmp_path / "ws"), str(port)], dict(os.environ), port, tmp_path / "panel.log")
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.goto(f"http://127.0.0.1:{port}/features")
+        page.get_by_text("no feature views yet in workspace").wait_for(timeout=60_000)
+        page.get_by_text("mlw features apply FILE", exact=True).wait_for()  # as code
+        assert page.locator(".alert-danger").count() == 0 and "Traceback" not in page.content()
+    finally:
+        ctx.close()
+        _stop(proc)
 
 
 def test_panel_serve_app_py(runs, browser):

@@ -1,8 +1,9 @@
 """The JupyterLab extension: its REST handlers through pytest-jupyter's `jp_fetch`, and the
 "MLOps Workbench" sidebar in headless Chromium against a real `jupyter lab` process.
 
-Both read a workspace whose runs the real runner recorded (one succeeded, one failed) and whose datasets the
-real storage, validation and quality modules wrote (`test_dashboards.write_quality_data`).
+Both read a workspace whose runs the real runner recorded (one succeeded, one failed), whose datasets the
+real storage, validation and quality modules wrote (`test_dashboards.write_quality_data`), and whose feature views
+the real feature store applied, built and materialized (`test_dashboards.write_feature_data`).
 The tests use the installed `mlops_workbench_lab` (`pip install ./extensions/mlops_workbench_lab`).
 """
 import asyncio
@@ -22,7 +23,7 @@ import pytest
 from traitlets.config import Config
 
 from conftest import ROOT, free_port
-from test_dashboards import write_quality_data  # the data a pipeline leaves behind, shared with the dashboard tests
+from test_dashboards import write_feature_data, write_quality_data  # what pipelines leave behind, shared with the dashboard tests
 from jupyter_core.utils import ensure_event_loop
 
 # pytest-jupyter's fixtures (jp_fetch, jp_serverapp, http_server_client...), imported into this
@@ -60,7 +61,7 @@ def fetch(jp_fetch, jp_asyncio_loop):
 
 @pytest.fixture(scope="module")
 def recorded_ws(tmp_path_factory):
-    "A workspace holding two runs recorded by `run_pipeline` (`lab-train` succeeded, then `lab-boom` failed) and datasets."
+    "A workspace holding two runs recorded by `run_pipeline` (`lab-train` succeeded, then `lab-boom` failed), datasets and feature views."
     from mlops_workbench.core import Workspace
     from mlops_workbench.pipelines.runner import PipelineSpec, make_notebook, run_pipeline
 
@@ -83,10 +84,11 @@ def recorded_ws(tmp_path_factory):
         ok = run_pipeline(ws, train, progress=False)
         bad = run_pipeline(ws, boom, progress=False)
         write_quality_data(ws)
+        features = write_feature_data(ws)
     finally:
         ws.close()
     assert (ok.status, bad.status) == ("succeeded", "failed"), (ok.to_dict(), bad.to_dict())
-    return SimpleNamespace(root=ws.root, ok=ok, bad=bad)
+    return SimpleNamespace(root=ws.root, ok=ok, bad=bad, features=features)
 
 
 def test_versions_agree():
@@ -149,7 +151,7 @@ def test_datasets_are_the_librarys_summaries(fetch, recorded_ws):
     body = json.loads(r.body)
     assert body["workspace"] == str(recorded_ws.root)
     got = {d["name"]: d for d in body["datasets"]}
-    assert list(got) == ["applications", "applications_quarantine", "applications_validated", "customers"]
+    assert list(got) == ["applications", "applications_quarantine", "applications_validated", "customers", "fv_customer_spend", "transactions"]
     ws = Workspace.open(recorded_ws.root)
     try:
         for name, d in got.items():
@@ -167,12 +169,42 @@ def test_datasets_are_the_librarys_summaries(fetch, recorded_ws):
     assert got["applications_quarantine"]["rows"] + got["applications_validated"]["rows"] == 2000
 
 
+def test_features_are_the_librarys_summaries(fetch, recorded_ws):
+    from mlops_workbench.core import Workspace
+    from mlops_workbench.ui_features import feature_view_summaries
+
+    r = fetch("mlops-workbench", "features")
+    assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
+    body = json.loads(r.body)
+    assert body["workspace"] == str(recorded_ws.root)
+    ws = Workspace.open(recorded_ws.root)
+    try:
+        expected = feature_view_summaries(ws)
+    finally:
+        ws.close()
+    # the same summaries, but for the age of the newest event, which the server measured a moment earlier
+    assert [{**v, "freshness_s": None} for v in body["views"]] == json.loads(json.dumps([{**v, "freshness_s": None} for v in expected]))
+    assert 0 <= expected[1]["freshness_s"] - body["views"][1]["freshness_s"] < 300
+    got = {v["name"]: v for v in body["views"]}
+    assert list(got) == ["application_ratios", "customer_spend"]
+    spend, f = got["customer_spend"], recorded_ws.features
+    b, m = f.builds[-1], f.mats[-1]
+    assert (spend["version"], spend["kind"], spend["entity"], spend["source"], spend["ttl"]) == (2, "batch", "customer", "transactions", "60d")
+    assert spend["features"] == f.features
+    assert (spend["build"]["id"], spend["build"]["rows"], spend["build"]["table_version"]) == (b.id, b.rows, b.table_version)
+    assert spend["build"]["max_event_time"] == b.max_event_time.isoformat()
+    assert (spend["materialization"]["status"], spend["materialization"]["rows"], spend["online_until"]) == ("complete", m.rows, m.end.isoformat())
+    assert spend["materialization"]["store"].startswith("sqlite:///") and spend["note"] == ""
+    ondemand = got["application_ratios"]
+    assert (ondemand["kind"], ondemand["build"], ondemand["materialization"]) == ("on_demand", None, None)
+
+
 class TestMissingWorkspace:
     @pytest.fixture
     def lab_workspace(self, tmp_path):
         return tmp_path / "no-such-workspace"
 
-    @pytest.mark.parametrize("path", ["runs", "datasets"])
+    @pytest.mark.parametrize("path", ["runs", "datasets", "features"])
     def test_mlwerror_becomes_json_with_its_status(self, fetch, lab_workspace, path):
         r = fetch("mlops-workbench", path)
         assert r.code == 404 and r.headers["Content-Type"].startswith("application/json")
@@ -266,7 +298,7 @@ class TestSidebar:
         panel = page.locator("#mlw-sidebar")
         section = panel.locator("#mlw-section-runs")
         expect(panel.locator(".mlw-panel-title")).to_have_text("MLOps Workbench")
-        expect(panel.locator(".mlw-section-title")).to_have_text(["Pipeline runs", "Datasets"])
+        expect(panel.locator(".mlw-section-title")).to_have_text(["Pipeline runs", "Datasets", "Feature views"])
 
         runs = section.locator(".mlw-run")
         expect(runs).to_have_count(2, timeout=load)
@@ -278,7 +310,7 @@ class TestSidebar:
         expect(boom.locator(".mlw-run-pipeline")).to_have_text("lab-boom")
         expect(boom.locator(".mlw-run-summary .mlw-badge")).to_have_text("failed")
         expect(section.locator(".mlw-workspace")).to_have_text(str(recorded_ws.root))
-        expect(panel.locator(".mlw-error")).to_have_count(2)
+        expect(panel.locator(".mlw-error")).to_have_count(3)
         for error in panel.locator(".mlw-error").all():
             expect(error).to_be_hidden()
 
@@ -294,6 +326,7 @@ class TestSidebar:
         shot(page, "lab-sidebar")
 
         self._datasets(page, panel, recorded_ws, shot, load)
+        self._features(page, panel, recorded_ws, shot, load)
 
         # A failing call shows the server's error in the error box; the next good refresh clears it.
         moved = recorded_ws.root.with_name(recorded_ws.root.name + "-moved")
@@ -361,3 +394,53 @@ class TestSidebar:
         page.locator(".lm-CommandPalette-item", has_text="Refresh Datasets").first.click()
         expect(items).to_have_count(len(expected) + 1, timeout=load)
         expect(section.locator('.mlw-dataset[data-dataset="labels"] .mlw-dataset-rows')).to_have_text("2 rows")
+
+    def _features(self, page, panel, recorded_ws, shot, load):
+        "The Feature views section: each view's version, features, newest build and materialization; `mlw:refresh-features` reloads it."
+        from playwright.sync_api import expect
+        import polars as pl
+        from mlops_workbench.core import Workspace
+        from mlops_workbench.features.definitions import FeatureView, apply
+
+        f = recorded_ws.features
+        b, m = f.builds[-1], f.mats[-1]
+        section = panel.locator("#mlw-section-features")
+        items = section.locator(".mlw-feature-view")
+        expect(items).to_have_count(2, timeout=load)
+        expect(items.nth(0)).to_have_attribute("data-view", "application_ratios")  # by name
+        spend = section.locator('.mlw-feature-view[data-view="customer_spend"]')
+        expect(spend.locator(".mlw-feature-name")).to_have_text("customer_spend")
+        expect(spend.locator(".mlw-badge")).to_have_text("complete")
+        expect(spend).to_have_attribute("data-materialization", "complete")
+        expect(spend.locator(".mlw-feature-version")).to_have_text("v2")
+        expect(spend.locator(".mlw-feature-count")).to_have_text(f"{len(f.features)} features")
+        expect(spend.locator(".mlw-feature-rows")).to_have_text(f"{b.rows:,} rows")
+        expect(spend.locator(".mlw-feature-freshness")).to_have_text(re.compile(r"^newest event \d+ (s|min|h|d) ago$"))
+        import datetime as dt
+        expired = dt.datetime.now(dt.timezone.utc) - b.max_event_time > dt.timedelta(days=60)  # the TTL of v2 (the demo's events end in January 2026)
+        expect(spend.locator(".mlw-feature-expired")).to_have_text(["past its 60d TTL"] if expired else [])
+        expect(spend.locator(".mlw-feature-online time")).to_have_attribute("datetime", m.end.isoformat())
+        expect(spend.locator(".mlw-feature-note")).to_have_count(0)  # nothing to do
+        ondemand = section.locator('.mlw-feature-view[data-view="application_ratios"]')
+        expect(ondemand.locator(".mlw-badge")).to_have_text("on demand")
+        expect(ondemand.locator(".mlw-feature-count")).to_have_text("1 feature")
+        section.scroll_into_view_if_needed()
+        shot(page, "lab-sidebar-features")
+
+        # A view applied now (not built) appears after `mlw:refresh-features`, run from the command palette, saying what to run.
+        ws = Workspace.open(recorded_ws.root)
+        try:
+            apply(ws, FeatureView("customer_merchants", entity="customer", source="transactions",
+                                  features={"category": pl.col("merchant_category").cast(pl.String)}))
+        finally:
+            ws.close()
+        expect(items).to_have_count(2)  # nothing polls
+        page.keyboard.press("Control+Shift+C")
+        palette = page.locator(".lm-CommandPalette-input")
+        palette.fill("Refresh Feature Views")
+        page.locator(".lm-CommandPalette-item", has_text="Refresh Feature Views").first.click()
+        expect(items).to_have_count(3, timeout=load)
+        merchants = section.locator('.mlw-feature-view[data-view="customer_merchants"]')
+        expect(merchants.locator(".mlw-badge")).to_have_text("not materialized")
+        expect(merchants.locator(".mlw-feature-freshness")).to_have_text("not built")
+        expect(merchants.locator(".mlw-feature-note")).to_have_text("not built yet; run build_features(ws, 'customer_merchants')")

@@ -104,10 +104,26 @@ class DatasetsHandler(MLWHandler):
         await self.respond(work)
 
 
-# path under /mlops-workbench/ -> handler; later sections (features, models) add rows here.
+class FeaturesHandler(MLWHandler):
+    "`GET /mlops-workbench/features`: each feature view's latest version, its newest build and freshness, and its newest materialization."
+
+    @tornado.web.authenticated
+    async def get(self):
+        def work() -> dict:
+            # Imported on first use, like the others (it imports the feature store and mlops_workbench.ui).
+            from mlops_workbench.ui_features import feature_view_summaries
+
+            with self.workspace() as ws:
+                return {"workspace": str(ws.root), "views": feature_view_summaries(ws)}
+
+        await self.respond(work)
+
+
+# path under /mlops-workbench/ -> handler; later sections (models) add rows here.
 ROUTES: list[tuple[str, type[MLWHandler]]] = [
     ("runs", RunsHandler),
     ("datasets", DatasetsHandler),
+    ("features", FeaturesHandler),
 ]
 
 

@@ -77,7 +77,7 @@ function renderDataset(d: IDatasetSummary): HTMLLIElement {
   const line1 = el('span', 'mlw-dataset-line');
   const badge = el('span', `mlw-badge mlw-badge-${status}`, d.validation ?? 'not validated');
   badge.title = d.validation === null ? 'never validated' : `newest validation report: ${d.validation}`;
-  line1.append(nameElement(d.name), badge);
+  line1.append(nameElement(d.name, 'mlw-dataset-name'), badge);
 
   const line2 = el('span', 'mlw-dataset-line mlw-dataset-meta');
   line2.append(
@@ -93,11 +93,11 @@ function renderDataset(d: IDatasetSummary): HTMLLIElement {
 }
 
 /**
- * A dataset name that may wrap after its underscores: in a narrow sidebar the end of
- * `applications_quarantine` tells it from `applications_validated`, so it is never cut off.
+ * A name (of a dataset, a feature view) that may wrap after its underscores: in a narrow sidebar
+ * the end of `applications_quarantine` tells it from `applications_validated`, so it is never cut off.
  */
-function nameElement(name: string): HTMLSpanElement {
-  const node = el('span', 'mlw-dataset-name');
+export function nameElement(name: string, className: string): HTMLSpanElement {
+  const node = el('span', className);
   name.split('_').forEach((part, i, parts) => {
     node.append(i < parts.length - 1 ? `${part}_` : part);
     if (i < parts.length - 1) {

@@ -11,6 +11,7 @@ import { refreshIcon } from '@jupyterlab/ui-components';
 import { mlwIcon } from './icon';
 import { WorkbenchPanel } from './panel';
 import { DatasetsSection } from './datasets';
+import { FeaturesSection } from './features';
 import { RunsSection } from './runs';
 
 /** Command ids, all `mlw:<verb>`. */
@@ -18,13 +19,14 @@ export namespace CommandIDs {
   export const open = 'mlw:open';
   export const refreshRuns = 'mlw:refresh-runs';
   export const refreshDatasets = 'mlw:refresh-datasets';
+  export const refreshFeatures = 'mlw:refresh-features';
 }
 
 const PALETTE_CATEGORY = 'MLOps Workbench';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: '@mlops-workbench/lab:plugin',
-  description: 'MLOps Workbench sidebar: pipeline runs and datasets from the mlops-workbench server extension.',
+  description: 'MLOps Workbench sidebar: pipeline runs, datasets and feature views from the mlops-workbench server extension.',
   autoStart: true,
   optional: [ILayoutRestorer, ICommandPalette],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null): void => {
@@ -36,6 +38,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     panel.addSection(runs);
     const datasets = new DatasetsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshDatasets) });
     panel.addSection(datasets);
+    const features = new FeaturesSection({ onRefresh: () => void commands.execute(CommandIDs.refreshFeatures) });
+    panel.addSection(features);
 
     commands.addCommand(CommandIDs.refreshRuns, {
       label: 'Refresh Pipeline Runs',
@@ -49,6 +53,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: refreshIcon,
       execute: () => datasets.refresh()
     });
+    commands.addCommand(CommandIDs.refreshFeatures, {
+      label: 'Refresh Feature Views',
+      caption: 'Reload the feature views, their builds and materializations in the MLOps Workbench sidebar',
+      icon: refreshIcon,
+      execute: () => features.refresh()
+    });
     commands.addCommand(CommandIDs.open, {
       label: 'Open MLOps Workbench',
       caption: 'Show the MLOps Workbench sidebar',
@@ -56,7 +66,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => shell.activateById(panel.id)
     });
     if (palette) {
-      for (const command of [CommandIDs.open, CommandIDs.refreshRuns, CommandIDs.refreshDatasets]) {
+      for (const command of [CommandIDs.open, CommandIDs.refreshRuns, CommandIDs.refreshDatasets, CommandIDs.refreshFeatures]) {
         palette.addItem({ command, category: PALETTE_CATEGORY });
       }
     }
