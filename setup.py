@@ -45,6 +45,8 @@ requirements = [
     # 100-entity MGET well under a millisecond. Installed always: a workspace may switch to Redis with one line.
     "redis>=5",
     "hiredis>=2",
+    # online feature rows are packed with msgpack: a C codec for JSON's types, 3-9x faster to decode than json
+    "msgpack>=1.0",
 ]
 extras = {
     # PostgreSQL metadata backend (psycopg 3, binary wheels need no libpq build).

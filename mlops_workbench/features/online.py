@@ -4,7 +4,8 @@
 
 # %% ../../nbs/12b_features_online.ipynb #487ee452
 from __future__ import annotations
-import datetime as dt, json, time
+import datetime as dt, struct, time
+import msgpack
 from dataclasses import dataclass
 import polars as pl
 import sqlalchemy as sa
@@ -33,8 +34,12 @@ def _encode_rows(df: pl.DataFrame, keys: list[str], ts: str, feats: list[str]) -
     conv = [pl.col(c).dt.epoch("us").alias(c) if isinstance(df.schema[c], _TEMPORAL) else pl.col(c) for c in feats]
     enc = df.select(pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="\x1f").alias("__k"),
                     pl.col(ts).dt.epoch("us").alias("__t"), *conv)
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
-    return [(r[0], r[1], dumps(r[2:]).encode()) for r in enc.iter_rows()]
+    pack = msgpack.Packer().pack
+    return [(r[0], r[1], pack(r[2:])) for r in enc.iter_rows()]
+
+def _unpack_many(payloads: list[bytes]) -> list:
+    "Decode many packed rows in one call: they are the items of one msgpack array (array32 header)."
+    return msgpack.unpackb(b"\xdd" + struct.pack(">I", len(payloads)) + b"".join(payloads))
 
 # %% ../../nbs/12b_features_online.ipynb #711ff160
 @dataclass
@@ -141,11 +146,14 @@ class OnlineFeatures:
 def _rows_to_columns(entity_rows) -> dict:
     if isinstance(entity_rows, pl.DataFrame): return entity_rows.to_dict(as_series=False)
     if isinstance(entity_rows, dict): return {k: (v if isinstance(v, list) else [v]) for k, v in entity_rows.items()}
-    if isinstance(entity_rows, (list, tuple)) and all(isinstance(r, dict) for r in entity_rows):
-        cols = {k: [] for r in entity_rows[:1] for k in r}
-        for r in entity_rows:
-            if r.keys() != cols.keys(): raise InvalidInput(f"entity_rows: every row needs the same keys; got {sorted(r)} after {sorted(cols)}")
-            for k, v in r.items(): cols[k].append(v)
+    if isinstance(entity_rows, (list, tuple)) and entity_rows and isinstance(entity_rows[0], dict):
+        keys = list(entity_rows[0])
+        try:
+            cols = {k: [r[k] for r in entity_rows] for k in keys}
+            if any(len(r) != len(keys) for r in entity_rows): raise KeyError
+        except (KeyError, TypeError):
+            bad = next(r for r in entity_rows if not isinstance(r, dict) or sorted(r) != sorted(keys))
+            raise InvalidInput(f"entity_rows: every row must be a dict with the same keys; got {bad!r} after keys {keys}") from None
         return cols
     raise InvalidInput(f"entity_rows is a {type(entity_rows).__name__}; pass a list of dicts, a dict of lists, or a polars DataFrame")
 
@@ -188,8 +196,8 @@ class OnlineReader:
                 if r is None: continue
                 if v.ttl_us is not None and now_us - r[0] > v.ttl_us: status[i] = "expired"; continue  # as offline: no value, no time
                 live.append(i); status[i], times[i] = "present", r[0]
-            if live:  # one JSON parse for all rows: a per-row loads costs more than the store read
-                rows = json.loads(b"[" + b",".join([got[i][1] for i in live]) + b"]")
+            if live:  # one decode for all rows: a call per row would cost more than the store read
+                rows = _unpack_many([got[i][1] for i in live])
                 for j, p in enumerate(v.picks):
                     col = vals[j]
                     for i, row in zip(live, rows): col[i] = row[p]
