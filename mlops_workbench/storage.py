@@ -16,7 +16,7 @@ from .metadata import datasets, dataset_versions, utcnow
 # %% auto #0
 __all__ = ['NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'Storage', 'FileStorage', 'file_storage', 'DatasetVersion', 'check_name',
            'check_columns', 'check_schema_change', 'write_dataset', 'latest_version', 'dataset_version',
-           'dataset_versions_of', 'read_dataset', 'list_datasets']
+           'dataset_versions_of', 'read_dataset', 'list_datasets', 'scan_partitions']
 
 # %% ../nbs/05_storage.ipynb #69fc5126
 class Storage:
@@ -219,3 +219,14 @@ def list_datasets(ws: Workspace) -> list[dict]:
              .join(dataset_versions, sa.and_(dataset_versions.c.dataset == latest.c.dataset, dataset_versions.c.version == latest.c.version))
              .order_by(datasets.c.name))
         return [dict(r._mapping) for r in c.execute(q).all()]
+
+# %% ../nbs/05_storage.ipynb #e26893e1
+def scan_partitions(ws: Workspace, name: str, version: int, column: str, lo=None, hi=None) -> pl.LazyFrame:
+    "Scan dataset `name` at `version`, only partitions with `lo <= column <= hi`, files in partition order (without `column`)."
+    from deltalake import DeltaTable
+    store = ws.backend("storage")
+    filters = [(column, ">=", str(lo))] * (lo is not None) + [(column, "<=", str(hi))] * (hi is not None)
+    files = sorted(DeltaTable(store.table_uri(name), version=version, storage_options=store.storage_options)
+                   .file_uris(partition_filters=filters or None))  # paths differ only by '<column>=<value>/part-...'
+    if not files: return read_dataset(ws, name, version).drop(column).clear()
+    return pl.scan_parquet(files, storage_options=store.storage_options, hive_partitioning=False)

@@ -11,7 +11,7 @@ import psutil
 import sqlalchemy as sa
 from ..core import *
 from ..metadata import feature_builds, training_sets, utcnow
-from ..storage import dataset_version, read_dataset, write_dataset
+from ..storage import dataset_version, read_dataset, scan_partitions, write_dataset
 from .definitions import *
 from .definitions import _check_view
 
@@ -30,7 +30,8 @@ def compute_view(view: FeatureView, data: pl.LazyFrame, keys: list[str]) -> pl.L
     feats = [(pl.sql_expr(e) if isinstance(e, str) else e).alias(n) for n, e in view.features.items()]
     aggs = [a.expr(keys, ts) for a in view.aggregations]
     out = data.select(*keys, pl.col(ts).dt.convert_time_zone("UTC").dt.cast_time_unit("us"), *feats, *aggs)
-    return out.sort([*keys, ts], maintain_order=True).unique([*keys, ts], keep="last", maintain_order=True)
+    out = out.sort([*keys, ts], maintain_order=True).unique([*keys, ts], keep="last", maintain_order=True)
+    return out.sort(ts, maintain_order=True)  # stored in time order: lookups then skip sorting it (see pit_join)
 
 def _duplicates(data: pl.LazyFrame, cols: list[str]) -> pl.DataFrame:
     return data.group_by(cols).len().filter(pl.col("len") > 1).sort("len", descending=True).head(3).collect()
@@ -70,7 +71,8 @@ def build_features(ws: Workspace, view: str, run_id: str | None = None) -> Featu
         raise InvalidInput(f"feature view {view!r} declares its rows unique, but dataset {fv.source!r} v{src.version} has several rows "
                            f"for the same entity and time, e.g. {d.drop('len').row(0, named=True)} ({d['len'][0]} rows); "
                            f"deduplicate the source or set unique=False (the last row then wins)")
-    rows = compute_view(fv, data, keys).with_columns(pl.col(fv.timestamp).dt.date().alias(PARTITION))
+    # collected: per-entity windows need the entity's history at hand anyway, and an in-memory frame keeps its order in the files
+    rows = compute_view(fv, data, keys).with_columns(pl.col(fv.timestamp).dt.date().alias(PARTITION)).collect()
     out = write_dataset(ws, offline_table(view), rows, kind="features", mode="overwrite", partition_by=[PARTITION],
                         source={"kind": "feature_view", "location": f"{view} v{fv.version}"},
                         description=f"offline store of feature view {view!r}",
@@ -116,14 +118,16 @@ def pit_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`; k
     if ttl is not None: rows = rows.filter(pl.col(feature_ts) >= tmin - ttl)
     left = entities.lazy().select(ROW, *keys, ts).sort(ts)
     def join(l, r):
-        j = l.join_asof(r.sort(feature_ts), left_on=ts, right_on=feature_ts, by=keys, strategy="backward", check_sortedness=False)
+        j = l.join_asof(r, left_on=ts, right_on=feature_ts, by=keys, strategy="backward", check_sortedness=False)
         if ttl is not None:
             fresh = (pl.col(ts) - pl.col(feature_ts)) <= ttl
             j = j.with_columns([pl.when(fresh).then(pl.col(c)).alias(c) for c in [*feats, feature_ts]])
         return j.select(ROW, *feats, feature_ts)
-    if buckets <= 1: return join(left, rows).collect().sort(ROW)
+    if buckets <= 1:
+        r = rows.collect()  # a table built in time order reads back sorted: checking is O(n), sorting O(n log n)
+        return join(left, (r if r[feature_ts].is_sorted() else r.sort(feature_ts)).lazy()).collect().sort(ROW)
     h = pl.struct(keys).hash(seed=7) % buckets
-    parts = [join(left.filter(h == b), rows.filter(h == b)).collect(engine="streaming") for b in range(buckets)]
+    parts = [join(left.filter(h == b), rows.filter(h == b).sort(feature_ts)).collect(engine="streaming") for b in range(buckets)]
     return pl.concat(parts).sort(ROW)
 
 # %% ../../nbs/12a_features_offline.ipynb #ac70236d
@@ -239,8 +243,7 @@ def _join_all(ws: Workspace, df: pl.DataFrame, plan: FeaturePlan, builds: dict, 
     for name, (view, feats) in plan.views.items():
         b, keys = builds[name], plan.keys[name]
         lo = None if view.ttl is None else (tmin - view.ttl_delta).date()
-        rows = read_dataset(ws, b.table, b.table_version).filter(  # partition pruning: only the dates the entity rows can see
-            (pl.col(PARTITION) <= tmax.date()) & (pl.lit(True) if lo is None else pl.col(PARTITION) >= lo))
+        rows = scan_partitions(ws, b.table, b.table_version, PARTITION, lo, tmax.date())  # only the dates entity rows can see, in order
         rows = rows.select(*keys, pl.col(view.timestamp).alias("__ft"), *feats)
         size = b.rows * (len(keys) + len(feats) + 1) * 8
         got = pit_join(out, rows, keys, ts, "__ft", view.ttl_delta, buckets=max(1, math.ceil(size / (memory_budget or _memory_budget()))))
