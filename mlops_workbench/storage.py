@@ -227,6 +227,6 @@ def scan_partitions(ws: Workspace, name: str, version: int, column: str, lo=None
     store = ws.backend("storage")
     filters = [(column, ">=", str(lo))] * (lo is not None) + [(column, "<=", str(hi))] * (hi is not None)
     files = sorted(DeltaTable(store.table_uri(name), version=version, storage_options=store.storage_options)
-                   .file_uris(partition_filters=filters or None))  # paths differ only by '<column>=<value>/part-...'
+                   .file_uris(file_pruning_predicate=filters or None))  # paths differ only by '<column>=<value>/part-...'
     if not files: return read_dataset(ws, name, version).drop(column).clear()
     return pl.scan_parquet(files, storage_options=store.storage_options, hive_partitioning=False)
