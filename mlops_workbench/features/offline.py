@@ -16,12 +16,18 @@ from .definitions import *
 from .definitions import _check_view
 
 # %% auto #0
-__all__ = ['PARTITION', 'ROW', 'compute_view', 'FeatureBuild', 'offline_table', 'build_features', 'get_build', 'list_builds',
-           'pit_join', 'FeaturePlan', 'resolve_features', 'TrainingSet', 'get_training_data', 'get_training_set',
-           'list_training_sets', 'rebuild_training_data']
+__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'ROW', 'compute_view', 'FeatureBuild', 'offline_table', 'build_features',
+           'get_build', 'list_builds', 'pit_join', 'FeaturePlan', 'resolve_features', 'TrainingSet',
+           'get_training_data', 'get_training_set', 'list_training_sets', 'rebuild_training_data']
 
 # %% ../../nbs/12a_features_offline.ipynb #6f46c0b9
 PARTITION = "_event_date"
+DAY_PARTITION_ROWS = 20_000  # average rows per day from which a view gets a partition per day rather than per month
+
+def _partition_value(ts: pl.Series) -> pl.Series:
+    "The event date, or the first day of its month when days would make files too small to read efficiently."
+    days = max(1, (ts.max() - ts.min()).days + 1) if len(ts) else 1
+    return ts.dt.date() if len(ts) / days >= DAY_PARTITION_ROWS else ts.dt.truncate("1mo").dt.date()
 
 def compute_view(view: FeatureView, data: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     "The rows of `view` computed from its source `data`: join keys, event time, features; one row per entity and instant."
@@ -72,7 +78,8 @@ def build_features(ws: Workspace, view: str, run_id: str | None = None) -> Featu
                            f"for the same entity and time, e.g. {d.drop('len').row(0, named=True)} ({d['len'][0]} rows); "
                            f"deduplicate the source or set unique=False (the last row then wins)")
     # collected: per-entity windows need the entity's history at hand anyway, and an in-memory frame keeps its order in the files
-    rows = compute_view(fv, data, keys).with_columns(pl.col(fv.timestamp).dt.date().alias(PARTITION)).collect()
+    rows = compute_view(fv, data, keys).collect()
+    rows = rows.with_columns(_partition_value(rows[fv.timestamp]).alias(PARTITION))
     out = write_dataset(ws, offline_table(view), rows, kind="features", mode="overwrite", partition_by=[PARTITION],
                         source={"kind": "feature_view", "location": f"{view} v{fv.version}"},
                         description=f"offline store of feature view {view!r}",
@@ -242,7 +249,7 @@ def _join_all(ws: Workspace, df: pl.DataFrame, plan: FeaturePlan, builds: dict, 
     out, tmin, tmax = df.with_row_index(ROW), df[ts].min(), df[ts].max()
     for name, (view, feats) in plan.views.items():
         b, keys = builds[name], plan.keys[name]
-        lo = None if view.ttl is None else (tmin - view.ttl_delta).date()
+        lo = None if view.ttl is None else (tmin - view.ttl_delta).date().replace(day=1)  # a month partition is named by its first day
         rows = scan_partitions(ws, b.table, b.table_version, PARTITION, lo, tmax.date())  # only the dates entity rows can see, in order
         rows = rows.select(*keys, pl.col(view.timestamp).alias("__ft"), *feats)
         size = b.rows * (len(keys) + len(feats) + 1) * 8
