@@ -64,6 +64,7 @@ VERB_OPTIONS = {
     "run": ["--param", "--resume", "--parallel", "--quiet", "--workspace", "name"],
     "runs": ["{list,show}", "run_id", "--limit", "--pipeline", "--workspace"],
     "status": ["--workspace"],
+    "features": ["{list,show,apply}", "names", "--build", "--workspace"],
     "dashboards": ["--port", "--address", "--show", "--workspace"],
     "lab": ["--port", "--workspace"],
     "demo": ["--path", "--n_applications", "--quiet"],
@@ -147,7 +148,7 @@ def _write(path: Path, text: str) -> Path:
 # name -> (arguments, given the shared fixture and a scratch folder `t`; what the one error line must contain,
 # with {t} and {run_id} filled in)
 USER_ERRORS = {
-    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, dashboards, lab, demo"]),
+    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, features, dashboards, lab, demo"]),
     "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: demo"]),
     "undeclared parameter": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "m", "1", "--workspace", c.ws],
                              ["pipeline 'count' cannot run", "unknown pipeline parameter 'm'; declared: n"]),
@@ -220,10 +221,15 @@ def test_demo_runs_end_to_end_and_keeps_other_folders(tmp_path):
     assert p.returncode == 0, p.stderr
     m = re.search(r"^executed notebooks: (\S+)$", p.stdout, re.M)
     assert m and Path(m[1]).parent == demo/"runs", p.stdout
-    for step in ("generate", "profile", "summary"): assert (Path(m[1])/f"{step}.ipynb").exists(), step
+    for step in ("generate", "profile", "features", "materialize", "summary"): assert (Path(m[1])/f"{step}.ipynb").exists(), step
     summary = re.search(r"^summary_path: (\S+)$", p.stdout, re.M)
     assert summary and Path(summary[1]).is_file() and Path(summary[1]).is_relative_to(demo), p.stdout
     assert (demo/".mlw-demo").exists()
+    p = mlw("features", "--workspace", demo, cwd=tmp_path)  # the demo's feature view, built and materialized
+    assert p.returncode == 0 and re.search(r"^customer_transactions +v1 +batch +\d+ features .* online complete", p.stdout, re.M), p.stdout
+    p = mlw("features", "show", "customer_transactions", "--workspace", demo, cwd=tmp_path)
+    assert "amount_sum_7d" in p.stdout and "read transactions v0 -> fv_customer_transactions v0" in p.stdout, p.stdout
+    user_error(mlw("features", "apply", "nope.yaml", "--workspace", demo, cwd=tmp_path), "definitions file 'nope.yaml' does not exist")
 
     mine = _write(tmp_path/"mine"/"thesis.tex", "my work")
     p = mlw("demo", "--path", mine, "--n_applications", "1000", "--quiet", cwd=tmp_path)

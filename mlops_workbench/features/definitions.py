@@ -37,6 +37,10 @@ def _expr(d: dict, what: str = "expression") -> pl.Expr:
 
 def _expr_key(d: dict) -> str: return d.get("sql") or d["text"]
 
+def _stored(d: dict, what: str) -> pl.Expr | str:
+    "A stored expression as it was defined: SQL text stays text (and hashes the same when read back)."
+    return d["sql"] if "sql" in d else _expr(d, what)
+
 # %% ../../nbs/12_features.ipynb #45c3069c
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -140,9 +144,9 @@ class FeatureView:
 
     @classmethod
     def from_spec(cls, s: dict, version=None, hash=None):
-        return cls(**{**s, "features": {n: _expr(d, f"feature {n!r}") for n, d in s["features"].items()},
+        return cls(**{**s, "features": {n: _stored(d, f"feature {n!r}") for n, d in s["features"].items()},
                       "aggregations": [Aggregation(**a) for a in s["aggregations"]],
-                      "filter": None if s["filter"] is None else _expr(s["filter"], "filter")}, version=version, hash=hash)
+                      "filter": None if s["filter"] is None else _stored(s["filter"], "filter")}, version=version, hash=hash)
 
     @property
     def feature_names(self) -> list[str]: return list(self.features) + [a.output_name for a in self.aggregations]
@@ -180,14 +184,14 @@ class OnDemandFeatureView:
 
     @classmethod
     def from_spec(cls, s: dict, version=None, hash=None):
-        return cls(**{**s, "features": {n: _expr(d, f"feature {n!r}") for n, d in s["features"].items()}}, version=version, hash=hash)
+        return cls(**{**s, "features": {n: _stored(d, f"feature {n!r}") for n, d in s["features"].items()}}, version=version, hash=hash)
 
     @property
     def feature_names(self) -> list[str]: return list(self.features)
 
 def compute_on_demand(view: OnDemandFeatureView, frame: pl.DataFrame | pl.LazyFrame):
     "Add `view`'s features to `frame`, which holds its request columns and its sources' features."
-    return frame.with_columns([e.alias(n) for n, e in view.features.items()])
+    return frame.with_columns([(pl.sql_expr(e) if isinstance(e, str) else e).alias(n) for n, e in view.features.items()])
 
 @dataclass
 class FeatureService:
