@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import polars as pl
 import sqlalchemy as sa
 from ..core import *
-from ..metadata import materializations, utcnow
+from ..metadata import feature_builds, feature_services, feature_views, materializations, utcnow
 from ..storage import read_dataset
 from .definitions import *
 from .definitions import APPLIED
@@ -229,10 +229,24 @@ def online_reader(ws: Workspace, features: str | list[str]) -> OnlineReader:
     "The cached reader for `features` in `ws`, reloaded after definitions or materializations change."
     key = (str(ws.root), features if isinstance(features, str) else tuple(features))
     r = _readers.get(key)
+    if r is not None and r.ws is ws and r.generation == (APPLIED[0], CHANGES[0]) and time.monotonic() - r.loaded_at > REFRESH_S \
+            and _signature(ws, r) == r.signature:
+        r.loaded_at = time.monotonic()  # nothing changed elsewhere: a two-query check instead of a reload
     if r is None or r.ws is not ws or r.generation != (APPLIED[0], CHANGES[0]) or time.monotonic() - r.loaded_at > REFRESH_S:
         r = _readers[key] = OnlineReader(ws, features)
-        r.generation = (APPLIED[0], CHANGES[0])
+        r.generation, r.signature = (APPLIED[0], CHANGES[0]), _signature(ws, r)
     return r
+
+def _signature(ws: Workspace, r: OnlineReader) -> tuple:
+    "What a reader depends on, as other processes may change it: latest view and service versions, latest builds."
+    names = [v.name for v in r.views] + [o.name for o in r.plan.on_demand]
+    with ws.metadata.begin() as c:
+        views = c.execute(sa.select(feature_views.c.name, sa.func.max(feature_views.c.version)).where(feature_views.c.name.in_(names))
+                          .group_by(feature_views.c.name).order_by(feature_views.c.name)).all()
+        builds = c.execute(sa.select(feature_builds.c.view, sa.func.max(feature_builds.c.id)).where(feature_builds.c.view.in_(names))
+                           .group_by(feature_builds.c.view).order_by(feature_builds.c.view)).all()
+        svc = r.plan.service and c.execute(sa.select(sa.func.max(feature_services.c.version)).where(feature_services.c.name == r.plan.service.name)).scalar()
+    return tuple(map(tuple, views)), tuple(map(tuple, builds)), svc
 
 def get_online_features(ws: Workspace,
                         features: str | list[str],  # a feature service, or 'view' / 'view:feature' references
