@@ -47,6 +47,18 @@ requirements = [
     "hiredis>=2",
     # online feature rows are packed with msgpack: a C codec for JSON's types, 3-9x faster to decode than json
     "msgpack>=1.0",
+    # the model family experiments search and training fits; 4.0 brought `data_sample_strategy` (bagging or GOSS)
+    "lightgbm>=4.0",
+    # hyperparameter search; 4.0 moved the journal file storage (our study store, resumable) to optuna.storages.journal
+    "optuna>=4.0",
+    # experiment tracking and the model registry (the `tracking` role); 3.x is the API we use (log_model(name=...))
+    "mlflow>=3.0",
+    # the `compute` role's clusters: trials (and training) as tasks on a LocalCluster or a scheduler named by URI
+    "dask[distributed]>=2024.8",
+    # experiment reports: optuna's figures are plotly, embedded with plotly.js inline so reports open offline
+    "plotly>=5.20",
+    # lightgbm.dask's estimators and the training plots' calibration/ROC helpers use it; mlflow only brings it along by chance
+    "scikit-learn>=1.3",
 ]
 extras = {
     # PostgreSQL metadata backend (psycopg 3, binary wheels need no libpq build).
@@ -80,7 +92,7 @@ setuptools.setup(
     url=cfg["git_url"],
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=["mlops_workbench", "mlops_workbench.*"]),
-    package_data={"mlops_workbench": ["pipelines/*.ipynb", "pipelines/*.yaml"]},
+    package_data={"mlops_workbench": ["pipelines/*.ipynb", "pipelines/*.yaml", "pipelines/definitions/*.yaml"]},
     include_package_data=True,
     install_requires=requirements,
     extras_require=extras,

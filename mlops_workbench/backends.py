@@ -7,13 +7,14 @@ from __future__ import annotations
 from .core import *
 from .metadata import MetadataStore
 from .storage import file_storage
-import contextlib, fcntl
+import contextlib, fcntl, os
 from pathlib import Path
 import sqlalchemy as sa
 
 # %% auto #0
 __all__ = ['registries', 'MIGRATION_LOCK_KEY', 'registry', 'file_lock', 'sqlite_metadata', 'postgresql_metadata', 'sqlite_online',
-           'redis_online']
+           'redis_online', 'TrackingStore', 'SqliteTrackingStore', 'HttpTrackingStore', 'sqlite_tracking',
+           'http_tracking', 'Compute', 'LocalCompute', 'DaskCompute', 'DaskLocalCompute']
 
 # %% ../nbs/02_backends.ipynb #3b12da4c
 registries: dict[str, BackendRegistry] = {}
@@ -73,3 +74,134 @@ def redis_online(uri: str, ws=None):
     return RedisOnlineStore(uri)
 
 registry("online").register("rediss", redis_online)
+
+# %% ../nbs/02_backends.ipynb #b0b1fe94
+class TrackingStore:
+    "Where MLflow tracks runs: its tracking URI, the artifact root, and a client that takes explicit run ids."
+    def __init__(self, uri: str,  # the tracking URI MLflow is given
+                 artifact_root: str | None = None):  # folder for experiments' artifacts; None: the server decides
+        self.uri, self.artifact_root, self._client = uri, artifact_root, None
+
+    @property
+    def client(self):
+        "An `mlflow.MlflowClient` on this store (tracking and model registry), created once."
+        if self._client is None:
+            from mlflow import MlflowClient
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._client
+
+    def experiment_id(self, name: str) -> str:
+        "The id of MLflow experiment `name`, created (with its artifacts under the artifact root) when missing."
+        e = self.client.get_experiment_by_name(name)
+        if e is not None:
+            if e.lifecycle_stage == "deleted": self.client.restore_experiment(e.experiment_id)
+            return e.experiment_id
+        loc = None
+        if self.artifact_root: loc = (Path(self.artifact_root)/_slug(name)).as_uri()
+        try: return self.client.create_experiment(name, artifact_location=loc)
+        except Exception:  # another process created it between our look-up and create
+            if (e := self.client.get_experiment_by_name(name)) is None: raise
+            return e.experiment_id
+
+    def __repr__(self): return f"{type(self).__name__}({self.uri!r}, artifact_root={self.artifact_root!r})"
+
+def _slug(name: str) -> str: return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+class SqliteTrackingStore(TrackingStore):
+    "MLflow's SQLite store in one file; artifacts in `{workspace}/mlartifacts` (beside the file without a workspace)."
+
+class HttpTrackingStore(TrackingStore):
+    "An MLflow tracking server; it stores artifacts where it is configured to."
+
+@registry("tracking").register("sqlite")
+def sqlite_tracking(uri: str, ws=None) -> SqliteTrackingStore:
+    "The embedded tracking store; the artifact root is absolute, whatever the current directory."
+    db = Path(uri.split(":///", 1)[1]) if ":///" in uri else None
+    if db is None or not db.is_absolute():
+        raise InvalidInput(f"tracking backend {uri!r}: an SQLite tracking store needs an absolute path (sqlite:////abs/path/mlflow.db "
+                           f"or sqlite:///{{workspace}}/mlflow.db); fix it in the workspace settings")
+    root = ws.path("mlartifacts") if ws is not None else db.parent/"mlartifacts"
+    return SqliteTrackingStore(uri, str(root.absolute()))
+
+@registry("tracking").register("http")
+def http_tracking(uri: str, ws=None) -> HttpTrackingStore:
+    "A tracking server (`http://host:5000`); credentials come from MLflow's own environment variables, never the URI."
+    return HttpTrackingStore(uri)
+
+registry("tracking").register("https", http_tracking)
+
+# %% ../nbs/02_backends.ipynb #37ae13da
+def _query(uri: str) -> dict:
+    from urllib.parse import urlsplit, parse_qsl
+    return dict(parse_qsl(urlsplit(uri).query))
+
+class Compute:
+    "Where tasks run: a number of slots, an executor to submit them to, and a way to ship large objects once."
+    uri: str = ""
+    def slots(self) -> int: raise NotImplementedError
+    def executor(self, max_workers: int): raise NotImplementedError  # a concurrent.futures.Executor
+    def put(self, obj): return obj  # a handle tasks receive as `obj` itself
+    def close(self): pass
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def __repr__(self): return f"{type(self).__name__}({self.uri!r})"
+
+class LocalCompute(Compute):
+    "Tasks in threads of this process."
+    def __init__(self, uri: str = "local://"): self.uri = uri
+    def slots(self) -> int: return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    def executor(self, max_workers: int):
+        from concurrent.futures import ThreadPoolExecutor
+        return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlw-task")
+
+class DaskCompute(Compute):
+    "Tasks on an existing Dask cluster, reached through its scheduler's URI."
+    def __init__(self, uri: str):
+        self.uri, self._client = uri, None
+        try: self.timeout = float(_query(uri).get("timeout", 5))
+        except ValueError: raise InvalidInput(f"compute backend {uri!r}: timeout must be a number of seconds") from None
+
+    def _connect(self):
+        from distributed import Client
+        address = self.uri.split("?", 1)[0]
+        try: return Client(address, timeout=self.timeout, set_as_default=False)
+        except (OSError, TimeoutError) as e:
+            raise MLWError(f"compute backend {address!r}: the Dask scheduler is unreachable ({e}); start it "
+                           f"(`dask scheduler`), fix the compute URI, or use local:// or dask-local://") from None
+
+    @property
+    def client(self):
+        "The `distributed.Client`, connected on first use."
+        if self._client is None: self._client = self._connect()
+        return self._client
+
+    def slots(self) -> int: return max(1, sum(self.client.nthreads().values()))
+    def executor(self, max_workers: int): return self.client.get_executor(pure=False)
+    def put(self, obj): return self.client.scatter(obj, broadcast=True, hash=False)
+    def close(self):
+        if self._client is not None: self._client.close(); self._client = None
+
+class DaskLocalCompute(DaskCompute):
+    "A Dask `LocalCluster` of worker processes on this machine, started on first use and stopped by `close`."
+    def __init__(self, uri: str = "dask-local://"):
+        super().__init__(uri)
+        q = _query(uri)
+        try: self.n_workers, self.threads = int(q.get("n_workers", min(4, LocalCompute().slots()))), int(q.get("threads_per_worker", 1))
+        except ValueError: raise InvalidInput(f"compute backend {uri!r}: n_workers and threads_per_worker must be integers") from None
+        self._cluster = None
+
+    def _connect(self):
+        from distributed import Client, LocalCluster
+        threads = str(self.threads)  # OpenMP (LightGBM) in each worker uses its own threads only, not the whole machine
+        self._cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=self.threads, processes=True, host="127.0.0.1",
+                                     dashboard_address=None, env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads})
+        return Client(self._cluster, set_as_default=False)
+
+    def close(self):
+        super().close()
+        if self._cluster is not None: self._cluster.close(); self._cluster = None
+
+registry("compute").register("local", lambda uri, ws=None: LocalCompute(uri))
+registry("compute").register("tcp", lambda uri, ws=None: DaskCompute(uri))
+registry("compute").register("tls", lambda uri, ws=None: DaskCompute(uri))
+registry("compute").register("dask-local", lambda uri, ws=None: DaskLocalCompute(uri))

@@ -105,7 +105,9 @@ def default_settings() -> dict:
     "Settings of a new workspace: every backend on its embedded default."
     return {"format_version": FORMAT_VERSION,
             "backends": {"metadata": "sqlite:///{workspace}/metadata.db", "storage": "file://{workspace}/data",
-                         "online": "sqlite:///{workspace}/online.db"},
+                         "online": "sqlite:///{workspace}/online.db",
+                         "tracking": "sqlite:///{workspace}/mlflow.db",  # MLflow; artifacts always in {workspace}/mlartifacts
+                         "compute": "local://"},  # trials and training in this process; tcp://host:8786 or dask-local:// for Dask
             "pipelines": {"max_parallel": 2}}
 
 def resolve_root(path=None) -> Path:

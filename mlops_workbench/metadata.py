@@ -15,8 +15,8 @@ from .core import *
 # %% auto #0
 __all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'datasets', 'dataset_versions', 'validation_reports',
            'quality_metrics', 'alerts', 'alert_deliveries', 'feature_entities', 'feature_views', 'feature_services',
-           'feature_builds', 'materializations', 'training_sets', 'MIGRATIONS', 'UTCDateTime', 'utcnow', 'Migration',
-           'MetadataStore']
+           'feature_builds', 'materializations', 'training_sets', 'model_audit', 'MIGRATIONS', 'UTCDateTime', 'utcnow',
+           'Migration', 'MetadataStore']
 
 # %% ../nbs/01_metadata.ipynb #4c8a09de
 class UTCDateTime(sa.types.TypeDecorator):
@@ -207,6 +207,17 @@ training_sets = sa.Table("training_sets", meta,
     sa.Column("run_id", sa.String(64)),
     sa.Column("created_at", UTCDateTime, nullable=False, index=True))
 
+# %% ../nbs/01_metadata.ipynb #5fdffd70
+model_audit = sa.Table("model_audit", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # order of events written in the same instant
+    sa.Column("model", sa.String(200), nullable=False, index=True),  # the registered model's name
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),  # alias_set | alias_removed | registered | rejected | archived
+    sa.Column("alias", sa.String(50)),  # candidate | staging | production, for alias actions
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("at", UTCDateTime, nullable=False, index=True))
+
 # %% ../nbs/01_metadata.ipynb #cff2ec24
 @dataclass(frozen=True)
 class Migration:
@@ -226,6 +237,7 @@ MIGRATIONS: list[Migration] = [
               (datasets, dataset_versions, validation_reports, quality_metrics, alerts, alert_deliveries)]),
     Migration(4, "feature store: definitions, builds, materializations, training sets", lambda op: [_create(op, t) for t in
               (feature_entities, feature_views, feature_services, feature_builds, materializations, training_sets)]),
+    Migration(5, "model registry audit", lambda op: _create(op, model_audit)),
 ]
 
 # %% ../nbs/01_metadata.ipynb #9713709c
