@@ -11,8 +11,9 @@ from .core import *
 from .core import resolve_root
 
 # %% auto #0
-__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_features', 'mlw_dashboards',
-           'mlw_lab', 'fresh_demo_workspace', 'mlw_demo', 'one_line', 'main']
+__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_features', 'mlw_models',
+           'mlw_dashboards', 'mlw_lab', 'mlflow_ui_command', 'mlw_mlflow_ui', 'fresh_demo_workspace', 'mlw_demo',
+           'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
@@ -124,6 +125,57 @@ def mlw_features(action: Param("list, show or apply", str, choices=["list", "sho
               f"built {_when(b.created_at) if b else 'never':<16} online {m.status + ' ' + _when(m.end) if m else 'never'}")
     return views
 
+# %% ../nbs/90_cli.ipynb #900dfea7
+_MODEL_ARGS = {"list": ((0, 0), "mlw models list"), "show": ((1, 2), "mlw models show NAME [VERSION]"),
+               "promote": ((3, 3), "mlw models promote NAME VERSION ALIAS"), "archive": ((2, 2), "mlw models archive NAME VERSION")}
+
+@call_parse
+def mlw_models(action: Param("list, show, promote or archive", str, choices=["list", "show", "promote", "archive"], opt=False, nargs="?") = "list",
+               args: Param("show: NAME [VERSION]; promote: NAME VERSION ALIAS; archive: NAME VERSION", str, opt=False, nargs="*") = None,
+               reason: Param("why, for the audit table (promote, archive)", str) = "",
+               who: Param("who acts, for the audit table (default: the OS user)", str) = None,
+               workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
+    "List, show, promote or archive registered models."
+    args = list(args or [])
+    (lo, hi), usage = _MODEL_ARGS[action]
+    if not lo <= len(args) <= hi: raise InvalidInput(f"`mlw models {action}` takes {lo if lo == hi else f'{lo} or {hi}'} argument(s), got {len(args)}; usage: {usage}")
+    from mlops_workbench.registry import list_models, model_versions, model_card, alias_history, promote, archive, get_model
+    ws = _open(workspace)
+    if action == "promote":
+        name, version, alias = args
+        before = get_model(ws, name).aliases.get(alias)
+        mv = promote(ws, name, version, alias, who=who, reason=reason)
+        if before is not None and int(before) == int(mv.version): print(f"{name} v{mv.version} already holds {alias}; nothing changed")
+        else: print(f"{name} v{mv.version} is now {alias}" + (f" (was v{before})" if before is not None else ""))
+        return mv
+    if action == "archive":
+        name, version = args
+        had = get_model(ws, name).aliases
+        mv = archive(ws, name, version, who=who, reason=reason)
+        gone = sorted(a for a, v in had.items() if int(v) == int(mv.version))
+        print(f"archived {name} v{mv.version}" + (f"; removed alias(es): {', '.join(gone)}" if gone else ""))
+        return mv
+    if action == "show" and len(args) == 2:
+        card = model_card(ws, *args); print(card, end=""); return card
+    if action == "show":
+        name = args[0]
+        get_model(ws, name)  # NotFound naming the models there are
+        m = next(m for m in list_models(ws) if m["name"] == name)
+        print(f"model {name}  owner {m['owner'] or '-'}  aliases: " + (", ".join(f"{a} v{v}" for a, v in m["aliases"].items()) or "none"))
+        vs = model_versions(ws, name)
+        for v in vs: print(f"  v{v['version']:<4} {v['status']:<10} {','.join(v['aliases']) or '-':<30} run {v['run_id']}  {_when(v['created_at'])}  {v['gates']}")
+        h = alias_history(ws, name).tail(10)
+        if h.height: print("recent changes:")
+        for r in h.iter_rows(named=True):
+            print(f"  {_when(r['at'])}  v{r['version']:<4} {r['action']:<13} {r['alias'] or '':<10} by {r['actor']}" + (f"  ({r['reason']})" if r["reason"] else ""))
+        return vs
+    models = list_models(ws)
+    if not models: print("no registered models yet; register one with register_model(ws, run_id, name, report)")
+    for m in models:
+        print(f"{m['name']:<28} {m['versions']:>3} version(s)  latest v{m['latest']}  " +
+              ("  ".join(f"{a} v{v}" for a, v in m["aliases"].items()) or "no aliases") + f"  owner {m['owner'] or '-'}")
+    return models
+
 # %% ../nbs/90_cli.ipynb #d2a5ae90
 @call_parse
 def mlw_dashboards(port: Param("port to serve on", int) = 5006,
@@ -149,6 +201,33 @@ def mlw_lab(port: Param("port to serve on", int) = 8888,
     cmd = [sys.executable, "-m", "jupyter", "lab", f"--port={port}", f"--MLWLab.workspace={ws.root}"]
     if os.geteuid() == 0: cmd.append("--allow-root")
     os.execvpe(cmd[0], cmd, {**os.environ, "MLW_HOME": str(ws.root)})
+
+# %% ../nbs/90_cli.ipynb #5e0b9d14
+def mlflow_ui_command(ws: Workspace, port: int = 5000, host: str = "127.0.0.1") -> tuple[list[str], dict]:
+    "The command line and environment serving MLflow's UI on `ws`'s embedded tracking store (its database and artifact folder)."
+    import socket
+    from mlops_workbench.backends import HttpTrackingStore
+    t = ws.backend("tracking")
+    if isinstance(t, HttpTrackingStore):
+        raise NotSupported(f"tracking backend {t.uri!r} is an MLflow server: its UI is at {t.uri}; `mlw mlflow-ui` serves embedded stores")
+    with socket.socket() as s:
+        try: s.bind((host, port))
+        except OSError: raise Conflict(f"port {port} on {host} is in use; pass --port to choose another") from None
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", t.uri, "--default-artifact-root", Path(t.artifact_root).as_uri(),
+            "--host", host, "--port", str(port), "--workers", "1"]
+    return argv, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+
+@call_parse
+def mlw_mlflow_ui(port: Param("port to serve on", int) = 5000,
+                  workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
+    "Open MLflow's own UI (runs, metrics, artifacts, registry) on the workspace's tracking store."
+    from mlops_workbench.backends import HttpTrackingStore
+    ws = _open(workspace)
+    t = ws.backend("tracking")
+    if isinstance(t, HttpTrackingStore): print(f"{ws.root} tracks to the MLflow server {t.uri}: open {t.uri} for its UI"); return t.uri
+    argv, env = mlflow_ui_command(ws, port)
+    print(f"MLflow UI for {ws.root} at http://127.0.0.1:{port}/ (Ctrl-C to stop)", flush=True)  # flushed: exec replaces this process
+    os.execvpe(argv[0], argv, env)
 
 # %% ../nbs/90_cli.ipynb #96d93867
 DEMO_MARK = ".mlw-demo"
@@ -185,8 +264,8 @@ def mlw_demo(path: Param("workspace folder for the demo (default: $MLW_HOME or .
     return run
 
 # %% ../nbs/90_cli.ipynb #f455e1af
-VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_status, "features": mlw_features,
-         "dashboards": mlw_dashboards, "lab": mlw_lab, "demo": mlw_demo}
+VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_status, "features": mlw_features, "models": mlw_models,
+         "dashboards": mlw_dashboards, "lab": mlw_lab, "mlflow-ui": mlw_mlflow_ui, "demo": mlw_demo}
 
 SHORT = {"-p": "--param"}  # short options argparse cannot take from a signature
 

@@ -4,6 +4,7 @@ with no MLW_HOME unless a test sets it.
 The contract for user errors: exactly one line on stderr starting `mlw: error:`, no traceback, exit 2 (1 when a
 pipeline step failed). Pipeline runs start real kernels, so the module shares one workspace and one successful run.
 """
+import json
 import os
 import re
 import stat
@@ -65,8 +66,10 @@ VERB_OPTIONS = {
     "runs": ["{list,show}", "run_id", "--limit", "--pipeline", "--workspace"],
     "status": ["--workspace"],
     "features": ["{list,show,apply}", "names", "--build", "--workspace"],
+    "models": ["{list,show,promote,archive}", "args", "--reason", "--who", "--workspace"],
     "dashboards": ["--port", "--address", "--show", "--workspace"],
     "lab": ["--port", "--workspace"],
+    "mlflow-ui": ["--port", "--workspace"],
     "demo": ["--path", "--n_applications", "--quiet"],
 }
 
@@ -148,8 +151,8 @@ def _write(path: Path, text: str) -> Path:
 # name -> (arguments, given the shared fixture and a scratch folder `t`; what the one error line must contain,
 # with {t} and {run_id} filled in)
 USER_ERRORS = {
-    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, features, dashboards, lab, demo"]),
-    "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: demo"]),
+    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, features, models, dashboards, lab, mlflow-ui, demo"]),
+    "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: demo, features, train"]),
     "undeclared parameter": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "m", "1", "--workspace", c.ws],
                              ["pipeline 'count' cannot run", "unknown pipeline parameter 'm'; declared: n"]),
     "parameter of the wrong type": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "n", "ten", "--workspace", c.ws],
@@ -175,6 +178,42 @@ def test_user_error_is_one_line(case, cli, tmp_path):
     args, contains = USER_ERRORS[case]
     p = mlw(*args(cli, tmp_path), cwd=tmp_path)
     user_error(p, *[c.format(t=tmp_path, run_id=cli.run_id) for c in contains])
+
+
+def test_mlflow_ui_serves_the_workspace_store(cli, tmp_path):
+    "`mlw mlflow-ui` starts MLflow's own server on the workspace's tracking database: its UI answers, and it reads that store."
+    import signal, time, urllib.error, urllib.request
+    from conftest import free_port
+    from mlops_workbench.core import Workspace
+    ws = Workspace.open(cli.ws)
+    try: eid = ws.backend("tracking").experiment_id("seen_by_the_ui")  # an MLflow experiment in the workspace's own store
+    finally: ws.close()
+    port = free_port()
+    proc = subprocess.Popen([MLW, "mlflow-ui", "--port", str(port), "--workspace", str(cli.ws)], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == f"MLflow UI for {cli.ws} at http://127.0.0.1:{port}/ (Ctrl-C to stop)"
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180  # a start-up wait (MLflow imports for seconds), not a timing assertion
+        while True:
+            assert proc.poll() is None, f"mlflow exited with {proc.returncode}"
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                    if r.status == 200: break
+            except (urllib.error.URLError, ConnectionError, TimeoutError): pass
+            assert time.monotonic() < deadline, "the MLflow UI did not answer within 180 s"
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"{url}/", timeout=30) as r:
+            assert r.status == 200 and b"<title>MLflow</title>" in r.read()
+        with urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=seen_by_the_ui", timeout=30) as r:
+            e = json.loads(r.read())["experiment"]
+        assert (e["experiment_id"], e["artifact_location"]) == (eid, (cli.ws/"mlartifacts"/"seen_by_the_ui").as_uri())
+        # the port is taken now: a second UI on it is refused before anything starts
+        user_error(mlw("mlflow-ui", "--port", port, "--workspace", cli.ws, cwd=tmp_path), f"port {port} on 127.0.0.1 is in use; pass --port")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # mlflow's server and its worker, by their process group
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+        proc.stdout.close()
 
 
 def _without_write_permission(workspace: Path) -> list:
