@@ -200,7 +200,10 @@ STATUS_COLORS = {"succeeded": "#1a7f37", "failed": "#cf222e", "timed_out": "#bc4
                  "passed": "#1a7f37", "warned": "#9a6700", "quarantined": "#bc4c00", "blocked": "#cf222e",  # validations and rules
                  "firing": "#cf222e", "acknowledged": "#9a6700", "resolved": "#1a7f37",  # alerts ...
                  "info": "#0969da", "warning": "#9a6700", "critical": "#cf222e",  # ... and their severities
-                 "complete": "#1a7f37"}  # feature materializations (running and failed as above)
+                 "complete": "#1a7f37",  # feature materializations and trials (running and failed as above)
+                 "finished": "#1a7f37", "stopped": "#6e7781", "pruned": "#9a6700",  # searches and their trials
+                 "rejected": "#cf222e", "archived": "#6e7781", "unvalidated": "#8c959f",  # model versions ...
+                 "candidate": "#8250df", "staging": "#0550ae", "production": "#116329"}  # ... and their aliases
 
 _CSS = """<style>
 /* doubled class: outranks JupyterLab's own table and code rules where Voila renders this */
@@ -778,12 +781,14 @@ def _views() -> SimpleNamespace:
                 sizing_mode="stretch_width")
 
     from mlops_workbench.ui_features import _features_page  # a module of its own (it imports this one)
+    from mlops_workbench.ui_models import _experiments_page, _model_quality_page  # likewise
     return SimpleNamespace(pn=pn, PipelinesPage=PipelinesPage, PlannedPage=PlannedPage, DataQualityPage=_data_quality_page(pn, Viewer, _table),
-                           FeaturesPage=_features_page(pn, Viewer, _table))
+                           FeaturesPage=_features_page(pn, Viewer, _table), ExperimentsPage=_experiments_page(pn, Viewer, _table),
+                           ModelQualityPage=_model_quality_page(pn, Viewer, _table))
 
 def __getattr__(name):
     "Build the Panel page classes when first asked for, so importing this module never imports Panel."
-    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage", "FeaturesPage"): return getattr(_views(), name)
+    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage"): return getattr(_views(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/95_ui.ipynb #10bd0aed
@@ -919,6 +924,9 @@ def pages(ws: Workspace) -> dict:
     out["data-quality"] = data_quality
     from mlops_workbench.ui_features import FeatureViews  # `mlops_workbench.ui_features` (95a) imports this module
     out["features"] = lambda query=None: V.FeaturesPage(state=FeatureViews.from_query(ws, query))
+    from mlops_workbench.ui_models import Experiments, ModelQuality  # `mlops_workbench.ui_models` (95b) imports this module
+    out["experiments"] = lambda query=None: V.ExperimentsPage(state=Experiments.from_query(ws, query))
+    out["model-quality"] = lambda query=None: V.ModelQualityPage(state=ModelQuality.from_query(ws, query))
     return out
 
 def dashboard_app(ws: Workspace | None = None, query: str | dict | None = None, page: str = "pipelines", link: str = "?page={slug}"):

@@ -122,6 +122,43 @@ def features(runs):
     return SimpleNamespace(ws=runs.ws, **vars(write_feature_data(runs.ws)))
 
 
+def write_model_data(ws):
+    """What an experiment and the registry leave behind, made with the real library: an optuna search of a LightGBM
+    credit-default model (6 trials on 1,200 generated loan applications, each trial an MLflow child run, median pruning),
+    the final model trained with the best trial's parameters, validated by the preset gates with the application channel
+    as slices and registered as version 1 of `credit_default`, aliased `candidate`; then a misconfigured model (no leaf
+    can hold 5,000 rows, so it scores everyone the same) that the gates reject: version 2, never aliased."""
+    from mlops_workbench.datasets import generate_lending
+    from mlops_workbench.experiments import Experiment, FloatParam, IntParam, TimeSplit
+    from mlops_workbench.experiments_search import search
+    from mlops_workbench.registry import register_model
+    from mlops_workbench.registry_gates import default_gates
+    from mlops_workbench.registry_validate import validate_model
+    from mlops_workbench.training import train
+    world = generate_lending(1_200, seed=11)
+    loans = world.applications.join(world.labels.select("application_id", "defaulted"), on="application_id")
+    exp = Experiment("credit_default", target="defaulted", exclude=["application_id", "customer_id"], split=TimeSplit("event_timestamp", valid_size=0.25),
+                     search_space={"learning_rate": FloatParam(0.02, 0.3, log=True), "num_leaves": IntParam(4, 32, log=True),
+                                   "min_child_samples": IntParam(5, 60, log=True)},
+                     params={"num_threads": 1}, num_boost_round=40, trials=6, pruner={"kind": "median", "n_startup_trials": 2, "n_warmup_steps": 5}, seed=7)
+    found = search(ws, exp, data=loans, progress=False)
+    gates = default_gates("binary", slices=["channel"])
+    best = train(ws, exp, data=loans, run_name="best trial")
+    report = validate_model(ws, best.run_id, gates)
+    v1 = register_model(ws, best.run_id, "credit_default", report, owner="alice", who="alice", reason="best trial of the first search")
+    flat = train(ws, exp, {"min_child_samples": 5000}, data=loans, run_name="misconfigured")
+    rejected = validate_model(ws, flat.run_id, gates)
+    v2 = register_model(ws, flat.run_id, "credit_default", rejected, owner="bob", who="bob")
+    assert report.passed and not rejected.passed and (v1.aliases, v2.aliases) == (["candidate"], []), (report.summary(), rejected.summary())
+    return SimpleNamespace(exp=exp, loans=loans, search=found, best=best, report=report, v1=v1, flat=flat, rejected=rejected, v2=v2)
+
+
+@pytest.fixture(scope="module")
+def models(runs):
+    "The search, models and registry entries an experiment leaves behind (`write_model_data`), in the runs' workspace that the servers read."
+    return SimpleNamespace(ws=runs.ws, **vars(write_model_data(runs.ws)))
+
+
 def _serve(argv, env, port, log: Path):
     "Start a server in its own process group and wait until its port accepts connections."
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -168,6 +205,17 @@ def voila_quality(quality, runs):
 
 
 @pytest.fixture(scope="module")
+def voila_experiments(models, runs):
+    "The Voila experiment comparison report (`voila_command('experiment_comparison')`)."
+    from mlops_workbench.ui import voila_command
+    port = free_port()
+    argv, env = voila_command("experiment_comparison", port=port, ws=models.ws)
+    proc = _serve(argv, env, port, runs.dir / "voila-experiments.log")
+    yield f"http://127.0.0.1:{port}"
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
 def voila(runs):
     "The Voila pipeline run report, started with the command `voila_command` builds (local assets only)."
     from mlops_workbench.ui import voila_command
@@ -180,7 +228,8 @@ def voila(runs):
 
 def _fit_viewport(page):
     "Grow the viewport to the tallest scroll area: Panel's templates scroll inside #main, so a full-page shot needs it."
-    h = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll('*'), e => e.scrollHeight))")
+    # (plotly's hidden text-measuring svg, #js-plotly-tester, is 9000 px tall, off screen: not content)
+    h = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll('*:not(#js-plotly-tester)'), e => e.scrollHeight))")
     page.set_viewport_size({"width": 1400, "height": min(h + 100, 8000)})
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # laid out anew
 
@@ -398,6 +447,117 @@ def test_features_page_on_an_empty_workspace(tmp_path, browser):
         _stop(proc)
 
 
+def test_experiments_page(dashboards, models, page, shot):
+    from playwright.sync_api import expect
+    m, found = models, models.search
+    trials = found.study.get_trials(deepcopy=False)
+    best = next(t for t in trials if t.number == found.best_trial)
+    page.goto(f"{dashboards}/experiments")
+    # the experiment, searched last, selected: its counts, best value and the state of its search
+    page.get_by_text("Experiment credit_default finished").wait_for()
+    row = page.locator(".tabulator-row", has=page.locator('[tabulator-field="name"]', has_text=re.compile("^credit_default$")))
+    expect(row.locator('[tabulator-field="trials"]')).to_have_text("6 of 6")
+    expect(row.locator('[tabulator-field="pruned"]')).to_have_text(str(sum(t.state.name == "PRUNED" for t in trials)))
+    expect(row.locator('[tabulator-field="best"]')).to_have_text(f"{found.best_value:.4g}")
+    expect(row.locator('[tabulator-field="best trial"]')).to_have_text(str(found.best_trial))
+    expect(row.locator('[tabulator-field="state"]')).to_have_text("finished")
+    # its definition, MLflow parent run, and the best trial with the parameters it sampled
+    page.get_by_role("row", name="objective maximize auc over a time split").wait_for()
+    page.get_by_text(f"parent run {found.parent_run_id} finished").wait_for()
+    page.get_by_text(f"Best trial {found.best_trial}: auc = {found.best_value:.4g}").wait_for()
+    page.get_by_text(f"learning_rate={best.params['learning_rate']:.4g}").wait_for()
+    # every trial, with its state, value, trees, the round a pruned one stopped at, and its MLflow run
+    trial_rows = page.locator(".tabulator", has=page.locator('.tabulator-col[tabulator-field="pruned at"]')).locator(".tabulator-row")
+    expect(trial_rows).to_have_count(6)
+    for t in trials:
+        r = trial_rows.filter(has=page.locator('[tabulator-field="run"]', has_text=found.runs[t.number]))
+        expect(r.locator('[tabulator-field="state"]')).to_have_text({"COMPLETE": "complete", "PRUNED": "pruned"}[t.state.name])
+        expect(r.locator('[tabulator-field="trees"]')).to_have_text(str(t.user_attrs["mlw"]["n_trees"]))
+        expect(r.locator('[tabulator-field="pruned at"]')).to_have_text(str(t.user_attrs["mlw"]["n_trees"]) if t.state.name == "PRUNED" else "-")
+    # the comparison figures, drawn by plotly.js that the Panel server itself serves
+    plots = page.locator(".js-plotly-plot")
+    expect(plots).to_have_count(5, timeout=60_000)
+    for title in ("Optimization History Plot", "Hyperparameter Importances", "Parallel Coordinate Plot", "Metric distributions"):
+        page.get_by_text(title).first.wait_for()
+    _fit_viewport(page)
+    expect(plots).to_have_count(5)
+    shot(page, "dashboards-experiments")
+    # the standalone report, downloaded: one offline HTML file with the same trials
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Download the comparison report").click()
+    report = Path(got.value.path()).read_text()
+    assert got.value.suggested_filename == "credit_default-comparison.html"
+    assert "<h1>Experiment credit_default</h1>" in report and found.runs[found.best_trial][:8] in report
+    # sorting by a column is the table's own (Tabulator): the best value comes first when sorted descending
+    header = page.locator('.tabulator-col[tabulator-field="auc"]')
+    header.click(); header.click()
+    expect(trial_rows.first.locator('[tabulator-field="trial"]')).to_have_text(str(found.best_trial))
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
+def test_experiments_page_problems(dashboards, models, page):
+    page.goto(f"{dashboards}/experiments?experiment=nope")
+    page.get_by_text("experiment 'nope' has no search in this workspace; experiments searched: credit_default").wait_for()
+    page.get_by_text("credit_default", exact=True).first.click()  # the list is still there to pick from
+    page.get_by_text("Experiment credit_default finished").wait_for()
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
+def test_model_quality_page(dashboards, models, page, shot):
+    from playwright.sync_api import expect
+    m = models
+    page.goto(f"{dashboards}/model-quality")
+    # the model, its versions, and the one aliased candidate opened: validated, with its card
+    page.get_by_text("Model credit_default v1 passed candidate").wait_for()
+    row = page.locator(".tabulator-row", has=page.locator('[tabulator-field="name"]', has_text=re.compile("^credit_default$")))
+    expect(row.locator('[tabulator-field="aliases"]')).to_have_text("candidate v1")
+    expect(row.locator('[tabulator-field="versions"]')).to_have_text("2")
+    def version(n): return page.locator(".tabulator-row", has=page.locator('[tabulator-field="version"]', has_text=re.compile(f"^{n}$")))
+    expect(version(1).locator('[tabulator-field="status"]')).to_have_text("passed")
+    expect(version(1).locator('[tabulator-field="aliases"]')).to_have_text("candidate")
+    expect(version(2).locator('[tabulator-field="status"]')).to_have_text("rejected")
+    expect(version(2).locator('[tabulator-field="gates"]')).to_have_text(m.rejected.summary())
+    page.get_by_role("row", name=f"training run {m.best.run_id}").wait_for()
+    # each gate as the validation measured it, and every slice of the channel gate (small ones skipped, saying why)
+    for r in m.report.results:
+        page.get_by_role("row", name=re.compile(f"^{re.escape(r.name)} passed ")).wait_for()
+    slices = next(r for r in m.report.results if r.name.startswith("slice_metric"))
+    for sl in slices.details["slices"]:
+        page.get_by_role("row", name=f"{sl['value']} {sl['rows']} {sl['auc']:.4g} passed", exact=True).wait_for()
+    for sl in slices.details["skipped"]:
+        page.get_by_role("row", name=f"{sl['value']} {sl['rows']} skipped: {sl['why']}", exact=True).wait_for()
+    # the model card, rendered, and the audit table's history of the model
+    page.get_by_role("heading", name="credit_default v1", exact=True).wait_for()
+    page.get_by_text("by its validation gates (6 of 6 gates passed). Owner: alice.").wait_for()
+    page.get_by_role("heading", name="Metrics (holdout)").wait_for()
+    page.get_by_role("row", name=re.compile(r"^\S+ \S+ 1 alias_set candidate alice best trial of the first search$")).wait_for()
+    page.get_by_role("row", name=re.compile(r"^\S+ \S+ 2 rejected bob ")).wait_for()
+    _fit_viewport(page)
+    shot(page, "dashboards-models")
+    # the rejected version: the gate it failed
+    version(2).locator('[tabulator-field="version"]').click()
+    page.get_by_text("Model credit_default v2 rejected").wait_for()
+    page.get_by_role("row", name=re.compile(r"^metric_threshold\(auc\) failed 0\.5 >= 0\.6")).wait_for()
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
+def test_model_quality_page_links_and_problems(dashboards, models, page):
+    page.goto(f"{dashboards}/model-quality?model=credit_default&version=2")
+    page.get_by_text("Model credit_default v2 rejected").wait_for()
+    page.goto(f"{dashboards}/model-quality?model=credit_default&version=9")
+    page.get_by_text("model 'credit_default' has no version 9; its versions: 2, 1").wait_for()
+    page.goto(f"{dashboards}/model-quality?model=nope")
+    page.get_by_text("model 'nope' not found; models: credit_default").wait_for()
+    page.get_by_text("credit_default", exact=True).first.wait_for()  # the list is still there to pick from
+    page.goto(f"{dashboards}/model-quality?version=latest")
+    page.get_by_text("query parameter 'version' is 'latest'").wait_for()
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
 def test_panel_serve_app_py(runs, browser):
     "`panel serve dashboards/app.py` serves the same pages; every session gets fresh state."
     port = free_port()
@@ -463,6 +623,31 @@ def test_voila_data_quality(voila_quality, quality, page, shot):
     assert "Traceback" not in page.inner_text("body")
     _fit_viewport(page)
     shot(page, "voila-data-quality")
+    assert page.offsite == []
+
+
+def test_voila_experiment_comparison(voila_experiments, models, page, shot):
+    found = models.search
+    page.goto(f"{voila_experiments}/?experiment=credit_default", timeout=LONG)
+    page.get_by_role("heading", name="Experiment credit_default").wait_for(timeout=LONG)
+    page.get_by_text(f"best trial {found.best_trial}: auc =").wait_for()
+    for t in found.study.get_trials(deepcopy=False):  # the sortable table: a row per trial, with its MLflow run
+        page.get_by_role("cell", name=found.runs[t.number][:8], exact=True).wait_for()
+    for title in ("Trials", "Optimisation history", "Parallel coordinates", "Parameter importance", "Learning curves", "Metric distributions"):
+        page.get_by_role("heading", name=title, exact=True).wait_for()
+    page.locator(".js-plotly-plot").nth(4).wait_for(timeout=LONG)  # five figures, drawn by the inline plotly.js
+    page.get_by_role("link", name="credit_default").wait_for()
+    assert "Traceback" not in page.inner_text("body")
+    _fit_viewport(page)
+    shot(page, "voila-experiment-comparison")
+    assert page.offsite == []
+
+
+def test_voila_unknown_experiment_is_an_alert(voila_experiments, models, page):
+    page.goto(f"{voila_experiments}/?experiment=nope", timeout=LONG)
+    page.get_by_role("alert").filter(has_text="experiment 'nope' has no search in this workspace; experiments searched: credit_default").wait_for(timeout=LONG)
+    page.get_by_role("link", name="credit_default").wait_for()
+    assert "Traceback" not in page.inner_text("body")
     assert page.offsite == []
 
 

@@ -2,8 +2,9 @@
 "MLOps Workbench" sidebar in headless Chromium against a real `jupyter lab` process.
 
 Both read a workspace whose runs the real runner recorded (one succeeded, one failed), whose datasets the
-real storage, validation and quality modules wrote (`test_dashboards.write_quality_data`), and whose feature views
-the real feature store applied, built and materialized (`test_dashboards.write_feature_data`).
+real storage, validation and quality modules wrote (`test_dashboards.write_quality_data`), whose feature views
+the real feature store applied, built and materialized (`test_dashboards.write_feature_data`), and whose experiment
+and models a real search, training, validation and registration left (`test_dashboards.write_model_data`).
 The tests use the installed `mlops_workbench_lab` (`pip install ./extensions/mlops_workbench_lab`).
 """
 import asyncio
@@ -23,7 +24,7 @@ import pytest
 from traitlets.config import Config
 
 from conftest import ROOT, free_port
-from test_dashboards import write_feature_data, write_quality_data  # what pipelines leave behind, shared with the dashboard tests
+from test_dashboards import write_feature_data, write_model_data, write_quality_data  # what pipelines leave behind, shared with the dashboard tests
 from jupyter_core.utils import ensure_event_loop
 
 # pytest-jupyter's fixtures (jp_fetch, jp_serverapp, http_server_client...), imported into this
@@ -85,10 +86,11 @@ def recorded_ws(tmp_path_factory):
         bad = run_pipeline(ws, boom, progress=False)
         write_quality_data(ws)
         features = write_feature_data(ws)
+        models = write_model_data(ws)
     finally:
         ws.close()
     assert (ok.status, bad.status) == ("succeeded", "failed"), (ok.to_dict(), bad.to_dict())
-    return SimpleNamespace(root=ws.root, ok=ok, bad=bad, features=features)
+    return SimpleNamespace(root=ws.root, ok=ok, bad=bad, features=features, models=models)
 
 
 def test_versions_agree():
@@ -199,12 +201,55 @@ def test_features_are_the_librarys_summaries(fetch, recorded_ws):
     assert (ondemand["kind"], ondemand["build"], ondemand["materialization"]) == ("on_demand", None, None)
 
 
+def test_experiments_are_the_librarys_summaries(fetch, recorded_ws):
+    from mlops_workbench.core import Workspace
+    from mlops_workbench.ui_models import experiment_summaries
+
+    r = fetch("mlops-workbench", "experiments")
+    assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
+    body = json.loads(r.body)
+    assert body["workspace"] == str(recorded_ws.root)
+    ws = Workspace.open(recorded_ws.root)
+    try:
+        expected = experiment_summaries(ws)
+    finally:
+        ws.close()
+    assert body["experiments"] == json.loads(json.dumps(expected))
+    m = recorded_ws.models
+    (x,) = body["experiments"]
+    assert (x["name"], x["task"], x["metric"], x["direction"], x["state"]) == ("credit_default", "binary", "auc", "maximize", "finished")
+    assert (x["trials"], x["complete"] + x["pruned"] + x["failed"], x["best_trial"], x["best_value"]) == (6, 6, m.search.best_trial, m.search.best_value)
+    assert x["parent_run_id"] == m.search.parent_run_id and x["report"] == str(m.search.report_path)
+
+
+def test_models_are_the_librarys_summaries(fetch, recorded_ws):
+    from mlops_workbench.core import Workspace
+    from mlops_workbench.ui_models import model_summaries
+
+    r = fetch("mlops-workbench", "models")
+    assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
+    body = json.loads(r.body)
+    assert body["workspace"] == str(recorded_ws.root)
+    ws = Workspace.open(recorded_ws.root)
+    try:
+        expected = model_summaries(ws)
+    finally:
+        ws.close()
+    assert body["models"] == json.loads(json.dumps(expected))
+    m = recorded_ws.models
+    (model,) = body["models"]
+    assert (model["name"], model["versions"], model["latest"], model["aliases"], model["owner"]) == ("credit_default", 2, 2, {"candidate": 1}, "alice")
+    assert [(v["version"], v["status"], v["aliases"], v["run_id"]) for v in model["version_records"]] == [
+        (2, "rejected", [], m.flat.run_id), (1, "passed", ["candidate"], m.best.run_id)]
+    assert model["version_records"][1]["gates"] == m.report.summary()
+
+
 class TestMissingWorkspace:
     @pytest.fixture
     def lab_workspace(self, tmp_path):
         return tmp_path / "no-such-workspace"
 
-    @pytest.mark.parametrize("path", ["runs", "datasets", "features"])
+    @pytest.mark.parametrize("path", ["runs", "datasets", "features", "experiments", "models"])
     def test_mlwerror_becomes_json_with_its_status(self, fetch, lab_workspace, path):
         r = fetch("mlops-workbench", path)
         assert r.code == 404 and r.headers["Content-Type"].startswith("application/json")
@@ -298,7 +343,7 @@ class TestSidebar:
         panel = page.locator("#mlw-sidebar")
         section = panel.locator("#mlw-section-runs")
         expect(panel.locator(".mlw-panel-title")).to_have_text("MLOps Workbench")
-        expect(panel.locator(".mlw-section-title")).to_have_text(["Pipeline runs", "Datasets", "Feature views"])
+        expect(panel.locator(".mlw-section-title")).to_have_text(["Pipeline runs", "Datasets", "Feature views", "Experiments", "Models"])
 
         runs = section.locator(".mlw-run")
         expect(runs).to_have_count(2, timeout=load)
@@ -310,7 +355,7 @@ class TestSidebar:
         expect(boom.locator(".mlw-run-pipeline")).to_have_text("lab-boom")
         expect(boom.locator(".mlw-run-summary .mlw-badge")).to_have_text("failed")
         expect(section.locator(".mlw-workspace")).to_have_text(str(recorded_ws.root))
-        expect(panel.locator(".mlw-error")).to_have_count(3)
+        expect(panel.locator(".mlw-error")).to_have_count(5)
         for error in panel.locator(".mlw-error").all():
             expect(error).to_be_hidden()
 
@@ -327,6 +372,7 @@ class TestSidebar:
 
         self._datasets(page, panel, recorded_ws, shot, load)
         self._features(page, panel, recorded_ws, shot, load)
+        self._experiments_and_models(page, panel, recorded_ws, shot, load)
 
         # A failing call shows the server's error in the error box; the next good refresh clears it.
         moved = recorded_ws.root.with_name(recorded_ws.root.name + "-moved")
@@ -444,3 +490,55 @@ class TestSidebar:
         expect(merchants.locator(".mlw-badge")).to_have_text("not materialized")
         expect(merchants.locator(".mlw-feature-freshness")).to_have_text("not built")
         expect(merchants.locator(".mlw-feature-note")).to_have_text("not built yet; run build_features(ws, 'customer_merchants')")
+
+    def _experiments_and_models(self, page, panel, recorded_ws, shot, load):
+        """The Experiments section (trials, best value, state of each search) and the Models section (versions with their
+        validation status and aliases as badges); `mlw:refresh-experiments` and `mlw:refresh-models` reload them."""
+        import dataclasses
+        from playwright.sync_api import expect
+        from mlops_workbench.core import Workspace
+        from mlops_workbench.experiments_search import search
+        from mlops_workbench.registry import promote
+
+        m = recorded_ws.models
+        experiments = panel.locator("#mlw-section-experiments")
+        x = experiments.locator('.mlw-experiment[data-experiment="credit_default"]')
+        expect(experiments.locator(".mlw-experiment")).to_have_count(1, timeout=load)
+        expect(x.locator(".mlw-experiment-name")).to_have_text("credit_default")
+        expect(x.locator(".mlw-badge")).to_have_text("finished")
+        expect(x.locator(".mlw-experiment-trials")).to_have_text("6 trials")
+        expect(x.locator(".mlw-experiment-best")).to_have_text(f"best auc {float(f'{m.search.best_value:.4g}'):g}")
+        pruned = sum(t.state.name == "PRUNED" for t in m.search.study.get_trials(deepcopy=False))
+        expect(x.locator(".mlw-experiment-pruned")).to_have_text([f"{pruned} pruned"] if pruned else [])
+
+        models = panel.locator("#mlw-section-models")
+        model = models.locator('.mlw-model[data-model="credit_default"]')
+        expect(models.locator(".mlw-model")).to_have_count(1, timeout=load)
+        expect(model.locator(".mlw-model-name")).to_have_text("credit_default")
+        expect(model.locator(".mlw-model-aliases .mlw-alias")).to_have_text(["candidate v1"])
+        expect(model.locator(".mlw-model-count")).to_have_text("2 versions")
+        versions = model.locator(".mlw-version")
+        expect(versions).to_have_count(2)
+        expect(versions.nth(0)).to_have_attribute("data-version", "2")  # newest first
+        expect(versions.nth(0).locator(".mlw-badge")).to_have_text(["rejected"])
+        expect(versions.nth(1).locator(".mlw-badge")).to_have_text(["passed", "candidate"])
+        expect(versions.nth(1).locator(".mlw-alias-candidate")).to_be_visible()
+        models.scroll_into_view_if_needed()
+        shot(page, "lab-sidebar-models")
+
+        # The registry and the search change; `mlw:refresh-models` and `mlw:refresh-experiments`, from the palette, show it.
+        ws = Workspace.open(recorded_ws.root)
+        try:
+            promote(ws, "credit_default", 1, "staging", who="alice", reason="integration tests next")
+            search(ws, dataclasses.replace(m.exp, trials=7), data=m.loans, progress=False)  # one more trial: a resumed search
+        finally:
+            ws.close()
+        expect(model.locator(".mlw-model-aliases .mlw-alias")).to_have_text(["candidate v1"])  # nothing polls
+        for label in ("Refresh Models", "Refresh Experiments"):
+            page.keyboard.press("Control+Shift+C")
+            page.locator(".lm-CommandPalette-input").fill(label)
+            page.locator(".lm-CommandPalette-item", has_text=label).first.click()
+        expect(model.locator(".mlw-model-aliases .mlw-alias")).to_have_text(["candidate v1", "staging v1"], timeout=load)
+        expect(versions.nth(1).locator(".mlw-badge")).to_have_text(["passed", "candidate", "staging"])
+        expect(x.locator(".mlw-experiment-trials")).to_have_text("7 trials", timeout=load)
+        expect(x.locator(".mlw-badge")).to_have_text("finished")

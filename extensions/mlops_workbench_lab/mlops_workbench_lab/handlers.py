@@ -119,11 +119,43 @@ class FeaturesHandler(MLWHandler):
         await self.respond(work)
 
 
-# path under /mlops-workbench/ -> handler; later sections (models) add rows here.
+class ExperimentsHandler(MLWHandler):
+    "`GET /mlops-workbench/experiments`: each searched experiment's trial counts, best trial and state, most recently active first."
+
+    @tornado.web.authenticated
+    async def get(self):
+        def work() -> dict:
+            # Imported on first use, like the others (it imports optuna, LightGBM and the registry).
+            from mlops_workbench.ui_models import experiment_summaries
+
+            with self.workspace() as ws:
+                return {"workspace": str(ws.root), "experiments": experiment_summaries(ws)}
+
+        await self.respond(work)
+
+
+class ModelsHandler(MLWHandler):
+    "`GET /mlops-workbench/models`: each registered model's versions with their validation status and aliases."
+
+    @tornado.web.authenticated
+    async def get(self):
+        def work() -> dict:
+            # Imported on first use, like the others.
+            from mlops_workbench.ui_models import model_summaries
+
+            with self.workspace() as ws:
+                return {"workspace": str(ws.root), "models": model_summaries(ws)}
+
+        await self.respond(work)
+
+
+# path under /mlops-workbench/ -> handler
 ROUTES: list[tuple[str, type[MLWHandler]]] = [
     ("runs", RunsHandler),
     ("datasets", DatasetsHandler),
     ("features", FeaturesHandler),
+    ("experiments", ExperimentsHandler),
+    ("models", ModelsHandler),
 ]
 
 

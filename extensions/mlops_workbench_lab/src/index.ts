@@ -11,7 +11,9 @@ import { refreshIcon } from '@jupyterlab/ui-components';
 import { mlwIcon } from './icon';
 import { WorkbenchPanel } from './panel';
 import { DatasetsSection } from './datasets';
+import { ExperimentsSection } from './experiments';
 import { FeaturesSection } from './features';
+import { ModelsSection } from './models';
 import { RunsSection } from './runs';
 
 /** Command ids, all `mlw:<verb>`. */
@@ -20,13 +22,15 @@ export namespace CommandIDs {
   export const refreshRuns = 'mlw:refresh-runs';
   export const refreshDatasets = 'mlw:refresh-datasets';
   export const refreshFeatures = 'mlw:refresh-features';
+  export const refreshExperiments = 'mlw:refresh-experiments';
+  export const refreshModels = 'mlw:refresh-models';
 }
 
 const PALETTE_CATEGORY = 'MLOps Workbench';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: '@mlops-workbench/lab:plugin',
-  description: 'MLOps Workbench sidebar: pipeline runs, datasets and feature views from the mlops-workbench server extension.',
+  description: 'MLOps Workbench sidebar: pipeline runs, datasets, feature views, experiments and models from the mlops-workbench server extension.',
   autoStart: true,
   optional: [ILayoutRestorer, ICommandPalette],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null): void => {
@@ -40,6 +44,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     panel.addSection(datasets);
     const features = new FeaturesSection({ onRefresh: () => void commands.execute(CommandIDs.refreshFeatures) });
     panel.addSection(features);
+    const experiments = new ExperimentsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshExperiments) });
+    panel.addSection(experiments);
+    const models = new ModelsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshModels) });
+    panel.addSection(models);
 
     commands.addCommand(CommandIDs.refreshRuns, {
       label: 'Refresh Pipeline Runs',
@@ -59,6 +67,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: refreshIcon,
       execute: () => features.refresh()
     });
+    commands.addCommand(CommandIDs.refreshExperiments, {
+      label: 'Refresh Experiments',
+      caption: 'Reload the experiments, their trials and best values in the MLOps Workbench sidebar',
+      icon: refreshIcon,
+      execute: () => experiments.refresh()
+    });
+    commands.addCommand(CommandIDs.refreshModels, {
+      label: 'Refresh Models',
+      caption: 'Reload the registered models, their aliases and validation status in the MLOps Workbench sidebar',
+      icon: refreshIcon,
+      execute: () => models.refresh()
+    });
     commands.addCommand(CommandIDs.open, {
       label: 'Open MLOps Workbench',
       caption: 'Show the MLOps Workbench sidebar',
@@ -66,7 +86,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => shell.activateById(panel.id)
     });
     if (palette) {
-      for (const command of [CommandIDs.open, CommandIDs.refreshRuns, CommandIDs.refreshDatasets, CommandIDs.refreshFeatures]) {
+      for (const command of [
+        CommandIDs.open,
+        CommandIDs.refreshRuns,
+        CommandIDs.refreshDatasets,
+        CommandIDs.refreshFeatures,
+        CommandIDs.refreshExperiments,
+        CommandIDs.refreshModels
+      ]) {
         palette.addItem({ command, category: PALETTE_CATEGORY });
       }
     }

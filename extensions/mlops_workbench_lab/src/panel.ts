@@ -1,6 +1,6 @@
 /**
- * The "MLOps Workbench" sidebar: a stack of sections (pipeline runs, datasets and feature views today;
- * models later), each loading its own data when the sidebar is first shown.
+ * The "MLOps Workbench" sidebar: a stack of sections (pipeline runs, datasets, feature views, experiments
+ * and models), each loading its own data when the sidebar is first shown.
  */
 import { refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
