@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +30,17 @@ class MLWLab(Configurable):
         config=True,
         help="Workspace folder the handlers open; None lets Workspace.open() choose ($MLW_HOME, else ./workspace).",
     )
+
+
+_IMPORTING = threading.Lock()
+
+
+def _module(name: str):
+    """Import `name` on first use, one import at a time: the sidebar's sections ask at once, each handler's work runs
+    in its own thread, and first imports of modules that share dependencies, started together from several threads,
+    can trip Python's import deadlock detection (an ImportError in one of them)."""
+    with _IMPORTING:
+        return importlib.import_module(name)
 
 
 class MLWHandler(APIHandler):
@@ -80,7 +93,7 @@ class RunsHandler(MLWHandler):
         def work() -> dict:
             # Imported on first use: the runner module takes seconds to import cold, and the
             # server should start without waiting for it.
-            from mlops_workbench.pipelines.runner import list_runs
+            list_runs = _module("mlops_workbench.pipelines.runner").list_runs
 
             limit = _limit(raw)
             with self.workspace() as ws:
@@ -96,7 +109,7 @@ class DatasetsHandler(MLWHandler):
     async def get(self):
         def work() -> dict:
             # Imported on first use, like the runner above (mlops_workbench.ui imports it).
-            from mlops_workbench.ui import dataset_summaries
+            dataset_summaries = _module("mlops_workbench.ui").dataset_summaries
 
             with self.workspace() as ws:
                 return {"workspace": str(ws.root), "datasets": dataset_summaries(ws)}
@@ -111,7 +124,7 @@ class FeaturesHandler(MLWHandler):
     async def get(self):
         def work() -> dict:
             # Imported on first use, like the others (it imports the feature store and mlops_workbench.ui).
-            from mlops_workbench.ui_features import feature_view_summaries
+            feature_view_summaries = _module("mlops_workbench.ui_features").feature_view_summaries
 
             with self.workspace() as ws:
                 return {"workspace": str(ws.root), "views": feature_view_summaries(ws)}
@@ -126,7 +139,7 @@ class ExperimentsHandler(MLWHandler):
     async def get(self):
         def work() -> dict:
             # Imported on first use, like the others (it imports optuna, LightGBM and the registry).
-            from mlops_workbench.ui_models import experiment_summaries
+            experiment_summaries = _module("mlops_workbench.ui_models").experiment_summaries
 
             with self.workspace() as ws:
                 return {"workspace": str(ws.root), "experiments": experiment_summaries(ws)}
@@ -141,7 +154,7 @@ class ModelsHandler(MLWHandler):
     async def get(self):
         def work() -> dict:
             # Imported on first use, like the others.
-            from mlops_workbench.ui_models import model_summaries
+            model_summaries = _module("mlops_workbench.ui_models").model_summaries
 
             with self.workspace() as ws:
                 return {"workspace": str(ws.root), "models": model_summaries(ws)}
