@@ -9,7 +9,7 @@ import { ICommandPalette } from '@jupyterlab/apputils';
 import { refreshIcon } from '@jupyterlab/ui-components';
 
 import { mlwIcon } from './icon';
-import { WorkbenchPanel } from './panel';
+import { Section, WorkbenchPanel } from './panel';
 import { DatasetsSection } from './datasets';
 import { ExperimentsSection } from './experiments';
 import { FeaturesSection } from './features';
@@ -38,47 +38,23 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const panel = new WorkbenchPanel();
     panel.title.icon = mlwIcon;
-    const runs = new RunsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshRuns) });
-    panel.addSection(runs);
-    const datasets = new DatasetsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshDatasets) });
-    panel.addSection(datasets);
-    const features = new FeaturesSection({ onRefresh: () => void commands.execute(CommandIDs.refreshFeatures) });
-    panel.addSection(features);
-    const experiments = new ExperimentsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshExperiments) });
-    panel.addSection(experiments);
-    const models = new ModelsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshModels) });
-    panel.addSection(models);
-
-    commands.addCommand(CommandIDs.refreshRuns, {
-      label: 'Refresh Pipeline Runs',
-      caption: 'Reload the recent pipeline runs in the MLOps Workbench sidebar',
-      icon: refreshIcon,
-      execute: () => runs.refresh()
-    });
-    commands.addCommand(CommandIDs.refreshDatasets, {
-      label: 'Refresh Datasets',
-      caption: 'Reload the datasets, their validation status and open alerts in the MLOps Workbench sidebar',
-      icon: refreshIcon,
-      execute: () => datasets.refresh()
-    });
-    commands.addCommand(CommandIDs.refreshFeatures, {
-      label: 'Refresh Feature Views',
-      caption: 'Reload the feature views, their builds and materializations in the MLOps Workbench sidebar',
-      icon: refreshIcon,
-      execute: () => features.refresh()
-    });
-    commands.addCommand(CommandIDs.refreshExperiments, {
-      label: 'Refresh Experiments',
-      caption: 'Reload the experiments, their trials and best values in the MLOps Workbench sidebar',
-      icon: refreshIcon,
-      execute: () => experiments.refresh()
-    });
-    commands.addCommand(CommandIDs.refreshModels, {
-      label: 'Refresh Models',
-      caption: 'Reload the registered models, their aliases and validation status in the MLOps Workbench sidebar',
-      icon: refreshIcon,
-      execute: () => models.refresh()
-    });
+    // One row per section: the section, its refresh command, and the command's palette text.
+    const sections: [Section, string, string, string][] = [
+      [new RunsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshRuns) }), CommandIDs.refreshRuns,
+       'Refresh Pipeline Runs', 'Reload the recent pipeline runs in the MLOps Workbench sidebar'],
+      [new DatasetsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshDatasets) }), CommandIDs.refreshDatasets,
+       'Refresh Datasets', 'Reload the datasets, their validation status and open alerts in the MLOps Workbench sidebar'],
+      [new FeaturesSection({ onRefresh: () => void commands.execute(CommandIDs.refreshFeatures) }), CommandIDs.refreshFeatures,
+       'Refresh Feature Views', 'Reload the feature views, their builds and materializations in the MLOps Workbench sidebar'],
+      [new ExperimentsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshExperiments) }), CommandIDs.refreshExperiments,
+       'Refresh Experiments', 'Reload the experiments, their trials and best values in the MLOps Workbench sidebar'],
+      [new ModelsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshModels) }), CommandIDs.refreshModels,
+       'Refresh Models', 'Reload the registered models, their aliases and validation status in the MLOps Workbench sidebar']
+    ];
+    for (const [section, id, label, caption] of sections) {
+      panel.addSection(section);
+      commands.addCommand(id, { label, caption, icon: refreshIcon, execute: () => section.refresh() });
+    }
     commands.addCommand(CommandIDs.open, {
       label: 'Open MLOps Workbench',
       caption: 'Show the MLOps Workbench sidebar',
