@@ -11,6 +11,7 @@ from .metadata import *
 from .backends import *
 from .datasets import *
 from .storage import *
+from .metrics import *
 from .data.ingest import *
 from .data.process import *
 from .data.validate import *
@@ -27,7 +28,7 @@ from .training import *
 from .registry_gates import *
 from .registry_validate import *
 from .registry import *
-from . import core as _core, metadata as _metadata, backends as _backends, datasets as _datasets, storage as _storage, alerts as _alerts
+from . import core as _core, metadata as _metadata, backends as _backends, datasets as _datasets, storage as _storage, metrics as _metrics, alerts as _alerts
 from .data import ingest as _ingest, process as _process, quality as _quality, validate as _validate
 from .pipelines import runner as _runner
 from .features import definitions as _definitions, offline as _offline, online as _online
@@ -35,6 +36,6 @@ from . import experiments as _experiments, experiments_search as _search, experi
 from . import registry_gates as _gates, registry_validate as _registry_validate, registry as _registry
 
 # %% ../nbs/99_all.ipynb #f1adb596
-__all__ = [name for m in (_core, _metadata, _backends, _datasets, _storage, _ingest, _process, _validate, _quality, _alerts, _runner,
+__all__ = [name for m in (_core, _metadata, _backends, _datasets, _storage, _metrics, _ingest, _process, _validate, _quality, _alerts, _runner,
                                 _definitions, _offline, _online, _experiments, _search, _report, _training,
                                 _gates, _registry_validate, _registry) for name in m.__all__]

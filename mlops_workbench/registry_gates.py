@@ -9,69 +9,22 @@ from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 import numpy as np
 from .core import *
+from .metrics import PREDICTION_METRICS
 
 # %% auto #0
-__all__ = ['GATE_METRICS', 'GATE_KINDS', 'metric_value', 'task_metrics', 'calibration_error', 'MetricThreshold',
-           'NoWorseThanProduction', 'SliceMetric', 'CalibrationError', 'Invariance', 'Directional',
-           'MinimumFunctionality', 'LatencyBudget', 'ModelSize', 'gate_from_dict', 'gates_from_list', 'default_gates']
+__all__ = ['GATE_KINDS', 'MetricThreshold', 'NoWorseThanProduction', 'SliceMetric', 'CalibrationError', 'Invariance',
+           'Directional', 'MinimumFunctionality', 'LatencyBudget', 'ModelSize', 'gate_from_dict', 'gates_from_list',
+           'default_gates']
 
-# %% ../nbs/22a_registry_gates.ipynb #297fea1a
-GATE_METRICS = {  # name -> (tasks it applies to, higher is better)
-    "auc": (("binary",), True), "average_precision": (("binary",), True), "accuracy": (("binary", "multiclass"), True),
-    "logloss": (("binary", "multiclass"), False), "brier": (("binary",), False),
-    "rmse": (("regression",), False), "mae": (("regression",), False), "r2": (("regression",), True)}
+# %% ../nbs/22a_registry_gates.ipynb #7e801372
 _TASKS = ("binary", "multiclass", "regression")
-
-def _ranks(p): # ranks from 1, ties share their average rank
-    _, inv, counts = np.unique(p, return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2)[inv]
-
-def _auc(y, p):
-    pos = y == 1; n1 = int(pos.sum()); n0 = len(y) - n1
-    if not n1 or not n0: return math.nan
-    return float((_ranks(p)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-def _average_precision(y, p):
-    if not (y == 1).any(): return math.nan
-    o = np.argsort(-p, kind="mergesort"); ys, ps = y[o], p[o]
-    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # the last row of each distinct score
-    tp = np.cumsum(ys)[last]; prec, rec = tp / (last + 1), tp / tp[-1]
-    return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
-
-def _logloss(y, p):
-    if p.ndim == 1: p = np.clip(p, 1e-15, 1 - 1e-15); return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y.astype(int)], 1e-15, 1))))
-
-_METRIC_FNS = {"auc": _auc, "average_precision": _average_precision, "logloss": _logloss,
-               "accuracy": lambda y, p: float(np.mean(((p >= 0.5) if p.ndim == 1 else p.argmax(1)) == y)),
-               "brier": lambda y, p: float(np.mean((p - y) ** 2)),
-               "rmse": lambda y, p: float(np.sqrt(np.mean((p - y) ** 2))), "mae": lambda y, p: float(np.mean(np.abs(p - y))),
-               "r2": lambda y, p: float(1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2)) if np.ptp(y) > 0 else math.nan}
-
-def metric_value(name: str, y: np.ndarray, p: np.ndarray) -> float:
-    "Metric `name` of predictions `p` (P(class 1), class probabilities, or values) against labels `y` (0/1, class index, value); NaN where undefined."
-    return _METRIC_FNS[name](np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64))
-
-def task_metrics(y: np.ndarray, p: np.ndarray, task: str) -> dict:
-    "Every metric that applies to `task`, by name."
-    return {m: metric_value(m, y, p) for m, (tasks, _) in GATE_METRICS.items() if task in tasks}
-
-def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[float, list]:
-    "Expected calibration error (the row-weighted gap between predicted and observed frequency over equal-width bins) and its bins."
-    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
-    conf, hit = (p, y) if p.ndim == 1 else (p.max(1), (p.argmax(1) == y).astype(np.float64))  # multiclass: top-label confidence
-    b = np.minimum((conf * bins).astype(int), bins - 1)
-    n, sc, sh = np.bincount(b, minlength=bins), np.bincount(b, conf, bins), np.bincount(b, hit, bins)
-    table = [{"bin": f"{i / bins:.2f}-{(i + 1) / bins:.2f}", "rows": int(n[i]), "predicted": sc[i] / n[i], "observed": sh[i] / n[i]}
-             for i in np.flatnonzero(n)]
-    return float(sum(t["rows"] * abs(t["predicted"] - t["observed"]) for t in table) / len(y)), table
 
 # %% ../nbs/22a_registry_gates.ipynb #bc1eb29f
 def _num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 def _int(v, low: int) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 def _metric_problems(metric) -> list[str]:
-    return [] if metric in GATE_METRICS else [f"metric {metric!r} is unknown; metrics: {', '.join(GATE_METRICS)}"]
+    return [] if metric in PREDICTION_METRICS else [f"metric {metric!r} is unknown; metrics: {', '.join(PREDICTION_METRICS)}"]
 
 def _name_problems(what: str, v) -> list[str]:
     return [] if isinstance(v, str) and v else [f"{what} must name a column, got {v!r}"]
@@ -88,7 +41,7 @@ class _Gate:
 @dataclass
 class MetricThreshold(_Gate):
     "The holdout metric is at least `min` and/or at most `max`."
-    metric: str  # one of GATE_METRICS that applies to the model's task
+    metric: str  # one of PREDICTION_METRICS that applies to the model's task
     min: float | None = None
     max: float | None = None
     kind = "metric_threshold"

@@ -12,6 +12,7 @@ import polars as pl
 from fastcore.basics import patch
 from .core import *
 from .metadata import utcnow
+from .metrics import *
 from .registry_gates import *
 from .registry_gates import _TASKS, _num
 
@@ -179,16 +180,16 @@ class _Ctx:
 def _fmt(v) -> str:
     if isinstance(v, float) and v.is_integer() and abs(v) >= 1000: return f"{v:,.0f}"  # bytes, counts
     return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-def _better(metric: str) -> bool: return GATE_METRICS[metric][1]
+def _better(metric: str) -> bool: return PREDICTION_METRICS[metric][1]
 def _worse_by(metric: str, value: float, ref: float) -> float: return (ref - value) if _better(metric) else (value - ref)
 def _bound(metric: str, ref: float, tol: float) -> tuple[str, float]:
     return (">=", ref - tol) if _better(metric) else ("<=", ref + tol)
 
 def _check_metric(g, c):
-    tasks = GATE_METRICS[g.metric][0]
+    tasks = PREDICTION_METRICS[g.metric][0]
     if c.model.task not in tasks:
         return [f"gate {g.name}: metric {g.metric!r} does not apply to a {c.model.task} model; metrics for {c.model.task}: "
-                + ", ".join(m for m, (t, _) in GATE_METRICS.items() if c.model.task in t)]
+                + ", ".join(m for m, (t, _) in PREDICTION_METRICS.items() if c.model.task in t)]
     return []
 
 def _check_feature(g, c, numeric=False):

@@ -17,6 +17,7 @@ from .experiments import *
 from .experiments import _canonical, _frame, _lgb_params
 from .experiments_search import lgb_params
 from .training_plots import training_plots
+from .metrics import metric_value
 
 # %% auto #0
 __all__ = ['HOLDOUT_METRICS', 'CURVE_METRICS', 'final_params', 'holdout_metrics', 'learning_curves', 'environment',
@@ -128,36 +129,6 @@ def _probability(raw: np.ndarray, task: str) -> np.ndarray:
     if task == "multiclass": e = np.exp(raw - raw.max(1, keepdims=True)); return e / e.sum(1, keepdims=True)
     return raw
 
-def _ranks(p: np.ndarray) -> np.ndarray:
-    "Ranks from 1; tied values share their average rank."
-    _, inv, counts = np.unique(p, return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2)[inv]
-
-def _auc(y, p):
-    pos = y == 1; n1 = int(pos.sum()); n0 = len(y) - n1
-    return float((_ranks(p)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)) if n1 and n0 else math.nan
-
-def _average_precision(y, p):
-    if not (y == 1).any(): return math.nan
-    o = np.argsort(-p, kind="mergesort"); ys, ps = y[o], p[o]
-    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # the last row of each distinct score: one threshold each
-    tp = np.cumsum(ys)[last]
-    return float(np.sum(np.diff(np.r_[0.0, tp / tp[-1]]) * tp / (last + 1)))
-
-def _logloss(y, p):
-    if p.ndim == 1: p = np.clip(p, 1e-15, 1 - 1e-15); return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y.astype(int)], 1e-15, 1))))
-
-_METRICS = {"auc": _auc, "average_precision": _average_precision, "logloss": _logloss,
-            "accuracy": lambda y, p: float(np.mean(((p >= 0.5) if p.ndim == 1 else p.argmax(1)) == y)),
-            "brier": lambda y, p: float(np.mean((p - y) ** 2)),
-            "rmse": lambda y, p: float(np.sqrt(np.mean((p - y) ** 2))), "mae": lambda y, p: float(np.mean(np.abs(p - y))),
-            "mape": lambda y, p: float(np.mean(np.abs(p - y) / np.maximum(np.abs(y), 1e-12))),
-            "r2": lambda y, p: float(1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2)) if np.ptp(y) > 0 else math.nan}
-
-def _metric(name: str, y: np.ndarray, p: np.ndarray) -> float:
-    return _METRICS[name](np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64))
-
 HOLDOUT_METRICS = {"binary": ("auc", "logloss", "accuracy", "average_precision", "brier"), "multiclass": ("logloss", "accuracy"),
                    "regression": ("rmse", "mae", "r2")}
 CURVE_METRICS = {"binary": ("logloss", "auc"), "multiclass": ("logloss", "accuracy"), "regression": ("rmse", "mae")}
@@ -166,9 +137,9 @@ _SEARCH_METRIC = {"binary_logloss": "logloss", "multi_logloss": "logloss", "auc"
 
 def holdout_metrics(exp: Experiment, y: np.ndarray, pred: np.ndarray) -> dict:
     "The holdout metrics of `exp`'s task, and its search metric under its own name."
-    out = {m: _metric(m, y, pred) for m in HOLDOUT_METRICS[exp.task]}
-    if exp.metric in _SEARCH_METRIC: out[exp.metric] = _metric(_SEARCH_METRIC[exp.metric], y, pred)
-    elif exp.metric in ("binary_error", "multi_error"): out[exp.metric] = 1 - _metric("accuracy", y, pred)
+    out = {m: metric_value(m, y, pred) for m in HOLDOUT_METRICS[exp.task]}
+    if exp.metric in _SEARCH_METRIC: out[exp.metric] = metric_value(_SEARCH_METRIC[exp.metric], y, pred)
+    elif exp.metric in ("binary_error", "multi_error"): out[exp.metric] = 1 - metric_value("accuracy", y, pred)
     return out
 
 def learning_curves(booster: lgb.Booster, task: str, sides: dict,  # {"train": (X, y), "holdout": (X, y)}
@@ -182,7 +153,7 @@ def learning_curves(booster: lgb.Booster, task: str, sides: dict,  # {"train": (
         for r in rounds:
             raw = raw + booster.predict(X, start_iteration=prev, num_iteration=r - prev, raw_score=True); prev = r
             p = _probability(raw, task)
-            for m in vals: vals[m].append(_metric(m, y, p))
+            for m in vals: vals[m].append(metric_value(m, y, p))
         out[side] = vals
     return out
 

@@ -25,6 +25,7 @@ from mlops_workbench.experiments import Experiment, FloatParam, TimeSplit, demo_
 from mlops_workbench.metadata import model_audit
 from mlops_workbench.storage import write_dataset
 from mlops_workbench.training import train
+from mlops_workbench.metrics import *
 from mlops_workbench.registry_gates import *
 from mlops_workbench.registry_validate import *
 from mlops_workbench.registry import *
