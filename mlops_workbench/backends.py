@@ -7,7 +7,7 @@ from __future__ import annotations
 from .core import *
 from .metadata import MetadataStore
 from .storage import file_storage
-import contextlib, fcntl, os
+import contextlib, fcntl, os, threading
 from pathlib import Path
 import sqlalchemy as sa
 
@@ -90,6 +90,16 @@ class TrackingStore:
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
+    @contextlib.contextmanager
+    def fluent(self):
+        "MLflow's process-wide tracking URI on this store for the block (one block at a time per process), then back as it was."
+        import mlflow
+        with _FLUENT:
+            before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+            mlflow.set_tracking_uri(self.uri)
+            try: yield
+            finally: mlflow.set_tracking_uri(before)
+
     def experiment_id(self, name: str) -> str:
         "The id of MLflow experiment `name`, created (with its artifacts under the artifact root) when missing."
         e = self.client.get_experiment_by_name(name)
@@ -104,6 +114,8 @@ class TrackingStore:
             return e.experiment_id
 
     def __repr__(self): return f"{type(self).__name__}({self.uri!r}, artifact_root={self.artifact_root!r})"
+
+_FLUENT = threading.RLock()  # guards MLflow's process-wide URIs (re-entrant: a fluent block may call code that takes it)
 
 def _slug(name: str) -> str: return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 

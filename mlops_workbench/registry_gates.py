@@ -6,8 +6,6 @@
 from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, asdict
-from pathlib import Path
-import numpy as np
 from .core import *
 from .metrics import PREDICTION_METRICS
 

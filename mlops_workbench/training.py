@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_training.ipynb #88479be0
 from __future__ import annotations
-import json, math, os, platform, tempfile, threading, time, warnings
+import json, math, os, platform, tempfile, time, warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -158,8 +158,6 @@ def learning_curves(booster: lgb.Booster, task: str, sides: dict,  # {"train": (
     return out
 
 # %% ../nbs/21_training.ipynb #b8d0879d
-_FLUENT = threading.Lock()
-
 def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("mlflow", "lightgbm", "numpy", "pandas")]
 
@@ -168,14 +166,10 @@ def _log_model(tracking, experiment_id: str, run_id: str, booster: lgb.Booster, 
     import mlflow
     from mlflow.models import infer_signature
     signature = infer_signature(example, booster.predict(example.to_numpy()))
-    with _FLUENT:
-        before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-        mlflow.set_tracking_uri(tracking.uri)
-        try:
-            lm = tracking.client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
-            mlflow.lightgbm.log_model(booster, name="model", signature=signature, input_example=example, pip_requirements=_requirements(),
-                                      model_id=lm.model_id, run_id=run_id)
-        finally: mlflow.set_tracking_uri(before)
+    lm = tracking.client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
+    with tracking.fluent():  # the flavour has no client form
+        mlflow.lightgbm.log_model(booster, name="model", signature=signature, input_example=example, pip_requirements=_requirements(),
+                                  model_id=lm.model_id, run_id=run_id)
     return lm.model_id
 
 # %% ../nbs/21_training.ipynb #603cf991
