@@ -86,6 +86,9 @@ class TrackingStore:
     def client(self):
         "An `mlflow.MlflowClient` on this store (tracking and model registry), created once."
         if self._client is None:
+            # a progress bar per downloaded artifact (a booster, a features.json) only clutters notebooks and logs;
+            # a process that sets the variable itself keeps its choice
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             from mlflow import MlflowClient
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client

@@ -4,7 +4,7 @@
 
 # %% ../nbs/22b_registry_validate.ipynb #d2919b82
 from __future__ import annotations
-import html, json, math, os, tempfile, time
+import html, json, math, tempfile, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
@@ -36,12 +36,7 @@ def _download(client, run_id: str, path: str, dst) -> Path | None:
     "Artifact `path` of the run downloaded into `dst`, or None when the run has no such file."
     folder = path.rpartition("/")[0]
     if path not in {a.path for a in client.list_artifacts(run_id, folder or None)}: return None
-    bar, old = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ[bar] = "false"  # a progress bar per small file only clutters notebooks
-    try: return Path(client.download_artifacts(run_id, path, str(dst)))
-    finally:
-        if old is None: os.environ.pop(bar, None)
-        else: os.environ[bar] = old
+    return Path(client.download_artifacts(run_id, path, str(dst)))
 
 @dataclass
 class RunModel:

@@ -347,14 +347,9 @@ def _download(ws: Workspace, run_id: str, path: str, dest: Path) -> Path:
     try: client.get_run(run_id)
     except Exception: raise NotFound(f"run {run_id!r} is not in this workspace's tracking store; check the run id") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    bar, old = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ[bar] = "false"  # one small file: no progress bar in the notebook
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".dl-") as tmp:
         try: got = Path(client.download_artifacts(run_id, path, tmp))
         except Exception: raise NotFound(f"run {run_id!r} has no artifact {path!r}; is it a finished training run (tag mlw.kind=training)?") from None
-        finally:
-            if old is None: os.environ.pop(bar, None)
-            else: os.environ[bar] = old
         os.replace(got, dest)
     return dest
 
