@@ -171,21 +171,28 @@ def test_datasets_are_the_librarys_summaries(fetch, recorded_ws):
     assert got["applications_quarantine"]["rows"] + got["applications_validated"]["rows"] == 2000
 
 
-def test_features_are_the_librarys_summaries(fetch, recorded_ws):
+def _answer(fetch, recorded_ws, route, summaries):
+    """`GET mlops-workbench/<route>` checked as JSON for the recorded workspace, and what `summaries(ws)` of the library
+    says now, through the same JSON round trip the handler uses."""
     from mlops_workbench.core import Workspace
-    from mlops_workbench.ui_features import feature_view_summaries
-
-    r = fetch("mlops-workbench", "features")
+    r = fetch("mlops-workbench", route)
     assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
     body = json.loads(r.body)
     assert body["workspace"] == str(recorded_ws.root)
     ws = Workspace.open(recorded_ws.root)
     try:
-        expected = feature_view_summaries(ws)
+        expected = summaries(ws)
     finally:
         ws.close()
+    return body, json.loads(json.dumps(expected, default=str))
+
+
+def test_features_are_the_librarys_summaries(fetch, recorded_ws):
+    from mlops_workbench.ui_features import feature_view_summaries
+
+    body, expected = _answer(fetch, recorded_ws, "features", feature_view_summaries)
     # the same summaries, but for the age of the newest event, which the server measured a moment earlier
-    assert [{**v, "freshness_s": None} for v in body["views"]] == json.loads(json.dumps([{**v, "freshness_s": None} for v in expected]))
+    assert [{**v, "freshness_s": None} for v in body["views"]] == [{**v, "freshness_s": None} for v in expected]
     assert 0 <= expected[1]["freshness_s"] - body["views"][1]["freshness_s"] < 300
     got = {v["name"]: v for v in body["views"]}
     assert list(got) == ["application_ratios", "customer_spend"]
@@ -202,19 +209,10 @@ def test_features_are_the_librarys_summaries(fetch, recorded_ws):
 
 
 def test_experiments_are_the_librarys_summaries(fetch, recorded_ws):
-    from mlops_workbench.core import Workspace
     from mlops_workbench.ui_models import experiment_summaries
 
-    r = fetch("mlops-workbench", "experiments")
-    assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
-    body = json.loads(r.body)
-    assert body["workspace"] == str(recorded_ws.root)
-    ws = Workspace.open(recorded_ws.root)
-    try:
-        expected = experiment_summaries(ws)
-    finally:
-        ws.close()
-    assert body["experiments"] == json.loads(json.dumps(expected))
+    body, expected = _answer(fetch, recorded_ws, "experiments", experiment_summaries)
+    assert body["experiments"] == expected
     m = recorded_ws.models
     (x,) = body["experiments"]
     assert (x["name"], x["task"], x["metric"], x["direction"], x["state"]) == ("credit_default", "binary", "auc", "maximize", "finished")
@@ -223,19 +221,10 @@ def test_experiments_are_the_librarys_summaries(fetch, recorded_ws):
 
 
 def test_models_are_the_librarys_summaries(fetch, recorded_ws):
-    from mlops_workbench.core import Workspace
     from mlops_workbench.ui_models import model_summaries
 
-    r = fetch("mlops-workbench", "models")
-    assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
-    body = json.loads(r.body)
-    assert body["workspace"] == str(recorded_ws.root)
-    ws = Workspace.open(recorded_ws.root)
-    try:
-        expected = model_summaries(ws)
-    finally:
-        ws.close()
-    assert body["models"] == json.loads(json.dumps(expected))
+    body, expected = _answer(fetch, recorded_ws, "models", model_summaries)
+    assert body["models"] == expected
     m = recorded_ws.models
     (model,) = body["models"]
     assert (model["name"], model["versions"], model["latest"], model["aliases"], model["owner"]) == ("credit_default", 2, 2, {"candidate": 1}, "alice")
