@@ -359,7 +359,10 @@ class TestSidebar:
         self._datasets(page, panel, recorded_ws, shot, load)
         self._features(page, panel, recorded_ws, shot, load)
 
-        # A failing call shows the server's error in the error box; the next good refresh clears it.
+        # A failing call shows the server's error in the error box; the next good refresh clears it. Every section has
+        # answered first: one still loading when the folder moves could recreate part of it (MLflow's store makes its
+        # artifact folder when opened), and the folder could not move back.
+        expect(panel.locator('.mlw-section[aria-busy="false"]')).to_have_count(5, timeout=load)
         moved = recorded_ws.root.with_name(recorded_ws.root.name + "-moved")
         recorded_ws.root.rename(moved)
         try:
@@ -391,9 +394,11 @@ class TestSidebar:
 
         `?reset` matters: the server keeps each test's layout, and JupyterLab's layout restorer would reopen the
         sidebar an earlier test left open, so the tab click below would close it again (its sections then stay
-        unloaded and hidden)."""
+        unloaded and hidden). The Launcher a fresh layout opens once JupyterLab is restored takes the focus, which would
+        close a command palette opened before it; so the sidebar is used only after it is there."""
         from playwright.sync_api import expect
         page.goto(f"{lab_server.url}/lab?reset&token={lab_server.token}")
+        expect(page.locator(".jp-Launcher")).to_be_visible(timeout=load)
         page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="mlw-sidebar"]').click(timeout=load)
         panel = page.locator("#mlw-sidebar")
         expect(panel).to_be_visible(timeout=load)
@@ -401,10 +406,16 @@ class TestSidebar:
 
     @staticmethod
     def _run_command(page, label):
-        "Run a command from JupyterLab's command palette by its label, as a person would."
+        """Run a command from JupyterLab's command palette by its label, as a person would: type it, see it chosen, press Enter.
+
+        Not a click on the item: the palette re-renders its items whenever any command changes, and on a busy machine
+        JupyterLab's own polling did that often enough to keep detaching the item for a whole 30 s click timeout."""
+        from playwright.sync_api import expect
         page.keyboard.press("Control+Shift+C")
         page.locator(".lm-CommandPalette-input").fill(label)
-        page.locator(".lm-CommandPalette-item", has_text=label).first.click()
+        expect(page.locator(".lm-CommandPalette-item.lm-mod-active .lm-CommandPalette-itemLabel")).to_have_text(label)
+        page.keyboard.press("Enter")
+        expect(page.locator(".lm-CommandPalette-input")).to_be_hidden()
 
     def _datasets(self, page, panel, recorded_ws, shot, load):
         "The Datasets section: the library's summaries with a validation badge; `mlw:refresh-datasets` reloads it."

@@ -35,11 +35,17 @@ class MLWLab(Configurable):
 _IMPORTING = threading.Lock()
 
 
-def _module(name: str):
-    """Import `name` on first use, one import at a time: the sidebar's sections ask at once, each handler's work runs
-    in its own thread, and first imports of modules that share dependencies, started together from several threads,
-    can trip Python's import deadlock detection (an ImportError in one of them)."""
+def _module(name: str, *lazy: str):
+    """Import `name`, and the packages in `lazy` that it imports only inside its functions, one import at a time.
+
+    The sidebar's sections ask at once and each handler's work runs in its own thread. MLflow's first import is not
+    safe from two threads: its protobuf modules import each other in a circle, so a second thread can be handed a
+    half-initialised module (`TypeError: Couldn't build proto file into descriptor pool`, an HTTP 500 in the
+    Experiments or Models section about one page load in four on this machine). Under this lock the first request
+    imports everything its work will need; later ones find it imported and pass straight through."""
     with _IMPORTING:
+        for package in lazy:
+            importlib.import_module(package)
         return importlib.import_module(name)
 
 
@@ -138,8 +144,8 @@ class ExperimentsHandler(MLWHandler):
     @tornado.web.authenticated
     async def get(self):
         def work() -> dict:
-            # Imported on first use, like the others (it imports optuna, LightGBM and the registry).
-            experiment_summaries = _module("mlops_workbench.ui_models").experiment_summaries
+            # Imported on first use, like the others (it imports optuna, LightGBM and the registry; MLflow inside its functions).
+            experiment_summaries = _module("mlops_workbench.ui_models", "mlflow").experiment_summaries
 
             with self.workspace() as ws:
                 return {"workspace": str(ws.root), "experiments": experiment_summaries(ws)}
@@ -154,7 +160,7 @@ class ModelsHandler(MLWHandler):
     async def get(self):
         def work() -> dict:
             # Imported on first use, like the others.
-            model_summaries = _module("mlops_workbench.ui_models").model_summaries
+            model_summaries = _module("mlops_workbench.ui_models", "mlflow").model_summaries
 
             with self.workspace() as ws:
                 return {"workspace": str(ws.root), "models": model_summaries(ws)}
