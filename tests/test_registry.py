@@ -20,6 +20,7 @@ import sqlalchemy as sa
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core machines: every LightGBM below runs on one thread
 
 import mlflow
+from toy import toy
 from mlops_workbench.core import Conflict, InvalidInput, NotFound, Workspace
 from mlops_workbench.experiments import Experiment, FloatParam, TimeSplit, demo_experiment
 from mlops_workbench.metadata import model_audit
@@ -37,18 +38,6 @@ ENV = {k: v for k, v in os.environ.items() if k != "MLW_HOME"}
 UTC = dt.timezone.utc
 
 
-def toy(task, n=1500, seed=0) -> pl.DataFrame:
-    "Numbers, a text column and a region id (a slice column, not an input); a target per task."
-    r = np.random.default_rng(seed)
-    X = r.standard_normal((n, 4))
-    plan = r.choice(["basic", "plus", "pro"], n)
-    z = X[:, 0] + X[:, 1] ** 2 + (plan == "pro") + 0.5 * r.standard_normal(n)
-    y = {"multiclass": np.array(["low", "mid", "high"])[np.digitize(z, [0.3, 1.5])], "regression": 10 + 3 * z}[task]
-    t = pl.datetime_range(pl.datetime(2025, 1, 1), pl.datetime(2025, 1, 1) + pl.duration(hours=n - 1), "1h", eager=True, time_zone="UTC")
-    return pl.DataFrame({f"x{i}": X[:, i] for i in range(4)}).with_columns(plan=pl.Series(plan), region_id=pl.Series(r.integers(1, 6, n)),
-                                                                            label=pl.Series(y), t=t)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     "One workspace (MLflow's migrations cost seconds per store) with a good and a flat credit model, a multiclass and a regression toy model."
@@ -57,7 +46,7 @@ def world(tmp_path_factory):
     runs = {"good": train(ws, exp, {"learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 40}).run_id,
             "flat": train(ws, exp, {"min_child_samples": 5000}, run_name="flat").run_id}  # no leaf can hold 5000 of 1500 rows: constant scores
     for task, metric in (("multiclass", "multi_logloss"), ("regression", "rmse")):
-        write_dataset(ws, f"toy_{task}", toy(task), source={"kind": "test", "location": "toy()"})
+        write_dataset(ws, f"toy_{task}", toy(task, class_names=["low", "mid", "high"]), source={"kind": "test", "location": "toy()"})
         e = Experiment(name=f"toy_{task}", target="label", task=task, dataset=f"toy_{task}", exclude=["region_id"], split=TimeSplit("t", 0.25),
                        metric=metric, search_space={"learning_rate": FloatParam(0.05, 0.3)}, params={"num_threads": 1}, num_boost_round=40)
         runs[task] = train(ws, e, {"learning_rate": 0.1}).run_id

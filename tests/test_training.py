@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core machines: every LightGBM
 
 import mlflow
 import optuna
+from toy import toy
 from mlops_workbench.core import InvalidInput, MLWError, NotFound, Workspace
 from mlops_workbench.storage import write_dataset
 from mlops_workbench.experiments import Experiment, FloatParam, TimeSplit, demo_experiment, prepare_data
@@ -50,18 +51,6 @@ def demo(tmp_path_factory):
     found = search(ws, exp, report=False, progress=False)
     yield ws, exp, found
     ws.close()
-
-
-def toy(task, n=1500, seed=0) -> pl.DataFrame:
-    "Numbers, a text column and a region id (a slice column, not an input); a target per task."
-    r = np.random.default_rng(seed)
-    X = r.standard_normal((n, 4))
-    plan = r.choice(["basic", "plus", "pro"], n)
-    z = X[:, 0] + X[:, 1] ** 2 + (plan == "pro") + 0.5 * r.standard_normal(n)
-    y = {"binary": (z > 1).astype(int), "multiclass": np.digitize(z, [0.3, 1.5]), "regression": 10 + 3 * z}[task]
-    t = pl.datetime_range(pl.datetime(2025, 1, 1), pl.datetime(2025, 1, 1) + pl.duration(hours=n - 1), "1h", eager=True, time_zone="UTC")
-    return pl.DataFrame({f"x{i}": X[:, i] for i in range(4)}).with_columns(plan=pl.Series(plan), region_id=pl.Series(r.integers(1, 6, n)),
-                                                                            label=pl.Series(y), t=t)
 
 
 def toy_experiment(name, task, **kw):
