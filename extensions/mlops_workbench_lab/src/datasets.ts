@@ -2,8 +2,7 @@
  * The "Datasets" section: every dataset of the workspace from `GET /mlops-workbench/datasets`,
  * with its latest version and rows, the status of its newest validation and its open alerts.
  */
-import { requestAPI } from './request';
-import { ISectionOptions, Section, el } from './panel';
+import { ISectionOptions, ListSection, el } from './panel';
 
 /** How a validation ended (`validation_reports.status`). */
 export type ValidationStatus = 'passed' | 'warned' | 'quarantined' | 'blocked';
@@ -33,32 +32,19 @@ export interface IDatasetsResponse {
   datasets: IDatasetSummary[];
 }
 
-export class DatasetsSection extends Section {
+export class DatasetsSection extends ListSection<IDatasetsResponse, IDatasetSummary> {
   constructor(options: Partial<ISectionOptions> = {}) {
-    super({ name: 'datasets', title: 'Datasets', ...options });
+    super(
+      { name: 'datasets', title: 'Datasets', ...options },
+      {
+        route: 'datasets',
+        items: b => b.datasets,
+        listClass: 'mlw-dataset-list',
+        empty: ['No datasets yet. Ingest one with ', 'mlops_workbench.data.ingest.ingest'],
+        render: renderDataset
+      }
+    );
   }
-
-  /** The datasets last shown (empty before the first load). */
-  get datasets(): readonly IDatasetSummary[] {
-    return this._datasets;
-  }
-
-  protected async load(): Promise<void> {
-    const data = await requestAPI<IDatasetsResponse>('datasets');
-    this._datasets = data.datasets;
-    if (data.datasets.length === 0) {
-      const empty = el('p', 'mlw-empty', 'No datasets yet. Ingest one with ');
-      empty.append(el('code', '', 'mlops_workbench.data.ingest.ingest'), '.');
-      this.body.replaceChildren(empty);
-      return;
-    }
-    const list = el('ul', 'mlw-dataset-list');
-    list.setAttribute('aria-label', 'Datasets');
-    list.append(...data.datasets.map(renderDataset));
-    this.body.replaceChildren(list);
-  }
-
-  private _datasets: IDatasetSummary[] = [];
 }
 
 function renderDataset(d: IDatasetSummary): HTMLLIElement {

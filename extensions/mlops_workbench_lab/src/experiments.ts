@@ -2,8 +2,7 @@
  * The "Experiments" section: every searched experiment of the workspace from `GET /mlops-workbench/experiments`,
  * with its trial counts, its best trial and the state of its search.
  */
-import { requestAPI } from './request';
-import { ISectionOptions, Section, el } from './panel';
+import { ISectionOptions, ListSection, el } from './panel';
 import { nameElement } from './datasets';
 
 /**
@@ -47,32 +46,19 @@ export interface IExperimentsResponse {
   experiments: IExperimentSummary[];
 }
 
-export class ExperimentsSection extends Section {
+export class ExperimentsSection extends ListSection<IExperimentsResponse, IExperimentSummary> {
   constructor(options: Partial<ISectionOptions> = {}) {
-    super({ name: 'experiments', title: 'Experiments', ...options });
+    super(
+      { name: 'experiments', title: 'Experiments', ...options },
+      {
+        route: 'experiments',
+        items: b => b.experiments,
+        listClass: 'mlw-experiment-list',
+        empty: ['No experiments searched yet. Run ', 'search(ws, experiment)'],
+        render: renderExperiment
+      }
+    );
   }
-
-  /** The experiments last shown (empty before the first load). */
-  get experiments(): readonly IExperimentSummary[] {
-    return this._experiments;
-  }
-
-  protected async load(): Promise<void> {
-    const data = await requestAPI<IExperimentsResponse>('experiments');
-    this._experiments = data.experiments;
-    if (data.experiments.length === 0) {
-      const empty = el('p', 'mlw-empty', 'No experiments searched yet. Run ');
-      empty.append(el('code', '', 'search(ws, experiment)'), '.');
-      this.body.replaceChildren(empty);
-      return;
-    }
-    const list = el('ul', 'mlw-experiment-list');
-    list.setAttribute('aria-label', 'Experiments');
-    list.append(...data.experiments.map(renderExperiment));
-    this.body.replaceChildren(list);
-  }
-
-  private _experiments: IExperimentSummary[] = [];
 }
 
 function renderExperiment(x: IExperimentSummary): HTMLLIElement {

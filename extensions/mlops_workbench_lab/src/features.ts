@@ -2,8 +2,7 @@
  * The "Feature views" section: every feature view of the workspace from `GET /mlops-workbench/features`,
  * with its latest version, its newest build (rows, freshness) and its newest materialization.
  */
-import { requestAPI } from './request';
-import { ISectionOptions, Section, el } from './panel';
+import { ISectionOptions, ListSection, el } from './panel';
 import { nameElement } from './datasets';
 
 /** How a materialization into the online store went (`materializations.status`). */
@@ -77,32 +76,19 @@ export interface IFeaturesResponse {
   views: IFeatureViewSummary[];
 }
 
-export class FeaturesSection extends Section {
+export class FeaturesSection extends ListSection<IFeaturesResponse, IFeatureViewSummary> {
   constructor(options: Partial<ISectionOptions> = {}) {
-    super({ name: 'features', title: 'Feature views', ...options });
+    super(
+      { name: 'features', title: 'Feature views', ...options },
+      {
+        route: 'features',
+        items: b => b.views,
+        listClass: 'mlw-feature-list',
+        empty: ['No feature views yet. Apply definitions with ', 'mlw features apply FILE'],
+        render: renderView
+      }
+    );
   }
-
-  /** The views last shown (empty before the first load). */
-  get views(): readonly IFeatureViewSummary[] {
-    return this._views;
-  }
-
-  protected async load(): Promise<void> {
-    const data = await requestAPI<IFeaturesResponse>('features');
-    this._views = data.views;
-    if (data.views.length === 0) {
-      const empty = el('p', 'mlw-empty', 'No feature views yet. Apply definitions with ');
-      empty.append(el('code', '', 'mlw features apply FILE'), '.');
-      this.body.replaceChildren(empty);
-      return;
-    }
-    const list = el('ul', 'mlw-feature-list');
-    list.setAttribute('aria-label', 'Feature views');
-    list.append(...data.views.map(renderView));
-    this.body.replaceChildren(list);
-  }
-
-  private _views: IFeatureViewSummary[] = [];
 }
 
 function renderView(v: IFeatureViewSummary): HTMLLIElement {

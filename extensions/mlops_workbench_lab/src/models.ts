@@ -2,8 +2,7 @@
  * The "Models" section: every registered model of the workspace from `GET /mlops-workbench/models`, with
  * its aliases (candidate, staging, production) and the validation status of each version.
  */
-import { requestAPI } from './request';
-import { ISectionOptions, Section, el } from './panel';
+import { ISectionOptions, ListSection, el } from './panel';
 import { nameElement } from './datasets';
 
 /** What the validation gates said of a version, or that it was retired (`mlw.validation` / `mlw.archived` tags). */
@@ -49,32 +48,19 @@ export interface IModelsResponse {
 /** Versions listed under a model; older ones are in the dashboards' Model quality page. */
 const SHOWN_VERSIONS = 5;
 
-export class ModelsSection extends Section {
+export class ModelsSection extends ListSection<IModelsResponse, IModelSummary> {
   constructor(options: Partial<ISectionOptions> = {}) {
-    super({ name: 'models', title: 'Models', ...options });
+    super(
+      { name: 'models', title: 'Models', ...options },
+      {
+        route: 'models',
+        items: b => b.models,
+        listClass: 'mlw-model-list',
+        empty: ['No registered models yet. Register one with ', 'register_model(ws, run_id, name, report)'],
+        render: renderModel
+      }
+    );
   }
-
-  /** The models last shown (empty before the first load). */
-  get models(): readonly IModelSummary[] {
-    return this._models;
-  }
-
-  protected async load(): Promise<void> {
-    const data = await requestAPI<IModelsResponse>('models');
-    this._models = data.models;
-    if (data.models.length === 0) {
-      const empty = el('p', 'mlw-empty', 'No registered models yet. Register one with ');
-      empty.append(el('code', '', 'register_model(ws, run_id, name, report)'), '.');
-      this.body.replaceChildren(empty);
-      return;
-    }
-    const list = el('ul', 'mlw-model-list');
-    list.setAttribute('aria-label', 'Models');
-    list.append(...data.models.map(renderModel));
-    this.body.replaceChildren(list);
-  }
-
-  private _models: IModelSummary[] = [];
 }
 
 function renderModel(m: IModelSummary): HTMLLIElement {

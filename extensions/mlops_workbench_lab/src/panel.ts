@@ -6,7 +6,7 @@ import { refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Panel, Widget } from '@lumino/widgets';
 
-import { APIError } from './request';
+import { APIError, requestAPI } from './request';
 
 /** What the panel needs from a section. */
 export interface ISectionOptions {
@@ -112,6 +112,56 @@ export abstract class Section extends Widget {
   private readonly errorBox: HTMLElement;
   private _pending: Promise<void> | null = null;
   private _loaded = false;
+}
+
+/** What a list section needs besides its name and title. */
+export interface IListOptions<R, T> {
+  /** Route under `/mlops-workbench/`, e.g. `datasets`. */
+  route: string;
+  /** The items in the response body. */
+  items: (body: R) => T[];
+  /** Class of the `<ul>`, e.g. `mlw-dataset-list`. */
+  listClass: string;
+  /** What to say when there are none: the text, then the call or command that makes one. */
+  empty: [text: string, code: string];
+  /** One item as a list element. */
+  render: (item: T) => HTMLLIElement;
+}
+
+/**
+ * A section that shows one REST answer as a list, or a hint when it is empty; the list is labelled by the
+ * section's title. Datasets, feature views, experiments and models are all this with their own item renderer.
+ */
+export class ListSection<R, T> extends Section {
+  constructor(options: ISectionOptions, list: IListOptions<R, T>) {
+    super(options);
+    this.list = list;
+    this.listLabel = options.title;
+  }
+
+  /** The items last shown (empty before the first load). */
+  get items(): readonly T[] {
+    return this._items;
+  }
+
+  protected async load(): Promise<void> {
+    const { route, items, listClass, empty, render } = this.list;
+    this._items = items(await requestAPI<R>(route));
+    if (this._items.length === 0) {
+      const hint = el('p', 'mlw-empty', empty[0]);
+      hint.append(el('code', '', empty[1]), '.');
+      this.body.replaceChildren(hint);
+      return;
+    }
+    const ul = el('ul', listClass);
+    ul.setAttribute('aria-label', this.listLabel);
+    ul.append(...this._items.map(render));
+    this.body.replaceChildren(ul);
+  }
+
+  private readonly list: IListOptions<R, T>;
+  private readonly listLabel: string;
+  private _items: T[] = [];
 }
 
 /**
