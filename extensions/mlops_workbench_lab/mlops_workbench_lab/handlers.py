@@ -108,73 +108,40 @@ class RunsHandler(MLWHandler):
         await self.respond(work)
 
 
-class DatasetsHandler(MLWHandler):
-    "`GET /mlops-workbench/datasets`: each dataset's latest version and rows, newest validation status and open alerts."
+class SummariesHandler(MLWHandler):
+    """`GET /mlops-workbench/<route>`: one summary function of the library over the workspace, under one key.
+
+    The module is imported on first use, like the runner above: the dashboards' modules import the feature store,
+    optuna, LightGBM and the registry, and the server should start without waiting for them."""
+
+    def initialize(self, module: str, function: str, key: str, lazy: tuple[str, ...] = ()) -> None:
+        self.module, self.function, self.key, self.lazy = module, function, key, lazy
 
     @tornado.web.authenticated
     async def get(self):
         def work() -> dict:
-            # Imported on first use, like the runner above (mlops_workbench.ui imports it).
-            dataset_summaries = _module("mlops_workbench.ui").dataset_summaries
-
+            summaries = getattr(_module(self.module, *self.lazy), self.function)
             with self.workspace() as ws:
-                return {"workspace": str(ws.root), "datasets": dataset_summaries(ws)}
+                return {"workspace": str(ws.root), self.key: summaries(ws)}
 
         await self.respond(work)
 
 
-class FeaturesHandler(MLWHandler):
-    "`GET /mlops-workbench/features`: each feature view's latest version, its newest build and freshness, and its newest materialization."
-
-    @tornado.web.authenticated
-    async def get(self):
-        def work() -> dict:
-            # Imported on first use, like the others (it imports the feature store and mlops_workbench.ui).
-            feature_view_summaries = _module("mlops_workbench.ui_features").feature_view_summaries
-
-            with self.workspace() as ws:
-                return {"workspace": str(ws.root), "views": feature_view_summaries(ws)}
-
-        await self.respond(work)
+def _summaries(module: str, function: str, key: str, lazy: tuple[str, ...] = ()) -> tuple[type[MLWHandler], dict]:
+    return SummariesHandler, {"module": module, "function": function, "key": key, "lazy": lazy}
 
 
-class ExperimentsHandler(MLWHandler):
-    "`GET /mlops-workbench/experiments`: each searched experiment's trial counts, best trial and state, most recently active first."
-
-    @tornado.web.authenticated
-    async def get(self):
-        def work() -> dict:
-            # Imported on first use, like the others (it imports optuna, LightGBM and the registry; MLflow inside its functions).
-            experiment_summaries = _module("mlops_workbench.ui_models", "mlflow").experiment_summaries
-
-            with self.workspace() as ws:
-                return {"workspace": str(ws.root), "experiments": experiment_summaries(ws)}
-
-        await self.respond(work)
-
-
-class ModelsHandler(MLWHandler):
-    "`GET /mlops-workbench/models`: each registered model's versions with their validation status and aliases."
-
-    @tornado.web.authenticated
-    async def get(self):
-        def work() -> dict:
-            # Imported on first use, like the others.
-            model_summaries = _module("mlops_workbench.ui_models", "mlflow").model_summaries
-
-            with self.workspace() as ws:
-                return {"workspace": str(ws.root), "models": model_summaries(ws)}
-
-        await self.respond(work)
-
-
-# path under /mlops-workbench/ -> handler
-ROUTES: list[tuple[str, type[MLWHandler]]] = [
-    ("runs", RunsHandler),
-    ("datasets", DatasetsHandler),
-    ("features", FeaturesHandler),
-    ("experiments", ExperimentsHandler),
-    ("models", ModelsHandler),
+# path under /mlops-workbench/ -> handler and its arguments
+ROUTES: list[tuple[str, type[MLWHandler], dict]] = [
+    ("runs", RunsHandler, {}),
+    # each dataset's latest version and rows, newest validation status and open alerts
+    ("datasets", *_summaries("mlops_workbench.ui", "dataset_summaries", "datasets")),
+    # each feature view's latest version, its newest build and freshness, and its newest materialization
+    ("features", *_summaries("mlops_workbench.ui_features", "feature_view_summaries", "views")),
+    # each searched experiment's trial counts, best trial and state, most recently active first (MLflow imported inside)
+    ("experiments", *_summaries("mlops_workbench.ui_models", "experiment_summaries", "experiments", lazy=("mlflow",))),
+    # each registered model's versions with their validation status and aliases (MLflow imported inside)
+    ("models", *_summaries("mlops_workbench.ui_models", "model_summaries", "models", lazy=("mlflow",))),
 ]
 
 
@@ -182,4 +149,4 @@ def setup_handlers(web_app: tornado.web.Application, lab: MLWLab) -> None:
     "Register ROUTES under `<base_url>/mlops-workbench/`."
     web_app.settings["mlw_lab"] = lab
     base = url_path_join(web_app.settings["base_url"], NAMESPACE)
-    web_app.add_handlers(".*$", [(url_path_join(base, path), handler) for path, handler in ROUTES])
+    web_app.add_handlers(".*$", [(url_path_join(base, path), handler, kwargs) for path, handler, kwargs in ROUTES])
