@@ -25,8 +25,8 @@ from .metadata import alerts as alerts_t
 # %% auto #0
 __all__ = ['STAGES', 'RUN_COLUMNS', 'STEP_COLUMNS', 'TIMELINE_COLUMNS', 'FAILED', 'STATUS_COLORS', 'DASHBOARDS',
            'QUALITY_METRICS', 'DATASET_COLUMNS', 'VERSION_COLUMNS', 'RULE_COLUMNS', 'TREND_COLUMNS', 'OPEN',
-           'COLUMN_METRICS', 'query_params', 'fmt_time', 'fmt_duration', 'error_line', 'runs_frame', 'steps_frame',
-           'timeline_frame', 'default_step', 'PipelineRuns', 'render_notebook', 'badge', 'alert_html',
+           'COLUMN_METRICS', 'query_params', 'query_version', 'fmt_time', 'fmt_duration', 'error_line', 'runs_frame',
+           'steps_frame', 'timeline_frame', 'default_step', 'PipelineRuns', 'render_notebook', 'badge', 'alert_html',
            'run_summary_html', 'steps_html', 'durations_html', 'errors_html', 'recent_runs_html', 'run_report_html',
            'pipeline_run_report', 'voila_command', 'fmt_bytes', 'fmt_share', 'dataset_summaries', 'datasets_frame',
            'versions_frame', 'rule_result', 'example_text', 'rules_frame', 'trend_frame', 'DataQuality', 'version_html',
@@ -54,6 +54,15 @@ def query_params(query: str | dict | None) -> dict[str, str]:
     if isinstance(query, str): return {k: v[0] for k, v in parse_qs(query.lstrip("?")).items() if v}
     return {k: (v[0].decode() if isinstance(v[0], bytes) else str(v[0])) if isinstance(v, (list, tuple)) else str(v)
             for k, v in query.items() if v not in (None, [], ())}
+
+def query_version(q: dict, what: str) -> int | None:
+    "Query parameter `version` of `q` (from `query_params`) as the version number of a `what` (`3` or `v3`); None when absent or empty."
+    raw = q.get("version")
+    if raw in (None, ""): return None
+    try: return int(raw.lstrip("vV"))
+    except ValueError:
+        first = 0 if what == "dataset" else 1  # Delta tables count from 0, feature views and models from 1
+        raise InvalidInput(f"query parameter 'version' is {raw!r}; expected a {what} version number such as {first} or 3") from None
 
 # %% ../nbs/95_ui.ipynb #c0be39eb
 def _time(t) -> dt.datetime | None:
@@ -627,15 +636,10 @@ def alerts_html(alerts: list[dict], title: str = "Alerts") -> str:
     return _wrap(f"<h4>{_e(title)}</h4>" + ("".join(alert_card_html(a) for a in alerts) or "<p>None.</p>"))
 
 # %% ../nbs/95_ui.ipynb #26667a0f
-def _version_arg(raw: str | None) -> int | None:
-    if raw in (None, ""): return None
-    try: return int(raw)
-    except ValueError: raise InvalidInput(f"query parameter 'version' is {raw!r}; expected a dataset version number such as 0 or 3") from None
-
 def data_quality_report(query: str | dict | None = None, ws: Workspace | str | Path | None = None) -> str:
     "The HTML of the data quality report for `query` (`dataset=<name>&version=<n>`; default the dataset validated last, latest) on `ws`."
     q = query_params(query)
-    try: dq = DataQuality(ws if isinstance(ws, Workspace) else Workspace.open(ws), dataset=q.get("dataset"), version=_version_arg(q.get("version")))
+    try: dq = DataQuality(ws if isinstance(ws, Workspace) else Workspace.open(ws), dataset=q.get("dataset"), version=query_version(q, "dataset"))
     except MLWError as e: return alert_html(str(e))
     parts = [alert_html(dq.alert)] if dq.alert else []
     if dq.record:
@@ -920,7 +924,7 @@ def pages(ws: Workspace) -> dict:
     out["pipelines"] = lambda query=None: V.PipelinesPage(state=PipelineRuns(ws, run_id=query_params(query).get("run")))
     def data_quality(query=None):
         q, who = query_params(query), V.pn.state.user  # who: set when the server authenticates users
-        return V.DataQualityPage(state=DataQuality(ws, dataset=q.get("dataset"), version=_version_arg(q.get("version")), **({"user": who} if who else {})))
+        return V.DataQualityPage(state=DataQuality(ws, dataset=q.get("dataset"), version=query_version(q, "dataset"), **({"user": who} if who else {})))
     out["data-quality"] = data_quality
     from mlops_workbench.ui_features import FeatureViews  # `mlops_workbench.ui_features` (95a) imports this module
     out["features"] = lambda query=None: V.FeaturesPage(state=FeatureViews.from_query(ws, query))

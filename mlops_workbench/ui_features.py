@@ -16,7 +16,7 @@ from .storage import read_dataset
 from .features.definitions import get_view, list_services, list_views, parse_duration
 from .features.offline import FeatureBuild, list_builds
 from .features.online import Materialization, list_materializations
-from .ui import _MD_CSS, _e, _page_header, _where, _wrap, badge, fmt_duration, fmt_share, fmt_time, query_params
+from .ui import _MD_CSS, _e, _page_header, _where, _wrap, badge, fmt_duration, fmt_share, fmt_time, query_params, query_version
 
 # %% auto #0
 __all__ = ['VIEW_COLUMNS', 'VERSION_COLUMNS', 'FEATURE_COLUMNS', 'BUILD_COLUMNS', 'MATERIALIZATION_COLUMNS', 'SERVICE_COLUMNS',
@@ -195,9 +195,7 @@ class FeatureViews(param.Parameterized):
     def from_query(cls, ws: Workspace, query: str | dict | None) -> FeatureViews:
         "The state a URL asks for: `?view=<name>&version=<n>` (both optional)."
         q = query_params(query)
-        raw = q.get("version")
-        try: version = None if raw in (None, "") else int(raw)
-        except ValueError: raise InvalidInput(f"query parameter 'version' is {raw!r}; expected a feature view version number such as 1 or 3") from None
+        version = query_version(q, "feature view")
         return cls(ws, view=q.get("view") or None, version=version)
 
     def refresh(self):

@@ -15,7 +15,7 @@ from .experiments_search import SearchResult, select_best, study_dir
 from .experiments_report import best_model, compare, open_search
 from .registry import alias_history, list_models, model_card, model_versions
 from .registry_validate import load_report
-from .ui import _MD_CSS, _e, _link, _page_header, _where, _wrap, alert_html, badge, fmt_time, query_params
+from .ui import _MD_CSS, _e, _link, _page_header, _where, _wrap, alert_html, badge, fmt_time, query_params, query_version
 
 # %% auto #0
 __all__ = ['TRIAL_STATES', 'EXPERIMENT_COLUMNS', 'MODEL_COLUMNS', 'MODEL_VERSION_COLUMNS', 'GATE_COLUMNS', 'SLICE_COLUMNS',
@@ -297,9 +297,7 @@ class ModelQuality(param.Parameterized):
     def from_query(cls, ws: Workspace, query: str | dict | None) -> ModelQuality:
         "The state a URL asks for: `?model=<name>&version=<n>` (both optional)."
         q = query_params(query)
-        raw = q.get("version")
-        try: version = None if raw in (None, "") else int(raw.lstrip("vV"))
-        except ValueError: raise InvalidInput(f"query parameter 'version' is {raw!r}; expected a model version number such as 1 or 3") from None
+        version = query_version(q, "model")
         return cls(ws, model=q.get("model") or None, version=version)
 
     def refresh(self):
