@@ -82,6 +82,19 @@ extras = {
     ],
 }
 
+# The built-in backends, announced the way a plugin announces its own (`mlops_workbench.core.backends`): one entry-point
+# group per role, scheme = module:builder. The registry imports a builder's module only when a workspace uses its scheme,
+# so `core` never imports a concrete store.
+BACKENDS = {f"mlops_workbench.{role}": [f"{scheme} = mlops_workbench.{target}" for scheme, target in schemes.items()] for role, schemes in {
+    "metadata": {"sqlite": "core.metadata:sqlite_metadata", "postgresql": "core.metadata:postgresql_metadata"},
+    "storage": {"file": "core.storage:file_storage"},
+    "online": {"sqlite": "features.online_store:sqlite_online", "redis": "features.online_store:redis_online",
+               "rediss": "features.online_store:redis_online"},
+    "tracking": {"sqlite": "core.tracking:sqlite_tracking", "http": "core.tracking:http_tracking", "https": "core.tracking:http_tracking"},
+    "compute": {"local": "core.compute:local_compute", "tcp": "core.compute:dask_compute", "tls": "core.compute:dask_compute",
+                "dask-local": "core.compute:dask_local_compute"},
+}.items()}
+
 setuptools.setup(
     name=cfg["lib_name"],
     version=cfg["version"],
@@ -96,6 +109,7 @@ setuptools.setup(
     include_package_data=True,
     install_requires=requirements,
     extras_require=extras,
-    entry_points={"console_scripts": cfg["console_scripts"].split(), "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+    entry_points={"console_scripts": cfg["console_scripts"].split(), "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],
+                  **BACKENDS},
     zip_safe=False,
 )

@@ -44,7 +44,7 @@ def make_data(rows: int, features: int, seed: int = 0) -> pl.DataFrame:
 
 def space():
     "The searched space; plain_optuna below suggests the same parameters in the same order."
-    from mlops_workbench.experiments import CategoricalParam, FloatParam, IntParam
+    from mlops_workbench.experiments.definition import CategoricalParam, FloatParam, IntParam
     return {"learning_rate": FloatParam(0.05, 0.3, log=True), "num_leaves": IntParam(8, 128, log=True),
             "min_child_samples": IntParam(10, 200, log=True), "feature_fraction": FloatParam(0.5, 1.0),
             "lambda_l2": FloatParam(1e-3, 10.0, log=True), "extra_trees": CategoricalParam([False, True])}
@@ -78,8 +78,8 @@ def plain_optuna(data, a, fixed: dict) -> tuple[float, list]:
 
 def ours(ws, df, name, a, compute=None, n_jobs=None, **kw):
     "Our search of the same space on the same rows; its wall time, CPU time, CPU inside the trials (one-thread local runs) and result."
-    from mlops_workbench import experiments_search as es
-    from mlops_workbench.experiments import Experiment, TimeSplit
+    from mlops_workbench.experiments import search as es
+    from mlops_workbench.experiments.definition import Experiment, TimeSplit
     search, run_trial, train_cpu = es.search, es.run_trial, []
     def timed_trial(*args):  # the CPU of the trial's own thread: all of LightGBM's when it runs on one thread
         c = time.thread_time(); out = run_trial(*args); train_cpu.append(time.thread_time() - c); return out
@@ -109,9 +109,9 @@ def main():
     t0 = time.perf_counter()
     import optuna, lightgbm
     import mlflow  # noqa: F401  (one-time cost, reported apart)
-    from mlops_workbench.core import Workspace
-    from mlops_workbench.experiments import Experiment, TimeSplit, prepare_data
-    from mlops_workbench.experiments_report import write_report
+    from mlops_workbench.core.workspace import Workspace
+    from mlops_workbench.experiments.definition import Experiment, TimeSplit, prepare_data
+    from mlops_workbench.experiments.report import write_report
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_import = time.perf_counter() - t0
     tmp = Path(tempfile.mkdtemp(prefix="mlw-bench-exp-"))
@@ -158,7 +158,7 @@ def main():
 
     # (3) throughput
     if a.throughput_trials:
-        from mlops_workbench.backends import registry
+        from mlops_workbench.core.backends import registry
         n, cores = a.throughput_trials, os.cpu_count() or 1
         common = dict(trials=n, sampler={"kind": "random"})
         one = {"force_row_wise": True}  # no num_threads: each trial gets its share of the cores (threads), or the worker's (Dask)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import papermill as pm
 
-from mlops_workbench.core import Workspace
+from mlops_workbench.core.workspace import Workspace
 from mlops_workbench.pipelines.runner import PipelineSpec, run_pipeline, make_notebook
 
 

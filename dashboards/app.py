@@ -4,7 +4,7 @@ The same pages as `mlw dashboards` (`mlops_workbench.ui.serve_dashboards`), on t
 finds ($MLW_HOME, else ./workspace). Panel runs this file once per browser session, so every session gets fresh
 state. Pick a page with `?page=<slug>` (see `mlops_workbench.ui.STAGES`); the sidebar links to all of them.
 """
-from mlops_workbench.ui import dashboard_app
+from mlops_workbench.ui.shell import dashboard_app
 
 # No workspace argument: dashboard_app opens it per session and shows an alert if it cannot.
 dashboard_app().servable()

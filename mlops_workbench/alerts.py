@@ -13,8 +13,9 @@ from typing import ClassVar
 import sqlalchemy as sa
 import yaml
 from fastcore.basics import patch
-from .core import *
-from .metadata import alerts, alert_deliveries, utcnow
+from .core.errors import *
+from .core.workspace import Workspace
+from .core.metadata import alerts, alert_deliveries, utcnow
 
 # %% auto #0
 __all__ = ['SEVERITIES', 'STATUSES', 'OPS', 'CONDITIONS', 'RULE_KEYS', 'ALERT_DEFAULTS', 'Threshold', 'AlertRule',

@@ -6,36 +6,62 @@
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #a50bba5b
-from .core import *
-from .metadata import *
-from .backends import *
-from .datasets import *
-from .storage import *
-from .metrics import *
-from .data.ingest import *
-from .data.process import *
-from .data.validate import *
-from .data.quality import *
+import importlib
+from .core.errors import *
+from .core.backends import *
+from .core.workspace import *
+from .core.metadata import *
+from .core.storage import *
+from .core.tracking import *
+from .core.compute import *
 from .alerts import *
-from .pipelines.runner import *
+from .data.synthetic import *
+from .data.ingest import *
+from .data.validate import *
+from .data.process import *
+from .data.quality import *
 from .features.definitions import *
 from .features.offline import *
 from .features.online import *
-from .experiments import *
-from .experiments_search import *
-from .experiments_report import *
-from .training import *
-from .registry_gates import *
-from .registry_validate import *
-from .registry import *
-from . import core as _core, metadata as _metadata, backends as _backends, datasets as _datasets, storage as _storage, metrics as _metrics, alerts as _alerts
-from .data import ingest as _ingest, process as _process, quality as _quality, validate as _validate
-from .pipelines import runner as _runner
-from .features import definitions as _definitions, offline as _offline, online as _online
-from . import experiments as _experiments, experiments_search as _search, experiments_report as _report, training as _training
-from . import registry_gates as _gates, registry_validate as _registry_validate, registry as _registry
+from .features.online_store import *
+from .experiments.definition import *
+from .experiments.results import *
+from .experiments.search import *
+from .experiments.report import *
+from .training.metrics import *
+from .training.fit import *
+from .registry.gates import *
+from .registry.validation import *
+from .registry.versions import *
+from .pipelines.runner import *
+
+_MODULES = ['core.errors',
+            'core.backends',
+            'core.workspace',
+            'core.metadata',
+            'core.storage',
+            'core.tracking',
+            'core.compute',
+            'alerts',
+            'data.synthetic',
+            'data.ingest',
+            'data.validate',
+            'data.process',
+            'data.quality',
+            'features.definitions',
+            'features.offline',
+            'features.online',
+            'features.online_store',
+            'experiments.definition',
+            'experiments.results',
+            'experiments.search',
+            'experiments.report',
+            'training.metrics',
+            'training.fit',
+            'registry.gates',
+            'registry.validation',
+            'registry.versions',
+            'pipelines.runner']
 
 # %% ../nbs/99_all.ipynb #f1adb596
-__all__ = [name for m in (_core, _metadata, _backends, _datasets, _storage, _metrics, _ingest, _process, _validate, _quality, _alerts, _runner,
-                                _definitions, _offline, _online, _experiments, _search, _report, _training,
-                                _gates, _registry_validate, _registry) for name in m.__all__]
+__all__ = [name for m in _MODULES for name in importlib.import_module(f'mlops_workbench.{m}').__all__]

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os, sys, shutil, subprocess
 from pathlib import Path
 from fastcore.script import call_parse, Param, store_true, anno_parser
-from .core import *
-from .core import resolve_root
+from .core.errors import *
+from .core.workspace import resolve_root, Workspace
+from .core.workspace import resolve_root
 
 # %% auto #0
 __all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_features', 'mlw_models',
@@ -139,7 +140,7 @@ def mlw_models(action: Param("list, show, promote or archive", str, choices=["li
     args = list(args or [])
     (lo, hi), usage = _MODEL_ARGS[action]
     if not lo <= len(args) <= hi: raise InvalidInput(f"`mlw models {action}` takes {lo if lo == hi else f'{lo} or {hi}'} argument(s), got {len(args)}; usage: {usage}")
-    from mlops_workbench.registry import list_models, model_versions, model_card, alias_history, promote, archive, get_model
+    from mlops_workbench.registry.versions import list_models, model_versions, model_card, alias_history, promote, archive, get_model
     ws = _open(workspace)
     if action == "promote":
         name, version, alias = args
@@ -184,7 +185,7 @@ def mlw_dashboards(port: Param("port to serve on", int) = 5006,
                    voila: Param("serve this Voila report from dashboards/voila/ instead, e.g. pipeline_run", str) = None,
                    workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "Serve the dashboards (a Panel page per lifecycle stage), or one Voila report."
-    from mlops_workbench.ui import serve_dashboards, voila_command
+    from mlops_workbench.ui.shell import serve_dashboards, voila_command
     ws = _open(workspace)
     if voila:
         argv, env = voila_command(voila, port=port, address=address, ws=ws)
@@ -206,7 +207,7 @@ def mlw_lab(port: Param("port to serve on", int) = 8888,
 def mlflow_ui_command(ws: Workspace, port: int = 5000, host: str = "127.0.0.1") -> tuple[list[str], dict]:
     "The command line and environment serving MLflow's UI on `ws`'s embedded tracking store (its database and artifact folder)."
     import socket
-    from mlops_workbench.backends import HttpTrackingStore
+    from mlops_workbench.core.tracking import HttpTrackingStore
     t = ws.backend("tracking")
     if isinstance(t, HttpTrackingStore):
         raise NotSupported(f"tracking backend {t.uri!r} is an MLflow server: its UI is at {t.uri}; `mlw mlflow-ui` serves embedded stores")
@@ -221,7 +222,7 @@ def mlflow_ui_command(ws: Workspace, port: int = 5000, host: str = "127.0.0.1") 
 def mlw_mlflow_ui(port: Param("port to serve on", int) = 5000,
                   workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "Open MLflow's own UI (runs, metrics, artifacts, registry) on the workspace's tracking store."
-    from mlops_workbench.backends import HttpTrackingStore
+    from mlops_workbench.core.tracking import HttpTrackingStore
     ws = _open(workspace)
     t = ws.backend("tracking")
     if isinstance(t, HttpTrackingStore): print(f"{ws.root} tracks to the MLflow server {t.uri}: open {t.uri} for its UI"); return t.uri

@@ -20,7 +20,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     "A freshly initialised workspace on the embedded backends."
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     monkeypatch.delenv("MLW_HOME", raising=False)
     return Workspace.init(tmp_path / "ws")
 

@@ -20,8 +20,9 @@ from conftest import free_port
 from pg import pg_new_database, pg_server  # noqa: F401  (fixtures)
 from mlops_workbench.alerts import (AlertRule, Threshold, acknowledge, deliver_pending, fire, list_alerts,
                                     list_deliveries, resolve, retry_failed)
-from mlops_workbench.core import Conflict, InvalidInput, NotFound, Workspace
-from mlops_workbench.metadata import alerts
+from mlops_workbench.core.errors import Conflict, InvalidInput, NotFound
+from mlops_workbench.core.workspace import Workspace
+from mlops_workbench.core.metadata import alerts
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.timezone.utc)
 RULE = AlertRule("null_share_high", "critical", Threshold("null_share", ">", 0.05), dedup_by=["column"], cooldown=600)
@@ -286,7 +287,7 @@ def test_acknowledge_and_resolve_conflicts(ws):
 WORKER = textwrap.dedent("""
     import sys, time, datetime as dt
     from pathlib import Path
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     from mlops_workbench.alerts import AlertRule, fire, deliver_pending
     root, go, job = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     ws = Workspace.open(root)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlops_workbench.metadata import MIGRATIONS
+from mlops_workbench.core.metadata import MIGRATIONS
 
 MLW = str(Path(sys.executable).parent / "mlw")
 ENV = {k: v for k, v in os.environ.items() if k != "MLW_HOME"}
@@ -106,7 +106,7 @@ def test_run_coerces_parameter_and_records_it(cli):
     assert cli.run.stderr == ""  # --quiet
     assert cli.run_match and cli.run_match[2] == "succeeded", cli.run.stdout
     assert cli.run_match[3] == str(cli.ws/"runs"/cli.run_id) and (cli.ws/"runs"/cli.run_id/"count.ipynb").exists()
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     from mlops_workbench.pipelines.runner import get_run
     ws = Workspace.open(cli.ws)
     try: run = get_run(ws, cli.run_id)
@@ -184,7 +184,7 @@ def test_mlflow_ui_serves_the_workspace_store(cli, tmp_path):
     "`mlw mlflow-ui` starts MLflow's own server on the workspace's tracking database: its UI answers, and it reads that store."
     import signal, time, urllib.error, urllib.request
     from conftest import free_port
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     ws = Workspace.open(cli.ws)
     try: eid = ws.backend("tracking").experiment_id("seen_by_the_ui")  # an MLflow experiment in the workspace's own store
     finally: ws.close()

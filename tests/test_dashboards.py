@@ -27,7 +27,7 @@ LONG = 120_000  # ms: Voila starts a kernel and runs the notebook before the pag
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     "A workspace with two real runs: `daily` (prep -> report) succeeded; `training` failed in `train` (1 / 0), skipping `after`."
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     from mlops_workbench.pipelines.runner import PipelineSpec, make_notebook, run_pipeline
     d = tmp_path_factory.mktemp("dashboards")
     ws = Workspace.init(d / "ws")
@@ -51,8 +51,8 @@ def write_quality_data(ws):
     import datetime as dt
     from mlops_workbench.data.quality import observe
     from mlops_workbench.data.validate import RuleSet, lending_application_rules, validate
-    from mlops_workbench.datasets import generate_lending
-    from mlops_workbench.storage import write_dataset
+    from mlops_workbench.data.synthetic import generate_lending
+    from mlops_workbench.core.storage import write_dataset
     data = generate_lending(2_000, bad_share=0.1, start="2025-01-01", end="2025-03-31")
     now = dt.datetime(2025, 4, 1, 6, tzinfo=dt.timezone.utc)
     rules, src = RuleSet("applications", lending_application_rules(), key="application_id"), {"kind": "generated", "location": "generate_lending(2000)"}
@@ -73,7 +73,7 @@ def write_quality_data(ws):
 def quality(runs):
     "The data a pipeline leaves behind (`write_quality_data`), in the runs' workspace that the servers read."
     from mlops_workbench.alerts import list_alerts
-    from mlops_workbench.storage import read_dataset
+    from mlops_workbench.core.storage import read_dataset
     reports = write_quality_data(runs.ws)
     last = reports[-1]
     worst = max((r for r in last.results if not r.passed), key=lambda r: r.failed)
@@ -91,11 +91,11 @@ def write_feature_data(ws):
     oldest first, and the rows of the newest offline table."""
     import datetime as dt
     import polars as pl
-    from mlops_workbench.datasets import generate_lending
+    from mlops_workbench.data.synthetic import generate_lending
     from mlops_workbench.features.definitions import Aggregation, Entity, FeatureService, FeatureView, OnDemandFeatureView, apply
     from mlops_workbench.features.offline import build_features
     from mlops_workbench.features.online import materialize
-    from mlops_workbench.storage import read_dataset, write_dataset
+    from mlops_workbench.core.storage import read_dataset, write_dataset
     world = generate_lending(2_000, seed=7)
     write_dataset(ws, "transactions", world.transactions, source={"kind": "demo", "location": "generate_lending(2000, seed=7)"})
     spend = FeatureView("customer_spend", entity="customer", source="transactions", ttl="30d", owner="risk-team",
@@ -128,13 +128,13 @@ def write_model_data(ws):
     the final model trained with the best trial's parameters, validated by the preset gates with the application channel
     as slices and registered as version 1 of `credit_default`, aliased `candidate`; then a misconfigured model (no leaf
     can hold 5,000 rows, so it scores everyone the same) that the gates reject: version 2, never aliased."""
-    from mlops_workbench.datasets import generate_lending
-    from mlops_workbench.experiments import Experiment, FloatParam, IntParam, TimeSplit
-    from mlops_workbench.experiments_search import search
-    from mlops_workbench.registry import register_model
-    from mlops_workbench.registry_gates import default_gates
-    from mlops_workbench.registry_validate import validate_model
-    from mlops_workbench.training import train
+    from mlops_workbench.data.synthetic import generate_lending
+    from mlops_workbench.experiments.definition import Experiment, FloatParam, IntParam, TimeSplit
+    from mlops_workbench.experiments.search import search
+    from mlops_workbench.registry.versions import register_model
+    from mlops_workbench.registry.gates import default_gates
+    from mlops_workbench.registry.validation import validate_model
+    from mlops_workbench.training.fit import train
     world = generate_lending(1_200, seed=11)
     loans = world.applications.join(world.labels.select("application_id", "defaulted"), on="application_id")
     exp = Experiment("credit_default", target="defaulted", exclude=["application_id", "customer_id"], split=TimeSplit("event_timestamp", valid_size=0.25),
@@ -186,7 +186,7 @@ def _stop(proc):
 def dashboards(runs):
     "The dashboards as `mlw dashboards` serves them: `serve_dashboards` in a process of its own."
     port = free_port()
-    code = ("import sys; from mlops_workbench.core import Workspace; from mlops_workbench.ui import serve_dashboards; "
+    code = ("import sys; from mlops_workbench.core import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
             "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
     proc = _serve([sys.executable, "-c", code, str(runs.ws.root), str(port)], dict(os.environ), port, runs.dir / "panel.log")
     yield f"http://127.0.0.1:{port}"
@@ -196,7 +196,7 @@ def dashboards(runs):
 @pytest.fixture(scope="module")
 def voila_quality(quality, runs):
     "The Voila data quality report (`voila_command('data_quality')`)."
-    from mlops_workbench.ui import voila_command
+    from mlops_workbench.ui.shell import voila_command
     port = free_port()
     argv, env = voila_command("data_quality", port=port, ws=quality.ws)
     proc = _serve(argv, env, port, runs.dir / "voila-quality.log")
@@ -207,7 +207,7 @@ def voila_quality(quality, runs):
 @pytest.fixture(scope="module")
 def voila_experiments(models, runs):
     "The Voila experiment comparison report (`voila_command('experiment_comparison')`)."
-    from mlops_workbench.ui import voila_command
+    from mlops_workbench.ui.shell import voila_command
     port = free_port()
     argv, env = voila_command("experiment_comparison", port=port, ws=models.ws)
     proc = _serve(argv, env, port, runs.dir / "voila-experiments.log")
@@ -218,7 +218,7 @@ def voila_experiments(models, runs):
 @pytest.fixture(scope="module")
 def voila(runs):
     "The Voila pipeline run report, started with the command `voila_command` builds (local assets only)."
-    from mlops_workbench.ui import voila_command
+    from mlops_workbench.ui.shell import voila_command
     port = free_port()
     argv, env = voila_command("pipeline_run", port=port, ws=runs.ws)
     proc = _serve(argv, env, port, runs.dir / "voila.log")
@@ -303,7 +303,7 @@ def test_stage_pages_and_navigation(dashboards, runs, page):
 def test_data_quality_page(dashboards, quality, page, shot):
     from playwright.sync_api import expect
     from mlops_workbench.alerts import get_alert
-    from mlops_workbench.ui import example_text
+    from mlops_workbench.ui.shell import example_text
     q, rep = quality, quality.report
     page.goto(f"{dashboards}/data-quality")
     # every dataset, `applications` (validated last) selected, at its latest version
@@ -369,7 +369,7 @@ def test_data_quality_page_selects_and_reports_problems(dashboards, quality, pag
 
 def test_features_page(dashboards, features, page, shot):
     from playwright.sync_api import expect
-    from mlops_workbench.ui_features import _stat, view_versions  # _stat: how the page writes a statistic
+    from mlops_workbench.ui.features import _stat, view_versions  # _stat: how the page writes a statistic
     f, (b1, b2), (m1, m2) = features, features.builds, features.mats
     page.goto(f"{dashboards}/features")
     # the views; customer_spend, built last, selected at its latest version
@@ -429,10 +429,10 @@ def test_features_page_links_and_problems(dashboards, features, page):
 
 def test_features_page_on_an_empty_workspace(tmp_path, browser):
     "A workspace without feature views gets a friendly message saying how to begin, not an error."
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     Workspace.init(tmp_path / "ws").close()
     port = free_port()
-    code = ("import sys; from mlops_workbench.core import Workspace; from mlops_workbench.ui import serve_dashboards; "
+    code = ("import sys; from mlops_workbench.core import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
             "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
     proc = _serve([sys.executable, "-c", code, str(tmp_path / "ws"), str(port)], dict(os.environ), port, tmp_path / "panel.log")
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -605,7 +605,7 @@ def test_voila_unknown_run_is_an_alert(voila, page):
 
 
 def test_voila_data_quality(voila_quality, quality, page, shot):
-    from mlops_workbench.ui import example_text
+    from mlops_workbench.ui.shell import example_text
     q, rep = quality, quality.report
     page.goto(f"{voila_quality}/?dataset=applications&version=1", timeout=LONG)
     page.get_by_text("Validation of applications v1").wait_for(timeout=LONG)

@@ -2,8 +2,8 @@
 import polars as pl
 import pytest
 
-from mlops_workbench.core import InvalidInput
-from mlops_workbench.datasets import generate_lending, DriftSpec, MAX_TX_PER_APPLICATION
+from mlops_workbench.core.errors import InvalidInput
+from mlops_workbench.data.synthetic import generate_lending, DriftSpec, MAX_TX_PER_APPLICATION
 
 
 @pytest.fixture(scope="module")

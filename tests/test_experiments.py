@@ -12,11 +12,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core machines: every LightGBM
 
 import optuna
 from optuna.trial import TrialState
-from mlops_workbench.core import Conflict, InvalidInput, MLWError, NotFound, Workspace
-from mlops_workbench.storage import write_dataset
-from mlops_workbench.experiments import Experiment, FloatParam, IntParam, CategoricalParam, KFold, TimeSplit
-from mlops_workbench.experiments_search import _runs, load_study, search, study_dir
-from mlops_workbench.experiments_report import best_model, compare
+from mlops_workbench.core.errors import Conflict, InvalidInput, MLWError, NotFound
+from mlops_workbench.core.workspace import Workspace
+from mlops_workbench.core.storage import write_dataset
+from mlops_workbench.experiments.definition import Experiment, FloatParam, IntParam, CategoricalParam, KFold, TimeSplit
+from mlops_workbench.experiments.search import load_study, search
+from mlops_workbench.experiments.results import _runs, study_dir
+from mlops_workbench.experiments.report import compare
+from mlops_workbench.experiments.results import best_model
 
 pytestmark = pytest.mark.timeout(600)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -65,9 +68,9 @@ def running_runs(ws):
 
 WORKER = textwrap.dedent("""
     import sys
-    from mlops_workbench.core import Workspace
-    from mlops_workbench.experiments import Experiment
-    from mlops_workbench.experiments_search import search
+    from mlops_workbench.core.workspace import Workspace
+    from mlops_workbench.experiments.definition import Experiment
+    from mlops_workbench.experiments.search import search
     search(Workspace.open(sys.argv[1]), Experiment.from_yaml(sys.argv[2]), report=False, progress=False)
 """)
 

@@ -63,7 +63,7 @@ def fetch(jp_fetch, jp_asyncio_loop):
 @pytest.fixture(scope="module")
 def recorded_ws(tmp_path_factory):
     "A workspace holding two runs recorded by `run_pipeline` (`lab-train` succeeded, then `lab-boom` failed), datasets and feature views."
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     from mlops_workbench.pipelines.runner import PipelineSpec, make_notebook, run_pipeline
 
     root = tmp_path_factory.mktemp("ext")
@@ -114,7 +114,7 @@ def jp_server_config(lab_workspace):
 
 
 def test_runs_are_the_librarys_records_newest_first(fetch, recorded_ws):
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     from mlops_workbench.pipelines.runner import list_runs
 
     r = fetch("mlops-workbench", "runs", params={"limit": "10"})
@@ -144,9 +144,9 @@ def test_limit_is_applied_and_checked(fetch, recorded_ws):
 
 def test_datasets_are_the_librarys_summaries(fetch, recorded_ws):
     from mlops_workbench.alerts import list_alerts
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     from mlops_workbench.data.quality import validation_history
-    from mlops_workbench.storage import latest_version
+    from mlops_workbench.core.storage import latest_version
 
     r = fetch("mlops-workbench", "datasets")
     assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
@@ -174,7 +174,7 @@ def test_datasets_are_the_librarys_summaries(fetch, recorded_ws):
 def _answer(fetch, recorded_ws, route, summaries):
     """`GET mlops-workbench/<route>` checked as JSON for the recorded workspace, and what `summaries(ws)` of the library
     says now, through the same JSON round trip the handler uses."""
-    from mlops_workbench.core import Workspace
+    from mlops_workbench.core.workspace import Workspace
     r = fetch("mlops-workbench", route)
     assert r.code == 200 and r.headers["Content-Type"].startswith("application/json")
     body = json.loads(r.body)
@@ -188,7 +188,7 @@ def _answer(fetch, recorded_ws, route, summaries):
 
 
 def test_features_are_the_librarys_summaries(fetch, recorded_ws):
-    from mlops_workbench.ui_features import feature_view_summaries
+    from mlops_workbench.ui.features import feature_view_summaries
 
     body, expected = _answer(fetch, recorded_ws, "features", feature_view_summaries)
     # the same summaries, but for the age of the newest event, which the server measured a moment earlier
@@ -209,7 +209,7 @@ def test_features_are_the_librarys_summaries(fetch, recorded_ws):
 
 
 def test_experiments_are_the_librarys_summaries(fetch, recorded_ws):
-    from mlops_workbench.ui_models import experiment_summaries
+    from mlops_workbench.ui.models import experiment_summaries
 
     body, expected = _answer(fetch, recorded_ws, "experiments", experiment_summaries)
     assert body["experiments"] == expected
@@ -221,7 +221,7 @@ def test_experiments_are_the_librarys_summaries(fetch, recorded_ws):
 
 
 def test_models_are_the_librarys_summaries(fetch, recorded_ws):
-    from mlops_workbench.ui_models import model_summaries
+    from mlops_workbench.ui.models import model_summaries
 
     body, expected = _answer(fetch, recorded_ws, "models", model_summaries)
     assert body["models"] == expected
@@ -420,9 +420,9 @@ class TestSidebar:
     def _datasets(self, page, panel, recorded_ws, shot, load):
         "The Datasets section: the library's summaries with a validation badge; `mlw:refresh-datasets` reloads it."
         from playwright.sync_api import expect
-        from mlops_workbench.core import Workspace
-        from mlops_workbench.storage import write_dataset
-        from mlops_workbench.ui import dataset_summaries
+        from mlops_workbench.core.workspace import Workspace
+        from mlops_workbench.core.storage import write_dataset
+        from mlops_workbench.ui.shell import dataset_summaries
 
         ws = Workspace.open(recorded_ws.root)
         try:
@@ -464,7 +464,7 @@ class TestSidebar:
         "The Feature views section: each view's version, features, newest build and materialization; `mlw:refresh-features` reloads it."
         from playwright.sync_api import expect
         import polars as pl
-        from mlops_workbench.core import Workspace
+        from mlops_workbench.core.workspace import Workspace
         from mlops_workbench.features.definitions import FeatureView, apply
 
         f = recorded_ws.features
@@ -512,9 +512,9 @@ class TestSidebar:
         validation status and aliases as badges); `mlw:refresh-experiments` and `mlw:refresh-models` reload them."""
         import dataclasses
         from playwright.sync_api import expect
-        from mlops_workbench.core import Workspace
-        from mlops_workbench.experiments_search import search
-        from mlops_workbench.registry import promote
+        from mlops_workbench.core.workspace import Workspace
+        from mlops_workbench.experiments.search import search
+        from mlops_workbench.registry.versions import promote
 
         m = recorded_ws.models
         experiments = panel.locator("#mlw-section-experiments")

@@ -8,12 +8,13 @@ import time
 import polars as pl
 import pytest
 
-from mlops_workbench.core import MLWError, Workspace
-from mlops_workbench.datasets import generate_lending
+from mlops_workbench.core.errors import MLWError
+from mlops_workbench.core.workspace import Workspace
+from mlops_workbench.data.synthetic import generate_lending
 from mlops_workbench.features.definitions import Aggregation, Entity, FeatureService, FeatureView, OnDemandFeatureView, apply
 from mlops_workbench.features.offline import build_features, get_training_data
 from mlops_workbench.features.online import get_online_features, list_materializations, materialize
-from mlops_workbench.storage import write_dataset
+from mlops_workbench.core.storage import write_dataset
 
 UTC = dt.timezone.utc
 

@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mlops_workbench.core import Workspace
+from mlops_workbench.core.workspace import Workspace
 from mlops_workbench.features.definitions import Entity, FeatureView, apply
 from mlops_workbench.features.offline import ROW, build_features, get_training_data, pit_join
-from mlops_workbench.storage import write_dataset
+from mlops_workbench.core.storage import write_dataset
 
 T0 = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 MIN = dt.timedelta(minutes=1)

@@ -11,9 +11,10 @@ import yaml
 
 from conftest import free_port
 from pg import pg_server, pg_new_database  # noqa: F401 (fixtures)
-from mlops_workbench.core import *
-from mlops_workbench.metadata import datasets
-from mlops_workbench.storage import read_dataset, dataset_version, dataset_versions_of
+from mlops_workbench.core.errors import *
+from mlops_workbench.core.workspace import Workspace
+from mlops_workbench.core.metadata import datasets
+from mlops_workbench.core.storage import read_dataset, dataset_version, dataset_versions_of
 from mlops_workbench.data.ingest import *
 from mlops_workbench.data.ingest import _reading
 
@@ -552,7 +553,7 @@ def test_failed_first_ingestion_leaves_no_dataset(ws, tmp_path):
 
 CHILD = """
 import json, sys
-from mlops_workbench.core import Workspace
+from mlops_workbench.core.workspace import Workspace
 from mlops_workbench.data.ingest import ingest, ParquetSource
 res = ingest(Workspace.init(sys.argv[1]), "big", ParquetSource(sys.argv[2]))
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))

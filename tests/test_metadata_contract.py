@@ -15,9 +15,10 @@ import sqlalchemy as sa
 
 from conftest import free_port
 from pg import pg_new_database, pg_server  # noqa: F401  (fixtures)
-from mlops_workbench.backends import registry
-from mlops_workbench.core import Conflict, InvalidInput, MLWError, Workspace
-from mlops_workbench.metadata import MIGRATIONS, pipeline_runs, schema_migrations
+from mlops_workbench.core.backends import registry
+from mlops_workbench.core.errors import Conflict, InvalidInput, MLWError
+from mlops_workbench.core.workspace import Workspace
+from mlops_workbench.core.metadata import MIGRATIONS, pipeline_runs, schema_migrations
 from mlops_workbench.pipelines.runner import PipelineSpec, get_run, list_runs, make_notebook, run_pipeline
 
 LATEST = MIGRATIONS[-1].version
@@ -100,7 +101,7 @@ def test_naive_datetime_is_refused_with_invalid_input(mws):
 # Reads a database URI per line; loads a store for it, says `ready`, waits for `go`, migrates, prints the version or the error.
 MIGRATE_SCRIPT = textwrap.dedent("""
     import sys
-    from mlops_workbench.backends import registry
+    from mlops_workbench.core.backends import registry
     for uri in sys.stdin:
         store = registry("metadata").build(uri.strip())
         print("ready", flush=True)

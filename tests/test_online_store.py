@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from mlops_workbench.backends import registry
-from mlops_workbench.core import InvalidInput, MLWError, Unauthorized
+from mlops_workbench.core.backends import registry
+from mlops_workbench.core.errors import InvalidInput, MLWError, Unauthorized
 from mlops_workbench.features.online_store import OnlineStore, RedisOnlineStore, SqliteOnlineStore
 
 T0 = 1_767_225_600_000_000  # 2026-01-01 00:00 UTC in microseconds

@@ -5,7 +5,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlops_workbench.core import InvalidInput, Conflict
+from mlops_workbench.core.errors import InvalidInput, Conflict
 from mlops_workbench.pipelines.runner import PipelineSpec, run_pipeline, list_runs, get_run, make_notebook
 
 pytestmark = pytest.mark.timeout(300)
@@ -164,7 +164,7 @@ def test_killed_run_is_marked_and_resumes_from_first_unfinished_step(ws, nbs, tm
 
 SCRIPT = """
 from pathlib import Path
-from mlops_workbench.core import Workspace
+from mlops_workbench.core.workspace import Workspace
 from mlops_workbench.pipelines.runner import PipelineSpec, run_pipeline
 marks = Path({marks!r}); marks.write_text(marks.read_text() + "x" if marks.exists() else "x")  # top level, no __main__ guard
 run = run_pipeline(Workspace.open({ws!r}), PipelineSpec.from_dict({{"name": "script", "steps": {{"a": {{"notebook": {nb!r}, "parameters": {{"seconds": 0.0}}}}}}}}), progress=False)

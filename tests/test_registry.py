@@ -21,15 +21,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core machines: every LightGBM
 
 import mlflow
 from toy import toy
-from mlops_workbench.core import Conflict, InvalidInput, NotFound, Workspace
-from mlops_workbench.experiments import Experiment, FloatParam, TimeSplit, demo_experiment
-from mlops_workbench.metadata import model_audit
-from mlops_workbench.storage import write_dataset
-from mlops_workbench.training import train
-from mlops_workbench.metrics import *
-from mlops_workbench.registry_gates import *
-from mlops_workbench.registry_validate import *
-from mlops_workbench.registry import *
+from mlops_workbench.core.errors import Conflict, InvalidInput, NotFound
+from mlops_workbench.core.workspace import Workspace
+from mlops_workbench.experiments.definition import Experiment, FloatParam, TimeSplit, demo_experiment
+from mlops_workbench.core.metadata import model_audit
+from mlops_workbench.core.storage import write_dataset
+from mlops_workbench.training.fit import train
+from mlops_workbench.training.metrics import *
+from mlops_workbench.registry.gates import *
+from mlops_workbench.registry.validation import *
+from mlops_workbench.registry.versions import *
 
 pytestmark = pytest.mark.timeout(900)
 

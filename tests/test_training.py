@@ -14,12 +14,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2-core machines: every LightGBM
 import mlflow
 import optuna
 from toy import toy
-from mlops_workbench.core import InvalidInput, MLWError, NotFound, Workspace
-from mlops_workbench.storage import write_dataset
-from mlops_workbench.experiments import Experiment, FloatParam, TimeSplit, demo_experiment, prepare_data
-from mlops_workbench.experiments_search import _runs, search
+from mlops_workbench.core.errors import InvalidInput, MLWError, NotFound
+from mlops_workbench.core.workspace import Workspace
+from mlops_workbench.core.storage import write_dataset
+from mlops_workbench.experiments.definition import Experiment, FloatParam, TimeSplit, demo_experiment, prepare_data
+from mlops_workbench.experiments.search import search
+from mlops_workbench.experiments.results import _runs
 from mlops_workbench.features.offline import get_training_set
-from mlops_workbench.training import holdout_metrics, load_booster, load_holdout, model_info, model_inputs, train
+from mlops_workbench.training.fit import holdout_metrics, load_booster, load_holdout, model_info, model_inputs, train
 
 pytestmark = pytest.mark.timeout(600)
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -10,11 +10,11 @@ import textwrap
 import polars as pl
 import pytest
 
-from mlops_workbench.core import Conflict, InvalidInput
+from mlops_workbench.core.errors import Conflict, InvalidInput
 from mlops_workbench.data.validate import (
     AllowedValues, Distribution, DType, Expression, Freshness, Length, NotNull, Range, Reference, RowCount, RuleSet,
     Regex, Rule, RULE_KINDS, Unique, lending_application_rules, reference_stats, validate)
-from mlops_workbench.datasets import generate_lending
+from mlops_workbench.data.synthetic import generate_lending
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -201,7 +201,7 @@ def test_record_in_one_transaction(ws, df):
     rep = validate(df, RuleSet("t", [NotNull("amount", policy="warn"), RowCount(min=1)]))
     rid = rep.record(ws, "orders", 3, output_version=1)
     import sqlalchemy as sa
-    from mlops_workbench.metadata import quality_metrics, validation_reports
+    from mlops_workbench.core.metadata import quality_metrics, validation_reports
     with ws.metadata.begin() as c:
         r = c.execute(sa.select(validation_reports).where(validation_reports.c.id == rid)).mappings().one()
         m = {(x.metric, x.column): x.value for x in c.execute(sa.select(quality_metrics).where(quality_metrics.c.version == 3))}

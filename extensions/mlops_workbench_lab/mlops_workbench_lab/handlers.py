@@ -15,7 +15,8 @@ from jupyter_server.utils import url_path_join
 from traitlets import Unicode
 from traitlets.config import Configurable
 
-from mlops_workbench.core import InvalidInput, MLWError, Workspace
+from mlops_workbench.core.errors import InvalidInput, MLWError
+from mlops_workbench.core.workspace import Workspace
 
 NAMESPACE = "mlops-workbench"
 MAX_RUNS = 500
@@ -135,13 +136,13 @@ def _summaries(module: str, function: str, key: str, lazy: tuple[str, ...] = ())
 ROUTES: list[tuple[str, type[MLWHandler], dict]] = [
     ("runs", RunsHandler, {}),
     # each dataset's latest version and rows, newest validation status and open alerts
-    ("datasets", *_summaries("mlops_workbench.ui", "dataset_summaries", "datasets")),
+    ("datasets", *_summaries("mlops_workbench.ui.shell", "dataset_summaries", "datasets")),
     # each feature view's latest version, its newest build and freshness, and its newest materialization
-    ("features", *_summaries("mlops_workbench.ui_features", "feature_view_summaries", "views")),
+    ("features", *_summaries("mlops_workbench.ui.features", "feature_view_summaries", "views")),
     # each searched experiment's trial counts, best trial and state, most recently active first (MLflow imported inside)
-    ("experiments", *_summaries("mlops_workbench.ui_models", "experiment_summaries", "experiments", lazy=("mlflow",))),
+    ("experiments", *_summaries("mlops_workbench.ui.models", "experiment_summaries", "experiments", lazy=("mlflow",))),
     # each registered model's versions with their validation status and aliases (MLflow imported inside)
-    ("models", *_summaries("mlops_workbench.ui_models", "model_summaries", "models", lazy=("mlflow",))),
+    ("models", *_summaries("mlops_workbench.ui.models", "model_summaries", "models", lazy=("mlflow",))),
 ]
 
 
