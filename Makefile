@@ -12,12 +12,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := chromium postgresql redis-server
 PYTEST_ARGS ?=
 
-.PHONY: demo test install sysdeps check-sync nbtest pytest bench clean
+.PHONY: demo test install sysdeps check-sync layers nbtest pytest bench clean
 
 demo: install
 	$(BIN)/mlw demo
 
-test: sysdeps install check-sync nbtest pytest
+test: sysdeps install check-sync layers nbtest pytest
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ check-sync: install
 	@for nb in mlops_workbench/pipelines/*.ipynb dashboards/voila/*.ipynb; do $(BIN)/nbdev_clean --fname "$$nb" || exit 1; done
 	@test -z "$$(git status --porcelain -- nbs mlops_workbench/pipelines dashboards)" || { git status --porcelain -- nbs mlops_workbench/pipelines dashboards; \
 	  echo "nbdev_clean changed notebooks: commit the cleaned notebooks"; exit 1; }
+
+# The package's layering (.importlinter): a stage imports core and the stages before it, never a later one, and no two
+# modules of a package import each other; a violation names the import that breaks it.
+layers: install
+	$(BIN)/lint-imports
 
 nbtest: install
 	$(BIN)/nbdev_test --n_workers 2

@@ -77,6 +77,8 @@ extras = {
         "pandera>=0.20",
         # property tests of point-in-time correctness against a brute-force reference
         "hypothesis>=6.100",
+        # the layering contract (.importlinter): stages import one way, no cycles between modules; checked by `make test`
+        "import-linter>=2.3",
         "hatchling>=1.21",
         "hatch-jupyter-builder>=0.9",
     ],

@@ -186,7 +186,7 @@ def _stop(proc):
 def dashboards(runs):
     "The dashboards as `mlw dashboards` serves them: `serve_dashboards` in a process of its own."
     port = free_port()
-    code = ("import sys; from mlops_workbench.core import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
+    code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
             "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
     proc = _serve([sys.executable, "-c", code, str(runs.ws.root), str(port)], dict(os.environ), port, runs.dir / "panel.log")
     yield f"http://127.0.0.1:{port}"
@@ -303,7 +303,7 @@ def test_stage_pages_and_navigation(dashboards, runs, page):
 def test_data_quality_page(dashboards, quality, page, shot):
     from playwright.sync_api import expect
     from mlops_workbench.alerts import get_alert
-    from mlops_workbench.ui.shell import example_text
+    from mlops_workbench.ui.data_quality import example_text
     q, rep = quality, quality.report
     page.goto(f"{dashboards}/data-quality")
     # every dataset, `applications` (validated last) selected, at its latest version
@@ -432,7 +432,7 @@ def test_features_page_on_an_empty_workspace(tmp_path, browser):
     from mlops_workbench.core.workspace import Workspace
     Workspace.init(tmp_path / "ws").close()
     port = free_port()
-    code = ("import sys; from mlops_workbench.core import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
+    code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
             "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
     proc = _serve([sys.executable, "-c", code, str(tmp_path / "ws"), str(port)], dict(os.environ), port, tmp_path / "panel.log")
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -605,7 +605,7 @@ def test_voila_unknown_run_is_an_alert(voila, page):
 
 
 def test_voila_data_quality(voila_quality, quality, page, shot):
-    from mlops_workbench.ui.shell import example_text
+    from mlops_workbench.ui.data_quality import example_text
     q, rep = quality, quality.report
     page.goto(f"{voila_quality}/?dataset=applications&version=1", timeout=LONG)
     page.get_by_text("Validation of applications v1").wait_for(timeout=LONG)

@@ -422,7 +422,7 @@ class TestSidebar:
         from playwright.sync_api import expect
         from mlops_workbench.core.workspace import Workspace
         from mlops_workbench.core.storage import write_dataset
-        from mlops_workbench.ui.shell import dataset_summaries
+        from mlops_workbench.ui.data_quality import dataset_summaries
 
         ws = Workspace.open(recorded_ws.root)
         try:

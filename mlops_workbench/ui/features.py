@@ -17,7 +17,7 @@ from ..core.storage import read_dataset
 from ..features.definitions import get_view, list_services, list_views, parse_duration
 from ..features.offline import FeatureBuild, list_builds
 from ..features.online import Materialization, list_materializations
-from .shell import _MD_CSS, _e, _page_header, _where, _wrap, badge, fmt_duration, fmt_share, fmt_time, query_params, query_version
+from .helpers import _MD_CSS, _e, _page_header, _where, _wrap, badge, fmt_duration, fmt_share, fmt_time, query_params, query_version
 
 # %% auto #0
 __all__ = ['VIEW_COLUMNS', 'VERSION_COLUMNS', 'FEATURE_COLUMNS', 'BUILD_COLUMNS', 'MATERIALIZATION_COLUMNS', 'SERVICE_COLUMNS',

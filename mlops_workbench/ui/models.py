@@ -17,7 +17,7 @@ from ..experiments.report import compare
 from ..experiments.results import best_model, open_search
 from ..registry.versions import alias_history, list_models, model_card, model_versions
 from ..registry.validation import load_report
-from .shell import _MD_CSS, _e, _link, _page_header, _where, _wrap, alert_html, badge, fmt_time, query_params, query_version
+from .helpers import _MD_CSS, _e, _link, _page_header, _where, _wrap, alert_html, badge, fmt_time, query_params, query_version
 
 # %% auto #0
 __all__ = ['TRIAL_STATES', 'EXPERIMENT_COLUMNS', 'MODEL_COLUMNS', 'MODEL_VERSION_COLUMNS', 'GATE_COLUMNS', 'SLICE_COLUMNS',

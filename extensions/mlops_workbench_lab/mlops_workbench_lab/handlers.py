@@ -136,7 +136,7 @@ def _summaries(module: str, function: str, key: str, lazy: tuple[str, ...] = ())
 ROUTES: list[tuple[str, type[MLWHandler], dict]] = [
     ("runs", RunsHandler, {}),
     # each dataset's latest version and rows, newest validation status and open alerts
-    ("datasets", *_summaries("mlops_workbench.ui.shell", "dataset_summaries", "datasets")),
+    ("datasets", *_summaries("mlops_workbench.ui.data_quality", "dataset_summaries", "datasets")),
     # each feature view's latest version, its newest build and freshness, and its newest materialization
     ("features", *_summaries("mlops_workbench.ui.features", "feature_view_summaries", "views")),
     # each searched experiment's trial counts, best trial and state, most recently active first (MLflow imported inside)

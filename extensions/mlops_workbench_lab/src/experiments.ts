@@ -11,7 +11,7 @@ import { nameElement } from './datasets';
  */
 export type SearchState = 'running' | 'finished' | 'failed' | 'killed' | 'stopped' | 'unknown';
 
-/** One experiment, as `mlops_workbench.ui_models.experiment_summaries` describes it. */
+/** One experiment, as `mlops_workbench.ui.models.experiment_summaries` describes it. */
 export interface IExperimentSummary {
   name: string;
   /** `binary`, `multiclass` or `regression` (null when the study holds no definition yet). */

@@ -39,7 +39,7 @@ export interface IMaterialization {
   ended_at: string | null;
 }
 
-/** One feature view, as `mlops_workbench.ui_features.feature_view_summaries` describes it. */
+/** One feature view, as `mlops_workbench.ui.features.feature_view_summaries` describes it. */
 export interface IFeatureViewSummary {
   name: string;
   /** Latest version. */
@@ -154,7 +154,7 @@ function freshness(v: IFeatureViewSummary): string {
   return Number.isNaN(t) ? 'not built' : `newest event ${formatAge((Date.now() - t) / 1000)} ago`;
 }
 
-/** `45 s`, `12 min`, `3 h`, `4 d`; as `mlops_workbench.ui_features.fmt_age`, one unit. */
+/** `45 s`, `12 min`, `3 h`, `4 d`; as `mlops_workbench.ui.features.fmt_age`, one unit. */
 export function formatAge(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
   if (s < 60) {

@@ -24,7 +24,7 @@ export interface IModelVersion {
   created_at: string | null;
 }
 
-/** One registered model, as `mlops_workbench.ui_models.model_summaries` describes it. */
+/** One registered model, as `mlops_workbench.ui.models.model_summaries` describes it. */
 export interface IModelSummary {
   name: string;
   /** How many versions it has. */
