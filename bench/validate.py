@@ -61,8 +61,7 @@ def make_data(n: int, seed: int = 0, start_id: int = 0) -> pl.DataFrame:
 
 
 def rules(schema_only: bool = False):
-    from mlops_workbench.data.validate import (AllowedValues, DType, Expression, Freshness, Length, NotNull, Range, Regex, RowCount,
-                                               RuleSet, Unique)
+    from mlops_workbench.data.rules import AllowedValues, DType, Expression, Freshness, Length, NotNull, Range, Regex, RowCount, RuleSet, Unique
     q, w = dict(policy="quarantine"), dict(policy="warn")
     rs = [DType("amount", "f64", **q), *[NotNull(c, **q) for c in ("customer_id", "amount", "ts", "region")],
           Range("amount", min=0, max=1e6, **q), Range("rate", min=0, max=.5, **q), Range("income", min=0, max=1e7, **q),
@@ -195,7 +194,7 @@ from mlops_workbench.data.validate import validate
 src, out, unique = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 rs = rules()
 if not unique:
-    from mlops_workbench.data.validate import RuleSet
+    from mlops_workbench.data.rules import RuleSet
     rs = RuleSet(rs.name, [r for r in rs.rules if r.kind != "unique"], key=rs.key)
 t = time.perf_counter()
 rep = validate(pl.scan_csv(src, schema_overrides={"ts": pl.Datetime("us", "UTC"), "term": pl.Int32, "age": pl.Int32, "score": pl.Int32}), rs, now=NOW)

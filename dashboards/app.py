@@ -1,8 +1,8 @@
 """The dashboards as a Panel script: `MLW_HOME=path/to/workspace panel serve dashboards/app.py`.
 
-The same pages as `mlw dashboards` (`mlops_workbench.ui.serve_dashboards`), on the workspace that `Workspace.open()`
+The same pages as `mlw dashboards` (`mlops_workbench.ui.shell.serve_dashboards`), on the workspace that `Workspace.open()`
 finds ($MLW_HOME, else ./workspace). Panel runs this file once per browser session, so every session gets fresh
-state. Pick a page with `?page=<slug>` (see `mlops_workbench.ui.STAGES`); the sidebar links to all of them.
+state. Pick a page with `?page=<slug>` (see `mlops_workbench.ui.shell.STAGES`); the sidebar links to all of them.
 """
 from mlops_workbench.ui.shell import dashboard_app
 

@@ -17,6 +17,8 @@ from .core.compute import *
 from .alerts import *
 from .data.synthetic import *
 from .data.ingest import *
+from .data.rules import *
+from .data.reports import *
 from .data.validate import *
 from .data.process import *
 from .data.quality import *
@@ -45,6 +47,8 @@ _MODULES = ['core.errors',
             'alerts',
             'data.synthetic',
             'data.ingest',
+            'data.rules',
+            'data.reports',
             'data.validate',
             'data.process',
             'data.quality',

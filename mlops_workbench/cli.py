@@ -9,7 +9,6 @@ from pathlib import Path
 from fastcore.script import call_parse, Param, store_true, anno_parser
 from .core.errors import *
 from .core.workspace import resolve_root, Workspace
-from .core.workspace import resolve_root
 
 # %% auto #0
 __all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_features', 'mlw_models',

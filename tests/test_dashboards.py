@@ -50,7 +50,8 @@ def write_quality_data(ws):
     and a `customers` table that was never validated. Returns the recorded reports, oldest first."""
     import datetime as dt
     from mlops_workbench.data.quality import observe
-    from mlops_workbench.data.validate import RuleSet, lending_application_rules, validate
+    from mlops_workbench.data.rules import RuleSet, lending_application_rules
+    from mlops_workbench.data.validate import validate
     from mlops_workbench.data.synthetic import generate_lending
     from mlops_workbench.core.storage import write_dataset
     data = generate_lending(2_000, bad_share=0.1, start="2025-01-01", end="2025-03-31")

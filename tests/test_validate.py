@@ -11,9 +11,8 @@ import polars as pl
 import pytest
 
 from mlops_workbench.core.errors import Conflict, InvalidInput
-from mlops_workbench.data.validate import (
-    AllowedValues, Distribution, DType, Expression, Freshness, Length, NotNull, Range, Reference, RowCount, RuleSet,
-    Regex, Rule, RULE_KINDS, Unique, lending_application_rules, reference_stats, validate)
+from mlops_workbench.data.rules import AllowedValues, Distribution, DType, Expression, Freshness, Length, NotNull, Range, Reference, RowCount, RuleSet, Regex, Rule, RULE_KINDS, Unique, lending_application_rules
+from mlops_workbench.data.validate import reference_stats, validate
 from mlops_workbench.data.synthetic import generate_lending
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -214,7 +213,8 @@ def test_record_in_one_transaction(ws, df):
 
 STREAM_CHILD = textwrap.dedent("""
     import resource, sys, polars as pl
-    from mlops_workbench.data.validate import *
+    from mlops_workbench.data.rules import *
+    from mlops_workbench.data.validate import validate
     src, out, quarantine = sys.argv[1:4]
     rs = RuleSet("wide", [DType("id", "i64"), NotNull("a", policy="quarantine"), Range("b", min=-4, max=4, policy="quarantine"),
                           Regex("s", "[a-z]+-[0-9]+", policy="quarantine"), Length("pad", max=40, policy="warn"),

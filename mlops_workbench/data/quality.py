@@ -191,7 +191,8 @@ def validate_dataset(ws: Workspace, dataset: str, rules, version: int | None = N
                      checks: list | None = None,  # quality checks (default `default_checks()`)
                      references: dict | None = None, reference_stats: dict | None = None, now=None, run_id: str | None = None):
     "Validate a dataset version, write its passed and quarantined rows, record the report, observe quality and alert."
-    from mlops_workbench.data.validate import validate, RuleSet
+    from mlops_workbench.data.validate import validate
+    from mlops_workbench.data.rules import RuleSet
     from mlops_workbench.core.storage import write_dataset
     rules = rules if isinstance(rules, RuleSet) else RuleSet(f"{dataset}_rules", list(rules))
     src = dataset_version(ws, dataset, version)

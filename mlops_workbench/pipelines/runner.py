@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from tqdm import tqdm
 from fastcore.basics import patch
 from ..core.errors import *
-from ..core.workspace import Workspace
-from ..core.workspace import _write_atomic
+from ..core.workspace import Workspace, _write_atomic
 from ..core.metadata import pipeline_runs, pipeline_steps, utcnow
 
 # %% auto #0
