@@ -4,30 +4,30 @@ Run: .venv/bin/python bench/import_time.py [--repeat 7] [--ref GIT_REV]
 Each figure is the median wall-clock time of a fresh interpreter (`python -c ...`, so no module is cached in the
 process), next to two baselines measured the same way in this run: the bare interpreter, and the libraries a
 workbench notebook imports anyway (polars, numpy, sqlalchemy). `--ref` measures `import mlops_workbench.all` at
-another commit too (a temporary git worktree put first on PYTHONPATH), for a before/after in one run. The largest
+another commit too (run inside a temporary git worktree, whose package `python -c` then imports first), for a before/after in one run. The largest
 cumulative imports (`python -X importtime`) say where the time goes. Compare ratios: timings on shared VMs swing.
 """
-import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, re, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MLW = str(Path(sys.executable).parent / "mlw")
 
 
-def timed(argv, env=None, repeat=7) -> float:
-    "Median seconds of `argv` run `repeat` times (after one untimed warm-up that fills the OS file cache)."
-    subprocess.run(argv, env=env, check=True, capture_output=True)
+def timed(argv, cwd=ROOT, repeat=7) -> float:
+    "Median seconds of `argv` run in `cwd` `repeat` times (after one untimed warm-up that fills the OS file cache)."
+    subprocess.run(argv, cwd=cwd, check=True, capture_output=True)
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, capture_output=True)
+        subprocess.run(argv, cwd=cwd, check=True, capture_output=True)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
-def top_imports(code: str, env=None, n=8) -> list[tuple[float, str]]:
-    "The `n` largest cumulative import times (seconds, module) of `code` in a fresh interpreter."
-    err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, check=True, capture_output=True, text=True).stderr
+def top_imports(code: str, cwd=ROOT, n=8) -> list[tuple[float, str]]:
+    "The `n` largest cumulative import times (seconds, module) of `code` in a fresh interpreter in `cwd`."
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=cwd, check=True, capture_output=True, text=True).stderr
     rows = [(int(m[1]) / 1e6, m[2].strip()) for m in re.finditer(r"import time:\s+\d+ \|\s+(\d+) \|(.*)", err)]
     # a module's cumulative time includes its children: show top-level entries of the tree (least indented)
     depth = lambda name: len(name) - len(name.lstrip())
@@ -49,9 +49,10 @@ def main():
         tmp = Path(tempfile.mkdtemp(prefix="mlw-ref-"))
         try:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tmp / "tree"), a.ref], check=True)
-            env = {**os.environ, "PYTHONPATH": str(tmp / "tree")}
-            rows.append((f"import mlops_workbench.all at {a.ref}", timed([py, "-c", "import mlops_workbench.all"], env=env, repeat=a.repeat)))
-            ref_top = top_imports("import mlops_workbench.all", env)
+            # `python -c` puts its working directory first on sys.path: run in the other tree and its package is imported
+            tree = tmp / "tree"
+            rows.append((f"import mlops_workbench.all at {a.ref}", timed([py, "-c", "import mlops_workbench.all"], cwd=tree, repeat=a.repeat)))
+            ref_top = top_imports("import mlops_workbench.all", cwd=tree)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "tree")], capture_output=True)
             shutil.rmtree(tmp, ignore_errors=True)
