@@ -17,7 +17,7 @@ from toy import toy
 from mlops_workbench.core.errors import InvalidInput, MLWError, NotFound
 from mlops_workbench.core.workspace import Workspace
 from mlops_workbench.core.storage import write_dataset
-from mlops_workbench.experiments.definition import Experiment, FloatParam, TimeSplit, demo_experiment, prepare_data
+from mlops_workbench.experiments.definition import Experiment, FloatParam, KFold, TimeSplit, demo_experiment, prepare_data
 from mlops_workbench.experiments.search import search
 from mlops_workbench.experiments.results import _runs
 from mlops_workbench.features.offline import get_training_set
@@ -161,6 +161,17 @@ def test_other_tasks_from_a_dataset(ws, task):
     finally: mlflow.set_tracking_uri(None)
     if task == "multiclass": assert load_booster(ws, res.run_id).predict(X).shape == (h.height, 3)
 
+
+def test_a_plain_table_of_inputs_and_target(ws):
+    "No id and no time column: every column is an input or the target, so the holdout carries nothing beside them."
+    df = toy("regression").select("x0", "x1", "plan", "label").with_columns(pl.col("plan").replace({"pro": None}))  # text with nulls
+    exp = Experiment(name="plain", target="label", task="regression", split=KFold(k=4), metric="rmse",
+                     search_space={"learning_rate": FloatParam(0.05, 0.3)}, params={"num_threads": 1}, num_boost_round=30)
+    res = train(ws, exp, {"learning_rate": 0.1}, data=df)
+    h = load_holdout(ws, res.run_id)
+    assert h.columns == ["x0", "x1", "plan", "label"] and h.height == df.height // 4
+    assert h["plan"].null_count() > 0 and set(h["plan"].drop_nulls()) <= {"basic", "plus"}
+    np.testing.assert_allclose(load_booster(ws, res.run_id).predict(model_inputs(h, model_info(ws, res.run_id))).mean(), h["label"].mean(), rtol=0.2)
 
 def test_trainings_in_parallel_threads_do_not_cross(tmp_path):
     "Two workspaces (two tracking stores), one training each in its own thread: each model lands in its own store."

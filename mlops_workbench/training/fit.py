@@ -207,9 +207,8 @@ def _holdout(exp: Experiment, data: PreparedData, frame: pl.DataFrame | None, ro
         cols[c] = pl.Series(c, data.categorical[c], dtype=pl.String).gather(v.fill_nan(None).cast(pl.Int64)) if c in data.categorical else v
     target = pl.Series(exp.target, data.classes).gather(y.astype(np.int64)) if data.classes else pl.Series(exp.target, y)
     out = pl.DataFrame(cols).with_columns(target)
-    if frame is not None:
-        keep = [c for c, t in frame.schema.items() if c not in out.columns and not t.is_nested() and t != pl.Object]
-        out = out.hstack(frame.select(keep)[rows])
+    keep = [c for c, t in frame.schema.items() if c not in out.columns and not t.is_nested() and t != pl.Object] if frame is not None else []
+    if keep: out = out.hstack(frame.select(keep)[rows])  # ids, times, slice columns; a plain table may have none
     return out
 
 def _write_artifacts(d: Path, ws: Workspace, exp: Experiment, data: PreparedData, frame, booster, rows, pred, curves, origin: str):
