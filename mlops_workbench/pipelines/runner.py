@@ -19,10 +19,11 @@ from ..core.workspace import Workspace, _write_atomic
 from ..core.metadata import pipeline_runs, pipeline_steps, utcnow
 
 # %% auto #0
-__all__ = ['OUTPUTS_ENV', 'MAX_OUTPUT_BYTES', 'STEP_KEYS', 'PIPELINE_KEYS', 'REF', 'DONE', 'KERNEL_START_RETRIES',
-           'HARD_DEADLINE_GRACE', 'record_output', 'current_run_id', 'StepSpec', 'PipelineSpec', 'pipeline_dirs',
-           'find_pipeline', 'notebook_parameters', 'type_ok', 'coerce', 'validate_spec', 'StepRecord', 'RunRecord',
-           'describe_failure', 'get_run', 'list_runs', 'reconcile_runs', 'run_pipeline', 'make_notebook']
+__all__ = ['OUTPUTS_ENV', 'MAX_OUTPUT_BYTES', 'STEP_KEYS', 'PIPELINE_KEYS', 'REF', 'CALLER_DIR_ENV', 'DONE',
+           'KERNEL_START_RETRIES', 'HARD_DEADLINE_GRACE', 'record_output', 'current_run_id', 'StepSpec', 'PipelineSpec',
+           'pipeline_dirs', 'find_pipeline', 'input_dirs', 'find_input', 'notebook_parameters', 'type_ok', 'coerce',
+           'validate_spec', 'StepRecord', 'RunRecord', 'describe_failure', 'get_run', 'list_runs', 'reconcile_runs',
+           'run_pipeline', 'make_notebook']
 
 # %% ../../nbs/pipelines/60_runner.ipynb #c43fe60d
 OUTPUTS_ENV = "MLW_STEP_OUTPUTS"
@@ -154,6 +155,30 @@ def find_pipeline(ws: Workspace, name: str) -> PipelineSpec:
     known = sorted({p.stem for d in pipeline_dirs(ws) if d.exists() for p in d.glob("*.y*ml")})
     raise NotFound(f"pipeline {name!r} not found; known pipelines: {', '.join(known) or '(none)'}; "
                    f"add {name}.yaml to {ws.path('pipelines')} or pass a spec file path")
+
+# %% ../../nbs/pipelines/60_runner.ipynb #9263b439
+CALLER_DIR_ENV = "MLW_CALLER_DIR"  # the folder the run was started in, for the steps (which run in the run's folder)
+
+def input_dirs(ws: Workspace) -> list[tuple[Path, str]]:
+    "Where a relative file name in a pipeline parameter is looked up, in order, each with why it is there."
+    from mlops_workbench import pipelines
+    caller = Path(os.environ.get(CALLER_DIR_ENV) or os.getcwd())
+    return [(caller, "the folder the run was started in"), (ws.path("pipelines"), "the workspace's pipelines folder"),
+            (Path(pipelines.__file__).parent/"definitions", "the definitions shipped with mlops-workbench")]
+
+def find_input(ws: Workspace, name: str | Path,  # the file a parameter names: absolute, or relative to the places of `input_dirs`
+               what: str = "file",  # what it is, for the messages: 'experiment definition', 'feature definitions'
+               quiet: bool = False) -> Path:
+    "The file a pipeline parameter names, looked up where the user would expect it; prints which one is used."
+    if not name: raise InvalidInput(f"{what}: no file name given; pass one, e.g. -p experiment my_experiment.yaml")
+    p = Path(name).expanduser()
+    places = [(p, "an absolute path")] if p.is_absolute() else [(d/p, why) for d, why in input_dirs(ws)]
+    for f, why in places:
+        if f.is_file():
+            if not quiet: print(f"{what} {str(name)!r}: using {f} ({why})")
+            return f.resolve()
+    raise NotFound(f"{what} {str(name)!r} not found; looked in: " + "; ".join(f"{f} ({why})" for f, why in places) +
+                   "; pass an absolute path, or run from the folder that holds it")
 
 # %% ../../nbs/pipelines/60_runner.ipynb #4b0fa04a
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
@@ -479,6 +504,7 @@ class _Scheduler:
     def __init__(self, ws, run_id, spec, params, max_parallel, progress):
         self.ws, self.run_id, self.spec, self.params, self.progress = ws, run_id, spec, params, progress
         self.max_parallel = max(1, int(max_parallel))
+        self.caller_dir = os.environ.get(CALLER_DIR_ENV) or os.getcwd()  # where relative file parameters are found
         self.folder = ws.path("runs", run_id); self.folder.mkdir(parents=True, exist_ok=True)
         with ws.metadata.begin() as c:
             rows = {r.name: r for r in c.execute(sa.select(pipeline_steps).where(pipeline_steps.c.run_id == run_id)).all()}
@@ -509,7 +535,8 @@ class _Scheduler:
                           parameters=params, notebook=str(nb.relative_to(self.ws.root)), error=None)
         job = {"input": str(s.notebook), "output": str(nb), "parameters": params, "timeout": s.timeout, "cwd": str(self.folder),
                "result": str(self._result_path(name)), "log": str(self.folder/f"{name}.log"), "runner_pid": os.getpid(),
-               "env": {"MLW_HOME": str(self.ws.root), "MLW_RUN_ID": self.run_id, "MLW_STEP": name, OUTPUTS_ENV: str(self._outputs_path(name))}}
+               "env": {"MLW_HOME": str(self.ws.root), "MLW_RUN_ID": self.run_id, "MLW_STEP": name, OUTPUTS_ENV: str(self._outputs_path(name)),
+                       CALLER_DIR_ENV: self.caller_dir}}
         p = _mp_context().Process(target=_worker_body(), args=(job,), name=f"mlw-step-{name}", daemon=False)
         with _bare_main(): p.start()
         self.running[name] = (p, time.monotonic() + s.timeout + HARD_DEADLINE_GRACE, kernel_failures)
