@@ -14,6 +14,7 @@ from .core.metadata import *
 from .core.storage import *
 from .core.tracking import *
 from .core.compute import *
+from .core.progress import *
 from .alerts import *
 from .data.synthetic import *
 from .data.ingest import *
@@ -44,6 +45,7 @@ _MODULES = ['core.errors',
             'core.storage',
             'core.tracking',
             'core.compute',
+            'core.progress',
             'alerts',
             'data.synthetic',
             'data.ingest',

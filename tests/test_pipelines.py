@@ -1,5 +1,5 @@
 """The pipeline runner under real papermill kernels: parallelism, failure, timeouts, kernel death, retries, kills and resume."""
-import json, os, signal, subprocess, sys, time
+import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import psutil
@@ -182,3 +182,27 @@ def test_runs_from_scripts_without_a_main_guard(ws, nbs, tmp_path, how):
         p = subprocess.run([sys.executable, str(tmp_path / "script.py")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.stdout.strip() == "succeeded", p.stderr[-2000:]
     assert (tmp_path / "marks").read_text() == "x", "the script's top level ran once"
+
+
+def test_a_running_steps_progress_is_shown_live_and_recorded(ws, tmp_path):
+    "`mlw run` in a plain log (stderr not a terminal): a line when a step starts and as its reported progress advances; the run record carries it."
+    make_notebook(tmp_path / "slow.ipynb", "n = 5", "import time\nfrom mlops_workbench.core.progress import report_progress",
+                  "for i in range(1, n + 1):\n    time.sleep(0.8)\n    report_progress(i, n, 'items', note=f'item {i}')")
+    (tmp_path / "slow.yaml").write_text("name: slow\nparameters: {n: 5}\nsteps:\n  slow: {notebook: slow.ipynb}\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLW_HOME"}
+    proc = subprocess.Popen([MLW, "run", "slow.yaml", "--workspace", str(ws.root)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, deadline = set(), time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        runs = list_runs(ws)
+        if runs and (p := runs[0].steps[0].progress): seen.add((p["done"], p["total"], p["unit"]))
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert re.search(r"^ +started  slow$", err, re.M), err
+    lines = re.findall(r"^ +running  slow  (\d)/5 items \(\d+%\), item (\d)$", err, re.M)
+    assert len(lines) >= 2 and all(a == b for a, b in lines), err  # each line as the step said it, in order
+    assert [int(a) for a, _ in lines] == sorted(int(a) for a, _ in lines)
+    assert len(seen) >= 2 and all(t == 5 and u == "items" for _, t, u in seen), seen
+    run = list_runs(ws)[0]
+    assert run.status == "succeeded" and run.steps[0].progress["done"] == 5 and run.steps[0].progress["note"] == "item 5"

@@ -14,7 +14,7 @@ import pytest
 from mlops_workbench.core.workspace import Workspace
 from mlops_workbench.core.storage import write_dataset
 from mlops_workbench.pipelines.runner import list_runs
-from mlops_workbench.registry.versions import model_versions
+from mlops_workbench.registry.versions import model_card, model_versions
 from mlops_workbench.registry.validation import load_report
 
 pytestmark = pytest.mark.timeout(900)
@@ -63,6 +63,10 @@ def test_mlw_run_train_registers_each_task(tmp_path, task):
     gates = {g.name for g in load_report(ws, steps["train"].outputs["run_id"]).results}
     want, never = {"binary": ("auc", "r2"), "multiclass": ("logloss", "auc"), "regression": ("r2", "auc")}[task]
     assert any(want in g for g in gates) and not any(never in g for g in gates), gates
+    card = model_card(ws, name, reg["version"])  # the context it was trained in
+    assert f"- dataset `{name}` v0" in card and "- split: 4-fold over shuffled rows" in card and "- fit on 600 of 800 rows; measured on the other 200" in card
+    assert ("| class | training rows | holdout rows |" in card) == (task != "regression"), card
+    if task == "binary": assert "| No |" in card and "| Yes |" in card
     # the step said where it found the definition
     text = json.loads(Path(steps["search"].notebook).read_text())
     printed = "".join("".join(o.get("text", "")) for c in text["cells"] for o in c.get("outputs", []))

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(600)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 PLOTS_CLASSIFIER = ["calibration", "feature_importance", "learning_curves", "pr", "roc", "shap_summary"]
-INFO = ["model_info/environment.json", "model_info/features.json", "model_info/training_set.json"]
+INFO = ["model_info/environment.json", "model_info/features.json", "model_info/training_data.json", "model_info/training_set.json"]
 
 
 def artifacts(client, run_id, path=""):

@@ -19,6 +19,7 @@ from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.compute import LocalCompute
 from ..core.backends import registry
+from ..core.progress import report_progress
 from .definition import *
 from .definition import _canonical, _lgb_params
 from .results import *
@@ -385,6 +386,11 @@ def _end_parent(client, parent: str, e: BaseException):
         client.set_terminated(parent, "KILLED" if interrupted else "FAILED")
     except Exception: pass
 
+def _best_text(study, exp: Experiment) -> str:
+    "The best value so far, in words (empty before a trial completes)."
+    try: return f"best {exp.metric} {study.best_value:.4g}"
+    except ValueError: return ""
+
 def _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, threads, report, progress) -> SearchResult:
     from tqdm.auto import tqdm
     stop, pending, error, tracker, bar, ex = threading.Event(), {}, None, None, None, None
@@ -398,6 +404,7 @@ def _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, thr
         snapshot = [_light(t) for t in finished] if exp.pruner["kind"] != "none" else []
         n_done, deadline = len(finished), time.monotonic() + exp.timeout if exp.timeout else None
         bar = tqdm(total=exp.trials, initial=n_done, disable=not progress, desc=exp.name, unit="trial")
+        report_progress(n_done, exp.trials, "trials")  # for a pipeline runner watching this step (nothing outside one)
         handle, ex = backend.put(data), backend.executor(n_par)
         while True:
             intr.check()
@@ -416,6 +423,7 @@ def _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, thr
                 _tell(study, trial, o); tracker.finished(o, sampled)
                 if o.state != "FAIL":
                     n_done += 1; bar.update(1)
+                    report_progress(n_done, exp.trials, "trials", note=_best_text(study, exp))
                     if exp.pruner["kind"] != "none": snapshot.append(_light(study.get_trials(deepcopy=False)[trial.number]))
                 elif error is None and intr.reason is None:
                     error = MLWError(f"experiment {exp.name!r}: trial {o.number} failed ({o.error}); the search stopped. "

@@ -17,13 +17,14 @@ from fastcore.basics import patch
 from ..core.errors import *
 from ..core.workspace import Workspace, _write_atomic
 from ..core.metadata import pipeline_runs, pipeline_steps, utcnow
+from ..core.progress import PROGRESS_ENV, progress_text, read_progress
 
 # %% auto #0
 __all__ = ['OUTPUTS_ENV', 'MAX_OUTPUT_BYTES', 'STEP_KEYS', 'PIPELINE_KEYS', 'REF', 'CALLER_DIR_ENV', 'DONE',
-           'KERNEL_START_RETRIES', 'HARD_DEADLINE_GRACE', 'record_output', 'current_run_id', 'StepSpec', 'PipelineSpec',
-           'pipeline_dirs', 'find_pipeline', 'input_dirs', 'find_input', 'notebook_parameters', 'type_ok', 'coerce',
-           'validate_spec', 'StepRecord', 'RunRecord', 'describe_failure', 'get_run', 'list_runs', 'reconcile_runs',
-           'run_pipeline', 'make_notebook']
+           'KERNEL_START_RETRIES', 'PROGRESS_POLL_S', 'PROGRESS_EVERY_S', 'HARD_DEADLINE_GRACE', 'record_output',
+           'current_run_id', 'StepSpec', 'PipelineSpec', 'pipeline_dirs', 'find_pipeline', 'input_dirs', 'find_input',
+           'notebook_parameters', 'type_ok', 'coerce', 'validate_spec', 'StepRecord', 'RunRecord', 'describe_failure',
+           'progress_file', 'get_run', 'list_runs', 'reconcile_runs', 'run_pipeline', 'make_notebook']
 
 # %% ../../nbs/pipelines/60_runner.ipynb #c43fe60d
 OUTPUTS_ENV = "MLW_STEP_OUTPUTS"
@@ -281,6 +282,7 @@ class StepRecord:
     error: dict | None
     notebook: str | None  # absolute path of the executed notebook
     parameters: dict
+    progress: dict | None = None  # what the step last reported (`core.progress`): done, total, unit, note
 
     def to_dict(self) -> dict: return {**asdict(self), "started_at": _iso(self.started_at), "ended_at": _iso(self.ended_at)}
 
@@ -334,11 +336,16 @@ def describe_failure(run: RunRecord) -> str:
     return f"run {run.id} of pipeline {run.pipeline!r} {run.status}: step {s.name!r} {s.status}: {_error_line(s.error or {})}{nb}"
 
 # %% ../../nbs/pipelines/60_runner.ipynb #7df98be7
+def progress_file(ws: Workspace, run_id: str, step: str) -> Path:
+    "Where a step of a run reports its progress (the runner sets `MLW_PROGRESS_FILE` to it)."
+    return ws.path("runs", run_id, f".{step}.progress.json")
+
 def _load_run(conn, ws: Workspace, row) -> RunRecord:
     steps = conn.execute(sa.select(pipeline_steps).where(pipeline_steps.c.run_id == row.id).order_by(pipeline_steps.c.position)).all()
     return RunRecord(row.id, row.pipeline, row.status, row.parameters, row.started_at, row.ended_at, row.duration_s, row.error,
                      [StepRecord(s.name, s.status, s.attempts, s.started_at, s.ended_at, s.duration_s, s.outputs, s.error,
-                                 str(ws.path(s.notebook)) if s.notebook else None, s.parameters) for s in steps],
+                                 str(ws.path(s.notebook)) if s.notebook else None, s.parameters,
+                                 read_progress(progress_file(ws, row.id, s.name)) if s.status != "pending" else None) for s in steps],
                      str(ws.path("runs", row.id)))
 
 def get_run(ws: Workspace, run_id: str) -> RunRecord:
@@ -480,6 +487,7 @@ def _bare_main():
 # %% ../../nbs/pipelines/60_runner.ipynb #659ae85d
 DONE = {"succeeded", "failed", "timed_out", "skipped", "killed"}
 KERNEL_START_RETRIES = 2
+PROGRESS_POLL_S, PROGRESS_EVERY_S = 1.0, 30.0  # how often running steps' progress is read; a plain log's line at least this often
 HARD_DEADLINE_GRACE = 30.0  # seconds past a step's timeout before its process tree is killed
 
 class _RunKilled(Exception): pass
@@ -513,6 +521,7 @@ class _Scheduler:
         self.attempts = {n: rows[n].attempts for n in spec.steps}
         self.started = {n: rows[n].started_at for n in spec.steps}
         self.running = {}  # name -> (process, deadline, kernel start failures)
+        self.shown = {}  # name -> (when, tenth done) of the progress last shown
 
     def _update_step(self, name, **values):
         with self.ws.metadata.begin() as c:
@@ -527,7 +536,8 @@ class _Scheduler:
         except InvalidInput as e:
             return self._finish(name, "failed", {"type": "InvalidInput", "message": str(e)})
         nb = self.folder/f"{name}.ipynb"
-        for f in (self._result_path(name), self._outputs_path(name)): f.unlink(missing_ok=True)
+        for f in (self._result_path(name), self._outputs_path(name), self._progress_path(name)): f.unlink(missing_ok=True)
+        self.shown.pop(name, None)
         if kernel_failures == 0: self.attempts[name] += 1
         self.started[name] = self.started[name] if self.status[name] == "running" else utcnow()
         self.status[name] = "running"
@@ -536,13 +546,29 @@ class _Scheduler:
         job = {"input": str(s.notebook), "output": str(nb), "parameters": params, "timeout": s.timeout, "cwd": str(self.folder),
                "result": str(self._result_path(name)), "log": str(self.folder/f"{name}.log"), "runner_pid": os.getpid(),
                "env": {"MLW_HOME": str(self.ws.root), "MLW_RUN_ID": self.run_id, "MLW_STEP": name, OUTPUTS_ENV: str(self._outputs_path(name)),
-                       CALLER_DIR_ENV: self.caller_dir}}
+                       CALLER_DIR_ENV: self.caller_dir, PROGRESS_ENV: str(self._progress_path(name))}}
         p = _mp_context().Process(target=_worker_body(), args=(job,), name=f"mlw-step-{name}", daemon=False)
         with _bare_main(): p.start()
         self.running[name] = (p, time.monotonic() + s.timeout + HARD_DEADLINE_GRACE, kernel_failures)
+        if kernel_failures == 0: self._say(f"  {'started':>9}  {name}" + (f"  attempt {self.attempts[name]}" if self.attempts[name] > 1 else ""))
 
     def _result_path(self, name): return self.folder/f".{name}.result.json"
     def _outputs_path(self, name): return self.folder/f".{name}.outputs.json"
+    def _progress_path(self, name): return progress_file(self.ws, self.run_id, name)
+
+    def _show_progress(self):
+        "Show what the running steps report: on the bar in a terminal; in a plain log a line per tenth done, or every half minute."
+        now, parts = time.monotonic(), []
+        for name in self.running:
+            p = read_progress(self._progress_path(name))
+            if not p: continue
+            parts.append(f"{name} {progress_text(p)}")
+            last_at, last_tenth = self.shown.get(name, (-1e9, -1))
+            tenth = int(10 * p['done'] / p['total']) if p.get('total') else last_tenth
+            if tenth > last_tenth or now - last_at >= PROGRESS_EVERY_S:
+                self.shown[name] = (now, tenth)
+                if self.bar.disable: self._say(f"  {'running':>9}  {name}  {progress_text(p)}")
+        if not self.bar.disable: self.bar.set_postfix_str("; ".join(parts), refresh=True)
 
     def _collect(self, name, timed_out=False):
         p, _, kernel_failures = self.running.pop(name)
@@ -592,12 +618,13 @@ class _Scheduler:
                 if any(st == "pending" for st in self.status.values()): continue
                 return
             now = time.monotonic()
-            timeout = max(0.0, min(d for _, d, _ in self.running.values()) - now)
+            timeout = min(PROGRESS_POLL_S, max(0.0, min(d for _, d, _ in self.running.values()) - now))
             ended = mp_wait([p.sentinel for p, _, _ in self.running.values()], timeout=timeout)
             now = time.monotonic()
             for n, (p, deadline, _) in list(self.running.items()):
                 if p.sentinel in ended: self._collect(n)
                 elif now >= deadline: self._collect(n, timed_out=True)
+            self._show_progress()
 
     def _on_signal(self, signum, frame): raise _RunKilled(signal.Signals(signum).name)
 

@@ -136,7 +136,16 @@ def _card(ws, name: str, version: int, run, report: ModelValidationReport, owner
                    + (f", entity rows from dataset `{ent['dataset']}` v{ent['version']}" if ent.get("dataset") else ""))
     for v, b in views.items():
         out.append(f"- feature view `{v}` v{b.get('version')}" + (f" (offline table `{b['table']}` v{b['table_version']}, built from `{b['source']}` v{b['source_version']})" if b.get("table") else ""))
-    out += [f"- holdout: {report.rows:,} rows (`data/holdout.parquet` of the run)", "", "## Features", "",
+    if t.get("mlw.dataset"):
+        ds, _, dv = t["mlw.dataset"].rpartition("@")
+        out.append(f"- dataset `{ds}` v{dv}")
+    td = _model_info(ws, rid, "model_info/training_data.json")  # absent from runs trained before it was written
+    if td: out += [f"- split: {td['split_text']}", f"- fit on {td['train_rows']:,} of {td['rows']:,} rows; measured on the other {td['holdout_rows']:,}"]
+    out.append(f"- holdout: {report.rows:,} rows (`data/holdout.parquet` of the run)")
+    if cb := td.get("class_balance"):
+        share = lambda side, c: f"{cb[side][c]:,} ({cb[side][c] / max(1, sum(cb[side].values())):.1%})"
+        out += ["", "| class | training rows | holdout rows |", "|---|---|---|", *[f"| {c} | {share('train', c)} | {share('holdout', c)} |" for c in cb["train"]]]
+    out += ["", "## Features", "",
             f"{len(m.features)} inputs in model order; target `{m.target}` ({m.task}"
             + (f", classes {m.classes}" if m.classes is not None else "") + ")", ""]
     out += [f"- `{f}`" + (f" (text, {len(m.categorical[f])} levels)" if f in m.categorical else "") for f in m.features]

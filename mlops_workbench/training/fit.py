@@ -22,7 +22,8 @@ from .metrics import metric_value
 
 # %% auto #0
 __all__ = ['HOLDOUT_METRICS', 'CURVE_METRICS', 'final_params', 'holdout_metrics', 'learning_curves', 'environment',
-           'model_inputs', 'TrainingResult', 'train', 'booster_file', 'load_booster', 'load_holdout', 'model_info']
+           'model_inputs', 'split_text', 'training_data', 'TrainingResult', 'train', 'booster_file', 'load_booster',
+           'load_holdout', 'model_info']
 
 # %% ../../nbs/training/21_fit.ipynb #5936ff0c
 _ROUNDS, _STOPPING = "num_iterations", "early_stopping_round"
@@ -211,6 +212,25 @@ def _holdout(exp: Experiment, data: PreparedData, frame: pl.DataFrame | None, ro
     if keep: out = out.hstack(frame.select(keep)[rows])  # ids, times, slice columns; a plain table may have none
     return out
 
+# %% ../../nbs/training/21_fit.ipynb #c98cbf9b
+def split_text(exp: Experiment) -> str:
+    "The experiment's split in words: which rows the final model is fit on and which it is measured on."
+    s = exp.split
+    if s.kind == "time": return f"time split on `{s.column}`: the latest {s.valid_size:.0%} of rows held out, the final model fit on the earlier ones"
+    by = f"groups of `{s.column}`" if s.kind == "group" else "shuffled rows" + (" (stratified by class)" if exp.task != "regression" and s.stratify is not False else "")
+    return f"{s.k}-fold over {by}: the final model fit on folds 2-{s.k}, measured on fold 1"
+
+def training_data(exp: Experiment, data: PreparedData) -> dict:
+    "What the final model was fit on: source, split, row counts and, for a classifier, the class balance of each side."
+    tr, ho = data.folds[0]
+    out = {"source": data.source, "split": exp.split.__dict__ | {"kind": exp.split.kind}, "split_text": split_text(exp),
+           "rows": int(data.X.shape[0]), "train_rows": len(tr), "holdout_rows": len(ho)}
+    if data.classes:
+        count = lambda rows: dict(zip(data.classes, np.bincount(data.y[rows].astype(np.int64), minlength=len(data.classes)).tolist()))
+        out["class_balance"] = {"train": count(tr), "holdout": count(ho)}
+    return out
+
+# %% ../../nbs/training/21_fit.ipynb #9c2aa4d8
 def _write_artifacts(d: Path, ws: Workspace, exp: Experiment, data: PreparedData, frame, booster, rows, pred, curves, origin: str):
     from mlops_workbench.features.offline import get_training_set
     for sub in ("booster", "data", "model_info", "plots"): (d/sub).mkdir()
@@ -222,6 +242,7 @@ def _write_artifacts(d: Path, ws: Workspace, exp: Experiment, data: PreparedData
     (d/"model_info"/"features.json").write_text(json.dumps(info, indent=1, default=str))
     rec = get_training_set(ws, ts) if ts else {"id": None, "source": data.source}
     (d/"model_info"/"training_set.json").write_text(json.dumps(rec, indent=1, default=str))
+    (d/"model_info"/"training_data.json").write_text(json.dumps(training_data(exp, data), indent=1, default=str))
     (d/"model_info"/"environment.json").write_text(json.dumps(environment(), indent=1))
     for name, fig in training_plots(exp.task, booster, data.X[rows], data.y[rows], pred, curves, data.classes).items():
         fig.savefig(d/"plots"/f"{name}.png")

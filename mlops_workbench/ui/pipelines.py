@@ -16,6 +16,7 @@ from fastcore.basics import patch
 from ..core.workspace import Workspace
 from ..core.errors import MLWError, NotFound, InvalidInput
 from ..pipelines.runner import get_run, list_runs
+from ..core.progress import progress_text
 from .helpers import STATUS_COLORS, alert_html, badge, error_line, fmt_duration, fmt_time, query_params, _badged, _e, _page_header, _time, _wrap
 
 # %% auto #0
@@ -25,7 +26,7 @@ __all__ = ['RUN_COLUMNS', 'STEP_COLUMNS', 'TIMELINE_COLUMNS', 'FAILED', 'runs_fr
 
 # %% ../../nbs/ui/95a_pipelines.ipynb #2f90e04f
 RUN_COLUMNS = ["id", "pipeline", "status", "started", "duration"]
-STEP_COLUMNS = ["step", "status", "attempts", "started", "duration", "error"]
+STEP_COLUMNS = ["step", "status", "progress", "attempts", "started", "duration", "error"]
 TIMELINE_COLUMNS = ["step", "status", "start_s", "end_s", "duration_s"]
 
 def runs_frame(runs: list[dict]) -> pd.DataFrame:
@@ -34,8 +35,8 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
                           "duration": fmt_duration(r["duration_s"])} for r in runs], columns=RUN_COLUMNS)
 
 def steps_frame(run: dict | None) -> pd.DataFrame:
-    "One row per step of `run`: name, status, attempts, started, duration and its error as one line."
-    rows = [{"step": s["name"], "status": s["status"], "attempts": s["attempts"], "started": fmt_time(s["started_at"]),
+    "One row per step of `run`: name, status, what it last reported of its progress, attempts, started, duration and its error as one line."
+    rows = [{"step": s["name"], "status": s["status"], "progress": progress_text(s.get("progress")), "attempts": s["attempts"], "started": fmt_time(s["started_at"]),
              "duration": fmt_duration(s["duration_s"]), "error": error_line(s["error"])} for s in (run or {}).get("steps", [])]
     return pd.DataFrame(rows, columns=STEP_COLUMNS)
 
