@@ -1,7 +1,7 @@
 """Ingestion against real sources: files of every kind, SQLite and a real PostgreSQL, a loopback HTTP server;
-incremental reads; every bad input with its message; a failed ingestion leaves the previous Delta version untouched;
-a larger-than-memory input streams."""
-import functools, http.server, json, os, shutil, sqlite3, subprocess, sys, threading
+incremental reads; the append, overwrite and merge modes; every bad input with its message; a failed ingestion leaves
+the dataset's folder byte for byte as it was; a larger-than-memory input streams."""
+import functools, hashlib, http.server, json, os, shutil, sqlite3, subprocess, sys, threading
 from pathlib import Path
 
 import polars as pl
@@ -492,13 +492,157 @@ def test_null_only_and_undeliverable_types(ws, tmp_path):
     assert ingest(ws, "n", NdjsonSource(str(tmp_path / "n.ndjson")), cast={"x": "Int64"}).version.schema == {"id": "Int64", "x": "Int64"}
 
 
-# ---------------------------------------------------------------- a failed ingestion leaves the previous version
+# ---------------------------------------------------------------- modes: append, overwrite, merge
+
+def _snapshot(tmp_path, name: str, rows: list[str]) -> CsvSource:
+    "A sales export as the shop delivers it: `;`-delimited latin-1 text, no id column, dates as text."
+    (tmp_path / f"{name}.csv").write_bytes(("store;day;product;units;revenue\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    return CsvSource(str(tmp_path / f"{name}.csv"), delimiter=";", encoding="latin-1")
+
+WEEK1 = ["Zürich;03.03.2025;Käse;12;54.5", "Zürich;03.03.2025;Brot;30;45.0", "Genève;03.03.2025;Käse;7;33.25", "Köln;04.03.2025;Brot;;0.0"]
+WEEK2 = WEEK1[:3] + ["Köln;04.03.2025;Brot;20;30.0", "Malmö;10.03.2025;Käse;11;49.5", "Genève;10.03.2025;Brot;21;31.5"]
+KEY = ["store", "day", "product"]
+
+
+def test_merge_snapshots_of_a_table_without_an_id(ws, tmp_path):
+    "Full snapshots merged on three text keys: the row count is the number of keys, corrections replace rows, every version reads back."
+    w1, w2 = _snapshot(tmp_path, "w1", WEEK1), _snapshot(tmp_path, "w2", WEEK2)
+    results = [ingest(ws, "sales", s, mode="merge", keys=KEY) for s in (w1, w2, w2)]
+    assert [(r.version.version, r.version.operation, r.rows_added, r.rows_updated, r.version.row_count) for r in results] == \
+           [(0, "create", 4, 0, 4), (1, "merge", 2, 4, 6), (2, "merge", 0, 6, 6)]
+    assert all(r.version.source["mode"] == "merge" and r.version.source["keys"] == KEY for r in results)
+    assert results[1].version.lineage["steps"][-1] == {"kind": "merge", "keys": KEY, "inserted": 2, "updated": 4}
+    assert "v1 (merge), 2 rows inserted, 4 updated" in repr(results[1])
+    want = lambda week: pl.read_csv(str(tmp_path / f"{week}.csv"), separator=";", encoding="latin-1").sort(KEY)
+    assert rows(ws, "sales").sort(KEY).equals(want("w2"))
+    assert rows(ws, "sales", 0).sort(KEY).equals(want("w1"))  # time travel to the first delivery
+    assert rows(ws, "sales", 1).sort(KEY).equals(rows(ws, "sales", 2).sort(KEY))
+    assert results[1].version.fingerprint != results[0].version.fingerprint
+    # the same deliveries appended: what merge avoids
+    for s in (w1, w2, w2): last = ingest(ws, "sales_appended", s)
+    assert (last.version.row_count, last.mode, last.version.source["mode"]) == (4 + 6 + 6, "append", "append")
+    # a merge key may be given as one string
+    assert ingest(ws, "by_store", _snapshot(tmp_path, "one", WEEK2[-2:]), mode="merge", keys="store").rows_added == 2
+
+
+def test_overwrite_replaces_the_rows_and_keeps_history(ws, tmp_path):
+    w1, w2 = _snapshot(tmp_path, "w1", WEEK1), _snapshot(tmp_path, "w2", WEEK2)
+    first, second = ingest(ws, "latest", w1, mode="overwrite"), ingest(ws, "latest", w2, mode="overwrite")
+    assert [(r.version.operation, r.rows_added, r.version.row_count, r.version.source["mode"]) for r in (first, second)] == \
+           [("create", 4, 4, "overwrite"), ("overwrite", 6, 6, "overwrite")]
+    assert rows(ws, "latest").height == 6 and rows(ws, "latest", 0).height == 4
+    assert ingest(ws, "latest", w1).version.row_count == 10  # append still adds
+    # the schema policy holds for snapshots too: a delivery that lost a column is refused, not narrowed
+    files = folder(ws, "latest")
+    (tmp_path / "narrow.csv").write_bytes("store;day;product;units\nBern;01.04.2025;Brot;3\n".encode("latin-1"))
+    with pytest.raises(InvalidInput, match=r"dataset 'latest' v3 \(overwrite\): the data does not match the dataset's schema: columns \['revenue'\] are missing"):
+        ingest(ws, "latest", CsvSource(str(tmp_path / "narrow.csv"), delimiter=";"), mode="overwrite")
+    assert folder(ws, "latest") == files
+
+
+def test_merge_with_a_watermark_is_change_data_capture(ws, tmp_path):
+    "Rows changed since the last run (by `updated_at`) merged on the id: the dataset follows the table, updates included."
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE accounts (account TEXT, plan TEXT, seats INTEGER, updated_at TIMESTAMP)")
+        con.executemany("INSERT INTO accounts VALUES (?, ?, ?, ?)", [(f"acc-{i}", "basic", i, f"2025-01-01 00:00:{i:02d}") for i in range(10)])
+    src = SqlSource(f"sqlite:///{db}", table="accounts", watermark_column="updated_at")
+    first = ingest(ws, "accounts", src, mode="merge", keys="account", incremental=True)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE accounts SET plan = 'pro', seats = 50, updated_at = '2025-02-01 00:00:00' WHERE account IN ('acc-3', 'acc-7')")
+        con.execute("INSERT INTO accounts VALUES ('acc-10', 'basic', 1, '2025-02-01 00:00:01')")
+    second = ingest(ws, "accounts", src, mode="merge", keys="account", incremental=True)
+    assert (first.rows_added, second.rows_added, second.rows_updated, second.version.row_count) == (10, 1, 2, 11)
+    with sqlite3.connect(db) as con: table = pl.read_database("SELECT account, plan, seats FROM accounts", con)
+    assert rows(ws, "accounts").select("account", "plan", "seats").sort("account").equals(table.sort("account"))
+    assert not ingest(ws, "accounts", src, mode="merge", keys="account", incremental=True).written
+
+
+def test_merge_keys_are_checked_before_writing(ws, tmp_path):
+    ingest(ws, "sales", _snapshot(tmp_path, "w1", WEEK1), mode="merge", keys=KEY)
+    files = folder(ws, "sales")
+    nulls = _snapshot(tmp_path, "nulls", WEEK2 + [";11.03.2025;Brot;1;1.5", "Bern;;Käse;2;3.0", ";;Brot;3;4.5"])
+    bad = {
+        "nulls": (nulls, KEY, r"merge key 'store' is null in 2 row\(s\), 'day' is null in 2 row\(s\) \(first: data row 7\); a row without its key cannot be matched"),
+        "duplicates": (_snapshot(tmp_path, "dups", WEEK2 + WEEK2[:2] + WEEK2[:1]), KEY,
+                       r"2 merge key\(s\) appear in more than one source row, e.g. store='Zürich', day='03.03.2025', product='Käse' \(3 rows\); "
+                       r"store='Zürich', day='03.03.2025', product='Brot' \(2 rows\); a merge needs one row per key"),
+        "too few keys": (_snapshot(tmp_path, "w2", WEEK2), ["store", "day"], r"merge key\(s\) appear in more than one source row.*add the column that tells those rows apart"),
+        "not in the source": (_snapshot(tmp_path, "w2", WEEK2), ["store", "sku"], r"merge key\(s\) \['sku'\] are not columns of the source; columns: store, day, product, units, revenue"),
+        "named twice": (_snapshot(tmp_path, "w2", WEEK2), ["store", "store"], r"merge keys \['store', 'store'\] name a column twice"),
+    }
+    for case, (src, keys, message) in bad.items():
+        with pytest.raises(InvalidInput, match=message): ingest(ws, "sales", src, mode="merge", keys=keys)
+        assert folder(ws, "sales") == files, case
+    (tmp_path / "more.csv").write_bytes("store;day;product;units;revenue;sku\nBern;01.04.2025;Brot;3;4.5;B-1\n".encode("latin-1"))
+    with pytest.raises(InvalidInput, match=r"merge key\(s\) \['sku'\] are not columns of the dataset \(v0 has store, day, product, units, revenue\)"):
+        ingest(ws, "sales", CsvSource(str(tmp_path / "more.csv"), delimiter=";", encoding="latin-1"), mode="merge", keys=["sku"])
+    for kw, message in [({"mode": "merge"}, "mode 'merge' needs keys="), ({"keys": KEY}, "keys= is for mode 'merge'; mode 'append' does not match rows"),
+                        ({"mode": "replace"}, "mode 'replace' is unknown; modes: append, overwrite, merge"),
+                        ({"mode": "overwrite", "incremental": True}, "would drop every earlier row")]:
+        with pytest.raises(InvalidInput, match=message): ingest(ws, "sales", _snapshot(tmp_path, "w2", WEEK2), **kw)
+    assert folder(ws, "sales") == files and dataset_version(ws, "sales").version == 0
+
+
+def test_merge_schema_policy_and_column_names(ws, tmp_path):
+    "New columns arrive with a merge (allow_added), a strict dataset refuses them; keys with capitals and accents are matched as written."
+    df = pl.DataFrame({"Store": ["Zürich", "Köln"], "prénom": ["Zoë", "Åsa"], "visits": [1, 2]})
+    df.write_parquet(tmp_path / "a.parquet")
+    df.with_columns(visits=pl.col("visits") * 10, spend=pl.Series([9.5, None])).vstack(
+        pl.DataFrame({"Store": ["Bern"], "prénom": ["Zoë"], "visits": [3], "spend": [1.0]})).write_parquet(tmp_path / "b.parquet")
+    keys = ["Store", "prénom"]
+    ingest(ws, "open", ParquetSource(str(tmp_path / "a.parquet")), mode="merge", keys=keys)
+    res = ingest(ws, "open", ParquetSource(str(tmp_path / "b.parquet")), mode="merge", keys=keys)
+    assert (res.rows_added, res.rows_updated, res.version.schema) == (1, 2, {"Store": "String", "prénom": "String", "visits": "Int64", "spend": "Float64"})
+    assert rows(ws, "open").sort("Store")["visits"].to_list() == [3, 20, 10]
+    assert rows(ws, "open", 0).columns == ["Store", "prénom", "visits"]
+    ingest(ws, "closed", ParquetSource(str(tmp_path / "a.parquet")), mode="merge", keys=keys, schema_policy="strict")
+    with pytest.raises(InvalidInput, match=r"columns \['spend'\] are new and the schema policy is 'strict'"):
+        ingest(ws, "closed", ParquetSource(str(tmp_path / "b.parquet")), mode="merge", keys=keys)
+
+
+def test_writers_of_one_dataset_take_turns(ws, tmp_path):
+    "Four threads ingest into one new dataset at once: each gets its own version, none fails, no row is lost."
+    srcs = [_snapshot(tmp_path, f"t{i}", [f"Store {i};0{i + 1}.03.2025;Brot;{i};1.5"]) for i in range(4)]
+    results, errors = [], []
+    def run(s):
+        try: results.append(ingest(ws, "busy", s))
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=run, args=(s,)) for s in srcs]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not errors, errors
+    assert sorted(r.version.version for r in results) == [0, 1, 2, 3] and rows(ws, "busy").height == 4
+
+
+# ---------------------------------------------------------------- a failed ingestion leaves the dataset as it was
+
+def folder(ws, name) -> dict | None:
+    "Dataset `name`'s table folder: every file with its sha256 and every folder (None: there is no folder)."
+    root = Path(ws.backend("storage").table_uri(name))
+    if not root.exists(): return None
+    return {str(p.relative_to(root)): "folder" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))}
+
+
+def _sales(n: int, bad_at: int | None = None) -> str:
+    "A `;`-delimited sales export (text, for latin-1): no id column, text categoricals, dates as text, gaps, a numeric target."
+    stores = ["Zürich", "Genève", "Köln", "Malmö"]
+    rows = [f"{stores[i % 4]};{1 + i % 28:02d}.{1 + i // 28 % 12:02d}.{2020 + i // 336};{'Käse' if i % 3 else 'Brot'};"
+            f"{'' if i % 11 == 0 else i % 40};{i % 97 * 1.25}" for i in range(n)]
+    if bad_at is not None: rows[bad_at] = rows[bad_at].rsplit(";", 2)[0] + ";viele;1.0"  # `units` turns to text deep in the file
+    return "store;day;product;units;revenue\n" + "\n".join(rows) + "\n"
 
 def _mid_file(tmp_path):
     good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
     good.write_text("id,qty\n1,1\n2,2\n")
     bad.write_text("id,qty\n" + "".join(f"{i},{i}\n" for i in range(300_000)) + "300000,lots\n")  # fails deep inside the streaming write
     return CsvSource(str(good)), CsvSource(str(bad)), {}, "looks like Int64 in the first 10,000 rows, but data row 300001 holds 'lots'"
+
+def _sales_mid_file(tmp_path):
+    (tmp_path / "good.csv").write_bytes(_sales(50).encode("latin-1"))
+    (tmp_path / "bad.csv").write_bytes(_sales(300_000, bad_at=299_000).encode("latin-1"))
+    opts = dict(delimiter=";", encoding="latin-1")
+    return CsvSource(str(tmp_path / "good.csv"), **opts), CsvSource(str(tmp_path / "bad.csv"), **opts), {}, "data row 299001 holds 'viele'"
 
 def _strict_cast(tmp_path):
     good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
@@ -516,37 +660,121 @@ def _sql_late_mixed(tmp_path):
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE good (id INTEGER, qty INTEGER)"); con.execute("CREATE TABLE bad (id INTEGER, qty INTEGER)")
         con.executemany("INSERT INTO good VALUES (?, ?)", [(i, i) for i in range(10)])
-        con.executemany("INSERT INTO bad VALUES (?, ?)", [(i, i if i != 4_500 else "oops") for i in range(5_000)])
-    return (SqlSource(f"sqlite:///{db}", table="good"), SqlSource(f"sqlite:///{db}", table="bad", batch_size=500), {},
-            "column 'qty' is Int64 but row 4501 holds 'oops'")
+        con.executemany("INSERT INTO bad VALUES (?, ?)", [(i, i if i != 1_500_000 else "oops") for i in range(1_600_000)])
+    return (SqlSource(f"sqlite:///{db}", table="good"), SqlSource(f"sqlite:///{db}", table="bad", batch_size=50_000), {},
+            "column 'qty' is Int64 but row 1500001 holds 'oops'")  # its first 1.5M rows are already in Parquet files when it fails
 
 def _schema_change(tmp_path):
     pl.DataFrame({"id": [1]}).write_parquet(tmp_path / "good.parquet")
     pl.DataFrame({"id": [1.5]}).write_parquet(tmp_path / "bad.parquet")
     return ParquetSource(str(tmp_path / "good.parquet")), ParquetSource(str(tmp_path / "bad.parquet")), {}, "column types changed"
 
-@pytest.mark.parametrize("case", [_mid_file, _strict_cast, _corrupt_parquet, _sql_late_mixed, _schema_change], ids=lambda f: f.__name__[1:])
-def test_failed_ingestion_writes_no_delta_version(ws, tmp_path, case):
+def _sales_schema_change(tmp_path):
+    (tmp_path / "good.csv").write_bytes(_sales(50).encode("latin-1"))
+    (tmp_path / "bad.csv").write_bytes(_sales(50).replace(";Brot;", ";Brot;x").encode("latin-1"))  # every Brot row's units is text now
+    opts = dict(delimiter=";", encoding="latin-1")
+    return CsvSource(str(tmp_path / "good.csv"), **opts), CsvSource(str(tmp_path / "bad.csv"), **opts), {}, r"units: Int64 -> String"
+
+CASES = [_mid_file, _sales_mid_file, _strict_cast, _corrupt_parquet, _sql_late_mixed, _schema_change, _sales_schema_change]
+
+
+@pytest.mark.parametrize("mode", ["append", "merge"])
+@pytest.mark.parametrize("case", CASES, ids=lambda f: f.__name__[1:])
+def test_failed_ingestion_leaves_the_folder_byte_identical(ws, tmp_path, case, mode):
     good, bad, kw, message = case(tmp_path)
-    ok = ingest(ws, "target", good)
-    before, log = rows(ws, "target"), delta_log(ws, "target")
+    keys = {"keys": [c for c in ("id", "a", "store", "day", "product") if c in preview(ws, good).columns]} if mode == "merge" else {}
+    ok = ingest(ws, "target", good, mode=mode, **keys)
+    before, files = rows(ws, "target"), folder(ws, "target")
     with pytest.raises(InvalidInput, match=message):
-        ingest(ws, "target", bad, **kw)
-    assert delta_log(ws, "target") == log == ["00000000000000000000.json"]
-    assert dataset_version(ws, "target") == ok.version
-    assert [v.version for v in dataset_versions_of(ws, "target")] == [0]
+        ingest(ws, "target", bad, mode=mode, **keys, **kw)
+    assert folder(ws, "target") == files and delta_log(ws, "target") == ["00000000000000000000.json"]
+    assert dataset_version(ws, "target") == ok.version and [v.version for v in dataset_versions_of(ws, "target")] == [0]
     assert rows(ws, "target").equals(before)
     assert not list(ws.path(".tmp").glob("*"))
-    assert ingest(ws, "target", good).version.version == 1  # and the dataset takes the next good version
+    assert ingest(ws, "target", good, mode=mode, **keys).version.version == 1  # and the dataset takes the next good version
 
 
-def test_failed_first_ingestion_leaves_no_dataset(ws, tmp_path):
-    good, bad, kw, message = _mid_file(tmp_path)
+@pytest.mark.parametrize("case", [c for c in CASES if "schema" not in c.__name__], ids=lambda f: f.__name__[1:])  # a new dataset has no schema to change
+def test_failed_first_ingestion_leaves_no_folder(ws, tmp_path, case):
+    good, bad, kw, message = case(tmp_path)
     with pytest.raises(InvalidInput, match=message):
-        ingest(ws, "fresh", bad)
+        ingest(ws, "fresh", bad, **kw)
     with pytest.raises(NotFound): dataset_version(ws, "fresh")
-    assert delta_log(ws, "fresh") == []
+    assert folder(ws, "fresh") is None
     assert ingest(ws, "fresh", good).version.version == 0
+
+
+@pytest.fixture
+def flaky():
+    "A source kind `flaky` (registered for the test only): a polars IO plugin that streams `rows` sales rows, then raises `error`."
+    from dataclasses import dataclass
+    from polars.io.plugins import register_io_source
+    from mlops_workbench.data.ingest import _SCANNERS
+
+    @source_kind("flaky")
+    @dataclass
+    class FlakySource(Source):
+        rows: int = 400_000
+        error: str = "ConnectionResetError"  # or KeyboardInterrupt
+        @property
+        def location(self): return "flaky://sales"
+
+    @scanner("flaky")
+    def _scan(o, r, paths=None):
+        schema = {"store": pl.String, "units": pl.Int64}
+        def batches(with_columns, predicate, n_rows, batch_size):
+            done = 0
+            for i in range(0, o.rows, 50_000):
+                df = pl.DataFrame({"store": [f"Zürich-{j}" for j in range(i, i + 50_000)], "units": range(i, i + 50_000)})
+                if predicate is not None: df = df.filter(predicate)
+                yield df if with_columns is None else df.select(with_columns)
+                done += df.height
+                if n_rows is not None and done >= n_rows: return
+            raise {"ConnectionResetError": ConnectionResetError("the server closed the stream"), "KeyboardInterrupt": KeyboardInterrupt()}[o.error]
+        return register_io_source(batches, schema=schema)
+
+    yield FlakySource
+    SOURCES.pop("flaky"); _SCANNERS.pop("flaky")
+
+
+@pytest.mark.parametrize("error", ["ConnectionResetError", "KeyboardInterrupt"])
+def test_an_exception_during_the_write_leaves_nothing(ws, flaky, error):
+    "A source that dies after streaming 400,000 rows into the writer: its Parquet files are removed, new dataset or not."
+    with pytest.raises((MLWError, KeyboardInterrupt)) as e:
+        ingest(ws, "fresh", flaky(error=error))
+    assert error in f"{e.type.__name__}: {e.value}", e.value
+    assert folder(ws, "fresh") is None
+    pl.DataFrame({"store": ["Köln"], "units": [1]}).write_parquet(ws.path("seed.parquet"))
+    ok = ingest(ws, "grown", ParquetSource(str(ws.path("seed.parquet"))))
+    files = folder(ws, "grown")
+    for mode, keys in [("append", None), ("overwrite", None), ("merge", ["store"])]:
+        with pytest.raises((MLWError, KeyboardInterrupt)):
+            ingest(ws, "grown", flaky(error=error), mode=mode, keys=keys)
+        assert folder(ws, "grown") == files, mode
+    assert dataset_version(ws, "grown") == ok.version
+
+
+def test_metadata_refusing_the_record_removes_the_delta_commit(ws, tmp_path):
+    "The Delta commit succeeds, then the metadata database refuses the version's record: the commit and its files go again."
+    (tmp_path / "w1.csv").write_bytes(_sales(40).encode("latin-1")); (tmp_path / "w2.csv").write_bytes(_sales(60).encode("latin-1"))
+    src = lambda n: CsvSource(str(tmp_path / f"w{n}.csv"), delimiter=";", encoding="latin-1")
+    by_key = ["store", "day", "product"]
+    ingest(ws, "sales", src(1), mode="merge", keys=by_key)
+    files = folder(ws, "sales")
+    with sqlite3.connect(ws.path("metadata.db")) as con:
+        con.execute("CREATE TRIGGER refuse BEFORE INSERT ON dataset_versions BEGIN SELECT RAISE(ABORT, 'no new versions today'); END")
+    for mode in ("append", "overwrite", "merge"):
+        with pytest.raises(MLWError, match=r"dataset 'sales': the new version could not be recorded in the metadata database \(.*no new versions today\); "
+                                           r"its Delta commit was removed, nothing was written"):
+            ingest(ws, "sales", src(2), mode=mode, keys=by_key if mode == "merge" else None)
+        assert folder(ws, "sales") == files, mode
+    with pytest.raises(MLWError, match="could not be recorded"):
+        ingest(ws, "fresh", src(2))
+    assert folder(ws, "fresh") is None
+    with pytest.raises(NotFound): dataset_version(ws, "fresh")
+    with sqlite3.connect(ws.path("metadata.db")) as con: con.execute("DROP TRIGGER refuse")
+    v = ingest(ws, "sales", src(2), mode="merge", keys=by_key).version
+    assert (v.version, v.row_count, delta_log(ws, "sales")[-1]) == (1, 60, "00000000000000000001.json")
 
 
 # ---------------------------------------------------------------- streaming
