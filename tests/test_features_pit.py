@@ -1,14 +1,18 @@
 """Point-in-time correctness as a property: our as-of join against a brute-force reference, on random event
-histories with equal timestamps, TTL edges, entities without features, and key-hash buckets."""
+histories with equal timestamps, TTL edges, entities without features, and key-hash buckets; and windowed
+aggregations finished at arbitrary lookup times (the window (t - w, t], not the one ending at the latest event)
+against plain loops, through `window_join` and through the whole `get_training_data` path."""
 import datetime as dt
+import math
+import statistics
 
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mlops_workbench.core.workspace import Workspace
-from mlops_workbench.features.definitions import Entity, FeatureView, apply
-from mlops_workbench.features.offline import ROW, build_features, get_training_data, pit_join
+from mlops_workbench.features.definitions import AGG_FUNCTIONS, Aggregation, Entity, FeatureView, apply
+from mlops_workbench.features.offline import ROW, build_features, compute_view, get_training_data, pit_join, window_join
 from mlops_workbench.core.storage import write_dataset
 
 T0 = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
@@ -17,6 +21,10 @@ MIN = dt.timedelta(minutes=1)
 events_st = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 20)), max_size=40)  # (customer, minute)
 entities_st = st.lists(st.tuples(st.integers(0, 3), st.integers(-2, 25)), min_size=1, max_size=30)
 ttl_st = st.one_of(st.none(), st.integers(0, 10))
+# (customer, minute, value): several events at one instant, null values, lookups long after the last event
+valued_st = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40), st.one_of(st.none(), st.integers(-50, 50))), max_size=40)
+lookups_st = st.lists(st.tuples(st.integers(0, 3), st.integers(-5, 120)), min_size=1, max_size=30)
+windows_st = st.lists(st.integers(1, 45), min_size=1, max_size=3, unique=True)  # minutes
 
 
 def reference(events, entities, ttl):
@@ -25,7 +33,7 @@ def reference(events, entities, ttl):
     out = []
     for key, t in entities:
         best = None
-        for i, (k, te) in enumerate(events):
+        for i, (k, te, *_) in enumerate(events):
             if k == key and te <= t and (best is None or te >= events[best][1]):
                 best = i
         if best is not None and ttl is not None and t - events[best][1] > ttl:
@@ -34,9 +42,25 @@ def reference(events, entities, ttl):
     return out
 
 
+def window_reference(events, key, t, w, fn):
+    "`fn` of the non-null values of `key`'s events in (t - w, t] minutes, by plain loops."
+    vals = [v for k, te, v in events if k == key and t - w < te <= t and v is not None]
+    if fn == "count": return len(vals)
+    if fn == "sum": return sum(vals)
+    if not vals or (fn == "std" and len(vals) < 2): return None
+    return {"mean": statistics.fmean, "min": min, "max": max, "std": statistics.stdev}[fn](vals)
+
+
+def same(got, expect):
+    "Exact for counts, sums, extremes of integers; to 1e-9 for means and standard deviations."
+    if got is None or expect is None: return got is None and expect is None
+    return math.isclose(got, expect, rel_tol=1e-9, abs_tol=1e-9)
+
+
 def frames(events, entities):
-    ev = pl.DataFrame({"customer_id": [k for k, _ in events], "event_timestamp": [T0 + m * MIN for _, m in events],
-                       "value": list(range(len(events)))}, schema={"customer_id": pl.Int64, "event_timestamp": pl.Datetime("us", "UTC"), "value": pl.Int64})
+    ev = pl.DataFrame({"customer_id": [k for k, *_ in events], "event_timestamp": [T0 + e[1] * MIN for e in events],
+                       "value": [e[2] for e in events] if events and len(events[0]) > 2 else list(range(len(events)))},
+                      schema={"customer_id": pl.Int64, "event_timestamp": pl.Datetime("us", "UTC"), "value": pl.Int64})
     ent = pl.DataFrame({"customer_id": [k for k, _ in entities], "event_timestamp": [T0 + m * MIN for _, m in entities]},
                        schema={"customer_id": pl.Int64, "event_timestamp": pl.Datetime("us", "UTC")})
     return ev, ent
@@ -52,6 +76,27 @@ def test_pit_join_matches_reference(events, entities, ttl, buckets):
                    None if ttl is None else ttl * MIN, buckets=buckets)
     assert got[ROW].to_list() == list(range(len(entities)))
     assert got["value"].to_list() == reference(events, entities, ttl)
+
+
+def windowed(windows, ttl=None):
+    return FeatureView("value_windows", entity="customer", source="valued", features={"value": pl.col("value")},
+                       aggregations=[Aggregation("value", f, f"{w}m") for w in windows for f in AGG_FUNCTIONS],
+                       ttl=None if ttl is None else f"{ttl}m" if ttl else "1s")
+
+
+@settings(max_examples=200, deadline=None)
+@given(valued_st, lookups_st, windows_st, st.sampled_from([1, 3]))
+def test_window_join_matches_reference(events, lookups, windows, buckets):
+    "Every function over every window, ending at each lookup's own time, from compute_view's per-instant partials."
+    ev, ent = frames(events, lookups)
+    view = windowed(windows)
+    rows = compute_view(view, ev.lazy(), ["customer_id"])
+    got = window_join(ent.with_row_index(ROW), rows, ["customer_id"], "event_timestamp", "event_timestamp", view.aggregations, buckets=buckets)
+    assert got[ROW].to_list() == list(range(len(lookups)))
+    for a in view.aggregations:
+        w = int(a.window[:-1])
+        for (key, t), g in zip(lookups, got[a.output_name].to_list()):
+            assert same(g, window_reference(events, key, t, w, a.function)), (a.output_name, key, t, g)
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +120,22 @@ def test_training_data_matches_reference(ws, events, entities, ttl):
     expect = reference(events, entities, None if ttl is None else ttl if ttl else 1 / 60)
     assert got.data["label"].to_list() == list(range(len(entities)))  # every row, input order, carried columns
     assert got.data["value"].to_list() == expect
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(valued_st.filter(bool), lookups_st, windows_st, ttl_st)
+def test_training_windows_match_reference(ws, events, lookups, windows, ttl):
+    """Windows through the whole path, with a TTL: each ends at its row's time; where the view has no value within
+    the TTL at that time (or none yet), every feature of the view is null, windows included."""
+    ev, ent = frames(events, lookups)
+    write_dataset(ws, "valued", ev, source={"kind": "test", "location": "hypothesis"}, mode="overwrite")
+    view = windowed(windows, ttl)
+    apply(ws, view)
+    build_features(ws, view.name)
+    got = get_training_data(ws, ent, view.name).data
+    found = reference(events, lookups, None if ttl is None else ttl if ttl else 1 / 60)
+    for a in view.aggregations:
+        w = int(a.window[:-1])
+        for (key, t), f, g in zip(lookups, found, got[a.output_name].to_list()):
+            expect = None if f is None else window_reference(events, key, t, w, a.function)
+            assert same(g, expect), (a.output_name, key, t, g, expect)

@@ -181,7 +181,8 @@ feature_builds = sa.Table("feature_builds", meta,
     sa.Column("min_event_time", UTCDateTime),
     sa.Column("max_event_time", UTCDateTime),
     sa.Column("run_id", sa.String(64)),
-    sa.Column("created_at", UTCDateTime, nullable=False, index=True))
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("dropped", sa.JSON))  # source rows the build left out, by reason: {"null join key": 3}; migration 6
 materializations = sa.Table("materializations", meta,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("view", sa.String(200), nullable=False, index=True),
@@ -231,6 +232,10 @@ def _create(op, table: sa.Table):
     "Create `table` as declared in `meta` (column copies carry keys, foreign keys and index flags)."
     op.create_table(table.name, *[c._copy() for c in table.columns])
 
+def _add_column(op, table: sa.Table, name: str):
+    "Add column `name` of `table` as declared in `meta`, unless the table has it (created from today's declaration)."
+    if name not in {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table.name)}: op.add_column(table.name, table.c[name]._copy())
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "schema_migrations", lambda op: _create(op, schema_migrations)),
     Migration(2, "pipeline runs and steps", lambda op: (_create(op, pipeline_runs), _create(op, pipeline_steps))),
@@ -239,6 +244,7 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "feature store: definitions, builds, materializations, training sets", lambda op: [_create(op, t) for t in
               (feature_entities, feature_views, feature_services, feature_builds, materializations, training_sets)]),
     Migration(5, "model registry audit", lambda op: _create(op, model_audit)),
+    Migration(6, "feature builds: rows left out and why", lambda op: _add_column(op, feature_builds, "dropped")),
 ]
 
 # %% ../../nbs/core/03_metadata.ipynb #9713709c

@@ -88,8 +88,8 @@ class Aggregation:
     "`function` of `column` over each entity's trailing `window` of events."
     column: str
     function: str  # count | sum | mean | min | max | std
-    window: str  # '1h', '1d', '7d', '30d' ...
-    name: str | None = None  # default '{column}_{function}_{window}'
+    window: str  # '1h', '24h', '7d', '30d' ...
+    name: str | None = None  # default '{column}_{function}_{window}', the window as written
 
     def spec(self, what: str) -> dict:
         if self.function not in AGG_FUNCTIONS:
@@ -98,7 +98,13 @@ class Aggregation:
         return {"column": self.column, "function": self.function, "window": w, "name": self.output_name}
 
     @property
-    def output_name(self) -> str: return self.name or f"{self.column}_{self.function}_{_duration_text(parse_duration(self.window, 'window'))}"
+    def output_name(self) -> str:
+        "The feature's name: `name`, else '{column}_{function}_{window}' with the window as the user wrote it."
+        w = self.window.strip() if isinstance(self.window, str) else _duration_text(self.window)
+        return self.name or f"{self.column}_{self.function}_{w}"
+
+    @property
+    def window_delta(self) -> dt.timedelta: return parse_duration(self.window, f"aggregation {self.output_name!r} window")
 
     def expr(self, keys: list[str], timestamp: str) -> pl.Expr:
         "The polars expression computing it on rows of one view's source (any order)."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/features/12a_offline.ipynb #fe0008a9
 from __future__ import annotations
-import datetime as dt, hashlib, json, math
+import datetime as dt, hashlib, json, math, warnings
 from dataclasses import dataclass, field
 import polars as pl
 import psutil
@@ -17,9 +17,10 @@ from .definitions import *
 from .definitions import _check_view
 
 # %% auto #0
-__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'ROW', 'compute_view', 'FeatureBuild', 'offline_table', 'build_features',
-           'get_build', 'list_builds', 'pit_join', 'FeaturePlan', 'resolve_features', 'TrainingSet',
-           'get_training_data', 'get_training_set', 'list_training_sets', 'rebuild_training_data']
+__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'WINDOW_STATS', 'ROW', 'window_partials', 'compute_view', 'FeatureBuild',
+           'DroppedRows', 'offline_table', 'build_features', 'get_build', 'list_builds', 'pit_join', 'window_join',
+           'FeaturePlan', 'resolve_features', 'TrainingSet', 'get_training_data', 'get_training_set',
+           'list_training_sets', 'rebuild_training_data']
 
 # %% ../../nbs/features/12a_offline.ipynb #6f46c0b9
 PARTITION = "_event_date"
@@ -30,15 +31,48 @@ def _partition_value(ts: pl.Series) -> pl.Series:
     days = max(1, (ts.max() - ts.min()).days + 1) if len(ts) else 1
     return ts.dt.date() if len(ts) / days >= DAY_PARTITION_ROWS else ts.dt.truncate("1mo").dt.date()
 
+WINDOW_STATS = {"count": ("n",), "sum": ("n", "sum"), "mean": ("n", "sum"), "min": ("n", "min"), "max": ("n", "max"),
+                "std": ("n", "ssum", "ssq")}  # the partial aggregates each function is finished from
+
+def _partial(column: str, stat: str) -> str: return f"__w_{column}__{stat}"
+
+def window_partials(view: FeatureView) -> list[str]:
+    "The partial-aggregate columns `view`'s windows are finished from, in a fixed order (the online payload's)."
+    return list(dict.fromkeys(_partial(a.column, s) for a in view.aggregations for s in WINDOW_STATS[a.function]))
+
+def _partial_expr(x: str, stat: str, dtype: pl.DataType, shift: str) -> pl.Expr:
+    "Partial aggregate `stat` of input column `x` (of source type `dtype`) over one entity's rows at one instant."
+    c = pl.col(x)
+    if stat == "n": return c.count().cast(pl.Int64)
+    if stat in ("ssum", "ssq"):
+        d = c.cast(pl.Float64) - pl.col(shift)
+        return (d if stat == "ssum" else d * d).sum()
+    if dtype == pl.Boolean or dtype.is_integer(): c = c.cast(pl.Int64)
+    elif stat == "sum" or not dtype.is_float(): c = c.cast(pl.Float64)  # float32 sums in float64, as the online path sums them
+    return getattr(c, stat)()
+
+def _as_expr(e: pl.Expr | str) -> pl.Expr: return pl.sql_expr(e) if isinstance(e, str) else e
+
 def compute_view(view: FeatureView, data: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
-    "The rows of `view` computed from its source `data`: join keys, event time, features; one row per entity and instant."
+    "The rows of `view` computed from its source `data`: join keys, event time, features, window partials; one row per entity and instant."
     ts = view.timestamp
-    if view.filter is not None: data = data.filter(pl.sql_expr(view.filter) if isinstance(view.filter, str) else view.filter)
-    feats = [(pl.sql_expr(e) if isinstance(e, str) else e).alias(n) for n, e in view.features.items()]
+    if view.filter is not None: data = data.filter(_as_expr(view.filter))
+    data = data.drop_nulls(keys)  # no entity, no features (build_features counts and records these rows)
+    feats = [_as_expr(e).alias(n) for n, e in view.features.items()]
     aggs = [a.expr(keys, ts) for a in view.aggregations]
-    out = data.select(*keys, pl.col(ts).dt.convert_time_zone("UTC").dt.cast_time_unit("us"), *feats, *aggs)
-    out = out.sort([*keys, ts], maintain_order=True).unique([*keys, ts], keep="last", maintain_order=True)
-    return out.sort(ts, maintain_order=True)  # stored in time order: lookups then skip sorting it (see pit_join)
+    cols = [*keys, pl.col(ts).dt.convert_time_zone("UTC").dt.cast_time_unit("us"), *feats, *aggs]
+    if not view.aggregations:
+        out = data.select(*cols).sort([*keys, ts], maintain_order=True).unique([*keys, ts], keep="last", maintain_order=True)
+        return out.sort(ts, maintain_order=True)  # stored in time order: lookups then skip sorting it (see pit_join)
+    schema, inputs = data.collect_schema(), {c: f"__x{i}" for i, c in enumerate(dict.fromkeys(a.column for a in view.aggregations))}
+    out = data.select(*cols, *[pl.col(c).alias(x) for c, x in inputs.items()]).sort([*keys, ts], maintain_order=True)
+    shifted = {a.column for a in view.aggregations if a.function == "std"}  # each entity's first value: std's sums stay small
+    out = out.with_columns([pl.col(inputs[c]).cast(pl.Float64).drop_nulls().first().over(keys).alias(f"{inputs[c]}k") for c in shifted])
+    parts = [(c, s) for c, s in dict.fromkeys((a.column, s) for a in view.aggregations for s in WINDOW_STATS[a.function])]
+    out = out.group_by([*keys, ts], maintain_order=True).agg(
+        *[pl.col(n).last() for n in view.feature_names],
+        *[_partial_expr(inputs[c], s, schema[c], f"{inputs[c]}k").alias(_partial(c, s)) for c, s in parts])
+    return out.sort(ts, maintain_order=True)
 
 def _duplicates(data: pl.LazyFrame, cols: list[str]) -> pl.DataFrame:
     return data.group_by(cols).len().filter(pl.col("len") > 1).sort("len", descending=True).head(3).collect()
@@ -59,10 +93,21 @@ class FeatureBuild:
     max_event_time: dt.datetime | None
     run_id: str | None
     created_at: dt.datetime
+    dropped: dict | None = None  # source rows left out, by reason: {"null join key customer_id": 3}
 
     def _repr_html_(self):
+        left = "; ".join(f"{n:,} rows with a {why}" for why, n in (self.dropped or {}).items())
         return (f"<b>{self.view}</b> v{self.view_version}: {self.rows:,} rows from <code>{self.source}</code> v{self.source_version} "
-                f"into <code>{self.table}</code> v{self.table_version}, events {self.min_event_time} .. {self.max_event_time}")
+                f"into <code>{self.table}</code> v{self.table_version}, events {self.min_event_time} .. {self.max_event_time}"
+                + (f"; left out: {left}" if left else ""))
+
+class DroppedRows(UserWarning):
+    "Source rows a feature build or materialization left out; the message counts them and says why."
+
+def _null_keys(data: pl.LazyFrame, keys: list[str]) -> dict:
+    "Rows of `data` in all ('__all'), rows with a null join key ('__rows'), and nulls per key."
+    return data.select(pl.len().alias("__all"), pl.any_horizontal([pl.col(k).is_null() for k in keys]).sum().alias("__rows"),
+                       *[pl.col(k).null_count().alias(k) for k in keys]).collect().row(0, named=True)
 
 def offline_table(view: str) -> str: return f"fv_{view}"
 
@@ -74,7 +119,8 @@ def build_features(ws: Workspace, view: str, run_id: str | None = None) -> Featu
     _check_view(ws, fv, keys)  # the source may have changed since apply
     src = dataset_version(ws, fv.source)
     data = read_dataset(ws, fv.source, src.version)
-    if fv.unique and len(d := _duplicates(data, [*keys, fv.timestamp])):
+    nulls = _null_keys(data if fv.filter is None else data.filter(_as_expr(fv.filter)), keys)
+    if fv.unique and len(d := _duplicates(data.drop_nulls(keys), [*keys, fv.timestamp])):
         raise InvalidInput(f"feature view {view!r} declares its rows unique, but dataset {fv.source!r} v{src.version} has several rows "
                            f"for the same entity and time, e.g. {d.drop('len').row(0, named=True)} ({d['len'][0]} rows); "
                            f"deduplicate the source or set unique=False (the last row then wins)")
@@ -87,10 +133,17 @@ def build_features(ws: Workspace, view: str, run_id: str | None = None) -> Featu
                         lineage={"inputs": [{"dataset": fv.source, "version": src.version}],
                                  "steps": [{"feature_view": view, "version": fv.version, "hash": fv.hash}]}, run_id=run_id)
     lo, hi = read_dataset(ws, out.dataset, out.version).select(pl.col(fv.timestamp).min().alias("lo"), pl.col(fv.timestamp).max().alias("hi")).collect().row(0)
+    null_keys = [k for k in keys if nulls[k]]
+    dropped = {f"null join key {', '.join(null_keys)}": nulls["__rows"]} if nulls["__rows"] else None
     with ws.metadata.begin() as c:
         bid = c.execute(feature_builds.insert().values(view=view, view_version=fv.version, source=fv.source, source_version=src.version,
                         table=out.dataset, table_version=out.version, rows=out.row_count, min_event_time=lo, max_event_time=hi,
-                        run_id=run_id, created_at=utcnow())).inserted_primary_key[0]
+                        run_id=run_id, created_at=utcnow(), dropped=dropped)).inserted_primary_key[0]
+    if dropped:
+        warnings.warn(DroppedRows(
+            f"feature view {view!r}: {nulls['__rows']:,} of {nulls['__all']:,} rows of dataset {fv.source!r} v{src.version} have a null join key "
+            f"({', '.join(f'{k}: {nulls[k]:,}' for k in null_keys)}) and were left out of build {bid}: a row that names no entity has no "
+            f"features; fill the key in the source, or filter those rows out in the view"), stacklevel=2)
     return get_build(ws, view, id=bid)
 
 def get_build(ws: Workspace, view: str, version: int | None = None, id: int | None = None) -> FeatureBuild:
@@ -137,6 +190,60 @@ def pit_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`; k
     h = pl.struct(keys).hash(seed=7) % buckets
     parts = [join(left.filter(h == b), rows.filter(h == b).sort(feature_ts)).collect(engine="streaming") for b in range(buckets)]
     return pl.concat(parts).sort(ROW)
+
+# %% ../../nbs/features/12a_offline.ipynb #e1ba38a6
+def _finish(a: Aggregation, col) -> pl.Expr:
+    "Aggregation `a` from its window's partials (`col(stat)` is the column holding each)."
+    n = pl.col(col("n"))
+    if a.function == "count": return n
+    if a.function == "sum": return pl.when(n > 0).then(pl.col(col("sum"))).otherwise(0)
+    if a.function == "mean": return pl.when(n > 0).then(pl.col(col("sum")) / n)
+    if a.function in ("min", "max"): return pl.when(n > 0).then(pl.col(col(a.function)))
+    s, q = pl.col(col("ssum")), pl.col(col("ssq"))
+    return pl.when(n > 1).then(((q - s * s / n).clip(lower_bound=0) / (n - 1)).sqrt())
+
+_T = "__t"
+
+def window_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`; keys of the feature rows' types
+                rows: pl.LazyFrame,  # join keys, `feature_ts`, the partials `aggs` need: one row per entity and instant
+                keys: list[str], ts: str, feature_ts: str,
+                aggs: list[Aggregation],
+                buckets: int = 1,  # >1: join key-hash buckets one at a time (bounded memory)
+               ) -> pl.DataFrame:
+    "ROW plus each aggregation over its entity's instants in (t - window, t], t each entity row's time; in ROW order."
+    names = [a.output_name for a in aggs]
+    tmin, tmax = entities[ts].min(), entities[ts].max()
+    if tmax is None: return entities.select(ROW).with_columns([pl.lit(None).alias(n) for n in names])
+    parts = list(dict.fromkeys(_partial(a.column, s) for a in aggs for s in WINDOW_STATS[a.function]))
+    widest = max(a.window_delta for a in aggs)
+    rows = rows.filter(pl.col(feature_ts).is_between(tmin - widest, tmax, closed="right")).select(*keys, pl.col(feature_ts).alias(_T), *parts)
+    types = rows.collect_schema()
+    empty = [pl.lit(None if p.endswith(("__min", "__max")) else 0, types[p]).alias(p) for p in parts]
+    windows = {}
+    for a in aggs: windows.setdefault(a.window_delta, []).append(a)
+    def solve(ents: pl.LazyFrame, r: pl.LazyFrame) -> pl.LazyFrame:
+        at = ents.select(*keys, pl.col(ts).alias(_T)).drop_nulls(keys).unique()  # the instants windows end at
+        at = at.join(r.select(*keys, _T), on=[*keys, _T], how="anti").with_columns(empty)  # those not already a feature row
+        both = pl.concat([r, at.select(r.collect_schema().names())], how="vertical_relaxed").sort([*keys, _T])
+        out = ents.select(ROW, *keys, pl.col(ts).alias(_T))
+        for i, (w, group) in enumerate(windows.items()):
+            need = list(dict.fromkeys(_partial(a.column, s) for a in group for s in WINDOW_STATS[a.function]))
+            stats = both.rolling(_T, period=w, closed="right", group_by=keys).agg(
+                [(pl.col(p).min() if p.endswith("__min") else pl.col(p).max() if p.endswith("__max") else pl.col(p).sum()).alias(f"{p}@{i}") for p in need])
+            out = out.join(stats, on=[*keys, _T], how="left")  # one row per entity instant: nothing is multiplied
+            out = out.with_columns([_finish(a, lambda s, c=a.column: f"{_partial(c, s)}@{i}").alias(a.output_name) for a in group])
+        return out.select(ROW, *names)
+    if buckets <= 1: return solve(entities.lazy(), rows).collect().sort(ROW)
+    h = pl.struct(keys).hash(seed=7) % buckets
+    return pl.concat([solve(entities.lazy().filter(h == b), rows.filter(h == b)).collect(engine="streaming") for b in range(buckets)]).sort(ROW)
+
+def _check_partials(view: FeatureView, build, schema, aggs: list[Aggregation]) -> list[str]:
+    "The partial columns `aggs` need; `Conflict` when `build` predates them."
+    need = list(dict.fromkeys(_partial(a.column, s) for a in aggs for s in WINDOW_STATS[a.function]))
+    if miss := [p for p in need if p not in schema]:
+        raise Conflict(f"feature view {view.name!r} build {build.id} (table {build.table!r} v{build.table_version}) has no window partials "
+                       f"({', '.join(miss)}): it was built before windows were finished at lookup time; run build_features(ws, {view.name!r}) again")
+    return need
 
 # %% ../../nbs/features/12a_offline.ipynb #ac70236d
 @dataclass
@@ -250,11 +357,20 @@ def _join_all(ws: Workspace, df: pl.DataFrame, plan: FeaturePlan, builds: dict, 
     out, tmin, tmax = df.with_row_index(ROW), df[ts].min(), df[ts].max()
     for name, (view, feats) in plan.views.items():
         b, keys = builds[name], plan.keys[name]
-        lo = None if view.ttl is None else (tmin - view.ttl_delta).date().replace(day=1)  # a month partition is named by its first day
+        aggs = [a for a in view.aggregations if a.output_name in feats]
+        plain = [f for f in feats if f not in {a.output_name for a in aggs}]
+        reach = max([view.ttl_delta] + [a.window_delta for a in aggs]) if view.ttl is not None else None
+        lo = None if reach is None else (tmin - reach).date().replace(day=1)  # a month partition is named by its first day
         rows = scan_partitions(ws, b.table, b.table_version, PARTITION, lo, tmax.date())  # only the dates entity rows can see, in order
-        rows = rows.select(*keys, pl.col(view.timestamp).alias("__ft"), *feats)
-        size = b.rows * (len(keys) + len(feats) + 1) * 8
-        got = pit_join(out, rows, keys, ts, "__ft", view.ttl_delta, buckets=max(1, math.ceil(size / (memory_budget or _memory_budget()))))
+        parts = _check_partials(view, b, rows.collect_schema(), aggs) if aggs else []
+        rows = rows.select(*keys, pl.col(view.timestamp).alias("__ft"), *plain, *parts)
+        size = b.rows * (len(keys) + len(plain) + len(parts) + 1) * 8
+        buckets = max(1, math.ceil(size / (memory_budget or _memory_budget())))
+        got = pit_join(out, rows.select(*keys, "__ft", *plain), keys, ts, "__ft", view.ttl_delta, buckets=buckets)
+        if aggs:  # windows end at each row's time; null where the view has no value within its TTL, as its other features
+            win = window_join(out, rows.select(*keys, "__ft", *parts), keys, ts, "__ft", aggs, buckets=buckets)
+            got = got.hstack(win.drop(ROW)).with_columns([pl.when(pl.col("__ft").is_not_null()).then(pl.col(a.output_name)).alias(a.output_name)
+                                                          for a in aggs])
         got = got.rename({"__ft": f"{name}__event_time"}) if event_times else got.drop("__ft")
         out = out.hstack(got.drop(ROW).select([c for c in got.columns if c != ROW and c not in out.columns]))
     for od in plan.on_demand: out = compute_on_demand(od, out)

@@ -4,9 +4,10 @@
 
 # %% ../../nbs/features/12b_online.ipynb #487ee452
 from __future__ import annotations
-import datetime as dt, struct, time
+import datetime as dt, math, struct, time, warnings
+from bisect import bisect_right
 import msgpack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import polars as pl
 import sqlalchemy as sa
 from ..core.errors import *
@@ -15,14 +16,17 @@ from ..core.metadata import feature_builds, feature_services, feature_views, mat
 from ..core.storage import read_dataset
 from .definitions import *
 from .definitions import APPLIED
-from .offline import FeatureBuild, get_build, resolve_features, FeaturePlan
+from .offline import FeatureBuild, get_build, resolve_features, FeaturePlan, DroppedRows, window_partials
+from .offline import _check_partials, _partial, WINDOW_STATS
 
 # %% auto #0
 __all__ = ['CHUNK', 'CHANGES', 'REFRESH_S', 'Materialization', 'materialize', 'get_materialization', 'list_materializations',
            'materialize_incremental', 'OnlineFeatures', 'OnlineReader', 'online_reader', 'get_online_features']
 
 # %% ../../nbs/features/12b_online.ipynb #45903c0a
-def _store_name(view: FeatureView) -> str: return f"{view.name}@v{view.version}"
+def _store_name(view: FeatureView) -> str:
+    "Where the view's rows live online: `view@v<version>`; `view@v<version>w` for rows carrying window partials (another layout)."
+    return f"{view.name}@v{view.version}" + ("w" if view.aggregations else "")
 
 def _key_of(values) -> str:
     "The online key of one entity: its join-key values, unit-separated."
@@ -30,13 +34,15 @@ def _key_of(values) -> str:
 
 _TEMPORAL = (pl.Datetime, pl.Date)
 
-def _encode_rows(df: pl.DataFrame, keys: list[str], ts: str, feats: list[str]) -> list[tuple[str, int, bytes]]:
-    "(key, event time us, payload) per row of `df`."
+def _encode_rows(df: pl.DataFrame, keys: list[str], ts: str, feats: list[str], parts: list[str] = ()) -> list[tuple[str, int, bytes]]:
+    "(key, event time us, payload) per row of `df`; with `parts`, the payload ends with [instants, *partials] (lists in `df`'s '__wt', `parts`)."
     conv = [pl.col(c).dt.epoch("us").alias(c) if isinstance(df.schema[c], _TEMPORAL) else pl.col(c) for c in feats]
     enc = df.select(pl.concat_str([pl.col(k).cast(pl.String) for k in keys], separator="\x1f").alias("__k"),
-                    pl.col(ts).dt.epoch("us").alias("__t"), *conv)
+                    pl.col(ts).dt.epoch("us").alias("__t"), *conv, *([pl.col("__wt"), *parts] if parts else []))
     pack = msgpack.Packer().pack
-    return [(r[0], r[1], pack(r[2:])) for r in enc.iter_rows()]
+    if not parts: return [(r[0], r[1], pack(r[2:])) for r in enc.iter_rows()]
+    k = 2 + len(feats)
+    return [(r[0], r[1], pack([*r[2:k], [x or [] for x in r[k:]]])) for r in enc.iter_rows()]
 
 def _unpack_many(payloads: list[bytes]) -> list:
     "Decode many packed rows in one call: they are the items of one msgpack array (array32 header)."
@@ -64,9 +70,14 @@ class Materialization:
 CHUNK = 20_000
 CHANGES = [0]  # bumped by each materialization in this process: cached readers reload
 
-def _aware(t, what) -> dt.datetime | None:
+def _aware(t, what, where: str = "materialize") -> dt.datetime | None:
     if t is None or (isinstance(t, dt.datetime) and t.tzinfo): return t
-    raise InvalidInput(f"materialize: {what} {t!r} must be a time-zone-aware datetime (e.g. datetime(..., tzinfo=timezone.utc))")
+    raise InvalidInput(f"{where}: {what} {t!r} must be a time-zone-aware datetime (e.g. datetime(..., tzinfo=timezone.utc))")
+
+def _old_store_names(fv: FeatureView) -> list[str]:
+    "Names under which older versions (or this version in the other layout) of `fv` may have rows online."
+    here = _store_name(fv)
+    return [n for v in range(1, fv.version + 1) for n in (f"{fv.name}@v{v}", f"{fv.name}@v{v}w") if n != here]
 
 def materialize(ws: Workspace, view: str,
                 start: dt.datetime | None = None,  # earliest event time to copy (default: all history)
@@ -83,13 +94,25 @@ def materialize(ws: Workspace, view: str,
     def finish(**kw):
         with ws.metadata.begin() as c: c.execute(materializations.update().where(materializations.c.id == mid).values(ended_at=utcnow(), **kw))
     try:
-        ts, lf = fv.timestamp, read_dataset(ws, build.table, build.table_version)
-        lf = lf.filter(pl.col(ts) <= end) if start is None else lf.filter(pl.col(ts).is_between(start, end))
+        ts, table = fv.timestamp, read_dataset(ws, build.table, build.table_version)
+        lf = table.filter(pl.col(ts) <= end) if start is None else table.filter(pl.col(ts).is_between(start, end))
         latest = lf.sort(ts).unique(keys, keep="last").collect()
-        rows = _encode_rows(latest, keys, ts, fv.feature_names)
+        if n := latest.select(pl.any_horizontal([pl.col(k).is_null() for k in keys]).sum()).item():
+            warnings.warn(DroppedRows(f"feature view {view!r} build {build.id}: {n:,} of its rows to materialize have a null join key "
+                                      f"({', '.join(keys)}), left from before builds dropped them; they were not materialized; "
+                                      f"run build_features(ws, {view!r}) to rebuild without them (the build then counts them)"), stacklevel=2)
+            latest = latest.drop_nulls(keys)
+        parts = window_partials(fv)
+        if parts:  # each entity's instants over the widest window before `end`, for lookups to finish windows at their own time
+            _check_partials(fv, build, table.collect_schema(), fv.aggregations)
+            widest = max(a.window_delta for a in fv.aggregations)
+            recent = table.filter(pl.col(ts).is_between(end - widest, end, closed="right")).join(latest.lazy().select(keys), on=keys, how="semi")
+            tiles = recent.sort(ts).group_by(keys).agg(pl.col(ts).dt.epoch("us").alias("__wt"), *parts).collect()
+            latest = latest.drop(parts).join(tiles, on=keys, how="left")  # the latest row's own partials give way to the lists
+        rows = _encode_rows(latest, keys, ts, list(fv.features) if parts else fv.feature_names, parts)
         store.ping()
         for i in range(0, len(rows), CHUNK): store.write(_store_name(fv), rows[i:i + CHUNK])
-        for old in range(1, fv.version): store.drop(f"{view}@v{old}")
+        for old in _old_store_names(fv): store.drop(old)
     except BaseException as e:
         finish(status="failed", error=f"{type(e).__name__}: {e}"[:2000])
         if isinstance(e, MLWError): raise
@@ -121,6 +144,7 @@ def materialize_incremental(ws: Workspace, view: str, end: dt.datetime | None = 
 
 # %% ../../nbs/features/12b_online.ipynb #be0f24e4
 REFRESH_S = 5.0
+_EPOCH, _US = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), dt.timedelta(microseconds=1)
 
 @dataclass
 class _ViewReader:
@@ -128,10 +152,12 @@ class _ViewReader:
     store_name: str
     keys: list[str]
     cast: list  # per key: python callable making the stored key text's value type (int/str)
-    picks: list[int]  # indices of requested features in the payload
-    names: list[str]
+    picks: list[int]  # payload index of each requested row-level feature (the first names)
+    names: list[str]  # requested features: row-level ones, then windowed ones
     temporal: dict  # output name -> pl dtype, for values stored as epoch us
     ttl_us: int | None
+    ttl: str | None = None  # as defined: the reason a value is expired names it
+    windows: list = field(default_factory=list)  # per requested window (the last names): (function, window us, payload indices of its partials, empty sum)
 
 class OnlineFeatures:
     "The answer to an online lookup: column -> list of values, one per entity row."
@@ -169,44 +195,61 @@ class OnlineReader:
                 schema = read_dataset(ws, b.table, b.table_version).collect_schema()
             except NotFound: schema = {}  # never built: every lookup reports 'missing'
             out = [f for f in feats if f in self.plan.columns or self.plan.on_demand]
-            keys = self.plan.keys[name]
+            keys, aggs, parts = self.plan.keys[name], {a.output_name: a for a in view.aggregations}, window_partials(view)
+            front = list(view.features) if parts else view.feature_names  # what the payload holds before the partials
+            plain, wins = [f for f in out if f not in aggs], [aggs[f] for f in out if f in aggs]
             self.views.append(_ViewReader(name, _store_name(view), keys, [int if schema.get(k, pl.String).is_integer() else str for k in keys],
-                                          [view.feature_names.index(f) for f in out], out,
-                                          {f: schema[f] for f in out if isinstance(schema.get(f), _TEMPORAL)},
-                                          None if view.ttl is None else int(view.ttl_delta.total_seconds() * 1_000_000)))
+                                          [front.index(f) for f in plain], plain + [a.output_name for a in wins],
+                                          {f: schema[f] for f in plain if isinstance(schema.get(f), _TEMPORAL)},
+                                          None if view.ttl is None else view.ttl_delta // _US, view.ttl,
+                                          [(a.function, a.window_delta // _US, [1 + parts.index(_partial(a.column, s)) for s in WINDOW_STATS[a.function]],
+                                            0.0 if schema.get(_partial(a.column, "sum"), pl.Int64).is_float() else 0) for a in wins]))
 
     def get(self, entity_rows, now: dt.datetime | None = None) -> OnlineFeatures:
-        "Feature values, event times and status for each entity row."
+        "Feature values, event times, status and the reason for a missing value, for each entity row, as of `now`."
         cols = _rows_to_columns(entity_rows)
         n = len(next(iter(cols.values()), []))
-        now_us = time.time_ns() // 1000 if now is None else int(_aware(now, "now").timestamp() * 1_000_000)
-        requests, out = [], {}
+        now_us = time.time_ns() // 1000 if now is None else (_aware(now, "now", "get_online_features") - _EPOCH) // _US
+        requests, out, nulls = [], {}, []
         for v in self.views:
             if miss := [k for k in v.keys if k not in cols]:
                 raise InvalidInput(f"entity_rows lack join key(s) {miss} of feature view {v.name!r} (given: {', '.join(cols)})")
+            kc, null = [cols[k] for k in v.keys], None
+            if any(None in c for c in kc):  # a null key names no entity: not asked for, answered 'missing'
+                null = [i for i in range(n) if any(c[i] is None for c in kc)]
+                kc = [[x for x in c if x is not None] if len(kc) == 1 else [c[i] for i in range(n) if i not in set(null)] for c in kc]
             try:
-                if len(v.keys) == 1: keys = [str(v.cast[0](x)) for x in cols[v.keys[0]]]
-                else: keys = ["\x1f".join(str(c(x)) for c, x in zip(v.cast, xs)) for xs in zip(*(cols[k] for k in v.keys))]
+                if len(v.keys) == 1: keys = [str(v.cast[0](x)) for x in kc[0]]
+                else: keys = ["\x1f".join(str(c(x)) for c, x in zip(v.cast, xs)) for xs in zip(*kc)]
             except (TypeError, ValueError) as e:
                 raise InvalidInput(f"entity_rows: a value of join key(s) {v.keys} of view {v.name!r} has the wrong type ({e})") from None
-            requests.append((v.store_name, keys))
+            requests.append((v.store_name, keys)); nulls.append(null)
         for k, vals in cols.items(): out[k] = vals
-        for v, got in zip(self.views, self.store.read(requests)):
-            vals, times, status, live = [[None] * n for _ in v.names], [None] * n, ["missing"] * n, []
+        for v, got, null in zip(self.views, self.store.read(requests), nulls):
+            if null: got = _spread(got, null, n)
+            vals, times, status, why, live = [[None] * n for _ in v.names], [None] * n, ["missing"] * n, [None] * n, []
             for i, r in enumerate(got):
-                if r is None: continue
-                if v.ttl_us is not None and now_us - r[0] > v.ttl_us: status[i] = "expired"; continue  # as offline: no value, no time
+                if r is None: why[i] = f"no row for this entity in the online store ({v.store_name}); materialize {v.name!r} or check the key"; continue
+                if v.ttl_us is not None and now_us - r[0] > v.ttl_us:  # as offline: no value, no time
+                    status[i], why[i] = "expired", f"last event {_iso(r[0])} older than ttl {v.ttl} at now={_iso(now_us)}"; continue
                 live.append(i); status[i], times[i] = "present", r[0]
+            for i in null or (): why[i] = f"join key {', '.join(k for k in v.keys if cols[k][i] is None)} is null"
             if live:  # one decode for all rows: a call per row would cost more than the store read
                 rows = _unpack_many([got[i][1] for i in live])
                 for j, p in enumerate(v.picks):
                     col = vals[j]
                     for i, row in zip(live, rows): col[i] = row[p]
+                for j, (fn, w, at, zero) in enumerate(v.windows, len(v.picks)):  # each window finished at `now`
+                    col = vals[j]
+                    for i, row in zip(live, rows):
+                        t = row[-1][0]
+                        col[i] = _window_value(fn, row[-1], at, zero, bisect_right(t, now_us - w), bisect_right(t, now_us))
             for name, col in zip(v.names, vals):
                 out[name] = _from_us(col, v.temporal[name]) if name in v.temporal else col
             out[f"{v.name}__event_time"], out[f"{v.name}__status"] = _from_us(times, pl.Datetime("us", "UTC")), status
+            out[f"{v.name}__reason"] = why
         if self.plan.on_demand: out = self._on_demand(out)
-        keep = [c for c in cols] + self.plan.columns + [c for v in self.views for c in (f"{v.name}__event_time", f"{v.name}__status")]
+        keep = [c for c in cols] + self.plan.columns + [f"{v.name}__{c}" for v in self.views for c in ("event_time", "status", "reason")]
         return OnlineFeatures({c: out[c] for c in dict.fromkeys(keep)})
 
     def _on_demand(self, out: dict) -> dict:
@@ -219,9 +262,28 @@ class OnlineReader:
         return df.to_dict(as_series=False)
 
 def _from_us(values: list, dtype) -> list:
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    if isinstance(dtype, pl.Date): return [None if v is None else (epoch + dt.timedelta(microseconds=v)).date() for v in values]
-    return [None if v is None else epoch + dt.timedelta(microseconds=v) for v in values]
+    if isinstance(dtype, pl.Date): return [None if v is None else (_EPOCH + dt.timedelta(microseconds=v)).date() for v in values]
+    return [None if v is None else _EPOCH + dt.timedelta(microseconds=v) for v in values]
+
+def _iso(us: int) -> str: return (_EPOCH + dt.timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
+
+def _spread(got: list, null: list[int], n: int) -> list:
+    "The store's answers for the non-null rows, back in place among `n` rows (None at the `null` ones)."
+    full, it, skip = [None] * n, iter(got), set(null)
+    for i in range(n):
+        if i not in skip: full[i] = next(it)
+    return full
+
+def _window_value(fn: str, tiles: list, at: list[int], zero, lo: int, hi: int):
+    "`fn` over instants `lo:hi` of `tiles` ([instants, *partials]; its partials at `at`): the offline `_finish`, in Python."
+    n = sum(tiles[at[0]][lo:hi])
+    if fn == "count": return n
+    if fn == "sum": return sum(tiles[at[1]][lo:hi], zero) if n else zero
+    if not n or (fn == "std" and n < 2): return None
+    if fn == "mean": return sum(tiles[at[1]][lo:hi]) / n
+    if fn in ("min", "max"): return (min if fn == "min" else max)(x for x in tiles[at[1]][lo:hi] if x is not None)
+    s, q = sum(tiles[at[1]][lo:hi]), sum(tiles[at[2]][lo:hi])
+    return math.sqrt(max(q - s * s / n, 0.0) / (n - 1))
 
 # %% ../../nbs/features/12b_online.ipynb #96740638
 _readers: dict = {}
@@ -252,7 +314,7 @@ def _signature(ws: Workspace, r: OnlineReader) -> tuple:
 def get_online_features(ws: Workspace,
                         features: str | list[str],  # a feature service, or 'view' / 'view:feature' references
                         entity_rows,  # list of dicts, dict of lists, or a polars DataFrame: join keys (+ request data)
-                        now: dt.datetime | None = None,  # lookup time for TTL checks (default: now)
+                        now: dt.datetime | None = None,  # the lookup time: windows end at it, TTLs are judged at it (default: the wall clock)
                        ) -> OnlineFeatures:
-    "The latest feature values for each entity row, with their event time and status; one store round trip."
+    "The feature values for each entity row as of `now`, with their event time, status and reason; one store round trip."
     return online_reader(ws, features).get(entity_rows, now)
