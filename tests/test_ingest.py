@@ -804,3 +804,19 @@ def test_larger_than_memory_parquet_streams(tmp_path):
         assert got["peak_rss"] < in_memory / 2, f"peak RSS {got['peak_rss'] / 1e6:.0f} MB for {in_memory / 1e6:.0f} MB of data: not streaming"
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_ingest_step_run_twice_in_a_pipeline_replaces_the_snapshot(ws, tmp_path):
+    "The packaged ingest_data notebook (mode overwrite by default) on a table of the user's, run twice: one snapshot's rows, two versions."
+    from mlops_workbench.pipelines import runner
+    raw = tmp_path / "raw"; raw.mkdir()
+    (raw / "sales.csv").write_text("store,day,product,units,revenue\n" + "\n".join(
+        f"{s},2025-03-0{d},{p},{'' if d == 2 else d * 3},{d * 4.5}" for s in ("Zürich", "Köln") for d in (1, 2, 3) for p in ("Brot", "Käse")) + "\n")
+    nb = Path(runner.__file__).parent / "ingest_data.ipynb"
+    spec = runner.PipelineSpec.from_yaml(f"name: land_sales\nsteps:\n  ingest:\n    notebook: {nb}\n"
+                                         f"    parameters: {{raw_dir: '{raw}', tables: [sales], text_tables: []}}\n")
+    runs = [runner.run_pipeline(ws, spec, progress=False) for _ in range(2)]
+    for r in runs: r.raise_for_status()
+    assert [r.step("ingest").outputs for r in runs] == [{"datasets": {"sales": 0}, "rows": {"sales": 12}}, {"datasets": {"sales": 1}, "rows": {"sales": 12}}]
+    assert [(v.operation, v.row_count, v.source["mode"]) for v in dataset_versions_of(ws, "sales")] == [("create", 12, "overwrite"), ("overwrite", 12, "overwrite")]
+    assert rows(ws, "sales").schema["day"] == pl.Date  # parse_dates=True for tables that are not text

@@ -254,3 +254,86 @@ def test_streaming_passed_rows_to_parquet(tmp_path):
     assert pl.scan_parquet(quarantine).select(pl.len()).collect().item() == expected_q
     assert pl.scan_parquet(out).select(pl.col("id").diff().min()).collect().item() > 0  # input order kept
     assert peak < 0.6 * in_memory, f"peak RSS {peak / 1e6:.0f} MB against {in_memory / 1e6:.0f} MB of rows in memory"
+
+
+# ---------------------------------------------------------------- validating a dataset version again replaces, never adds
+
+SALES_RULES = """name: sales
+key: [store, day, product]
+rules:
+  - {kind: not_null, column: units, policy: quarantine}
+  - {kind: range, column: revenue, min: 0.01, policy: quarantine}
+  - {kind: regex, column: day, pattern: '\\d\\d\\.\\d\\d\\.\\d{4}', policy: quarantine}
+  - {kind: allowed_values, column: product, values: [Brot, Käse, Milch], policy: warn}
+"""
+
+
+def _week(tmp_path, name: str, day: str) -> str:
+    "A weekly `;`-delimited latin-1 sales export: no id, text keys, dates as text, gaps in `units`, `revenue` as the target."
+    rows = [f"Zürich;{day};Käse;12;54.5", f"Genève;{day};Brot;;0.0", f"Köln;{day};Käse;9;40.5", f"Malmö;2025-{day[3:5]}-{day[:2]};Brot;4;18.0",
+            f"Köln;{day};Milch;;7.5", f"Zürich;{day};Bier;3;9.0"]
+    (tmp_path / f"{name}.csv").write_bytes(("store;day;product;units;revenue\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    return str(tmp_path / f"{name}.csv")
+
+
+def test_validating_a_version_again_replaces_its_rows_report_and_metrics(ws, tmp_path):
+    import sqlalchemy as sa
+    from mlops_workbench.core.metadata import quality_metrics, validation_reports
+    from mlops_workbench.core.storage import read_dataset, dataset_version
+    from mlops_workbench.data.ingest import CsvSource, ingest
+    from mlops_workbench.data.quality import validate_dataset, validation_history, quality_history
+    for name, day in [("w10", "03.03.2025"), ("w11", "10.03.2025")]:
+        ingest(ws, "sales", CsvSource(_week(tmp_path, name, day), delimiter=";", encoding="latin-1"), mode="overwrite")
+    rules = RuleSet.from_yaml(SALES_RULES)
+    runs = [validate_dataset(ws, "sales", rules, version=v) for v in (0, 1, 0, 1, 1)]
+    assert [(r.status, r.rows, r.rows_quarantined, r.replaced) for r in runs] == \
+           [("quarantined", 6, 3, 0), ("quarantined", 6, 3, 0), ("quarantined", 6, 3, 1), ("quarantined", 6, 3, 1), ("quarantined", 6, 3, 1)]
+    held = read_dataset(ws, "sales_quarantine").collect()
+    assert held.group_by("_source_version").len().sort("_source_version").rows() == [(0, 3), (1, 3)]
+    assert sorted(held.filter(pl.col("_source_version") == 0)["store"]) == ["Genève", "Köln", "Malmö"]
+    assert sorted((r["version"], r["rows_quarantined"]) for r in validation_history(ws, "sales")) == [(0, 3), (1, 3)]
+    for metric in ("rows_quarantined", "rows_failed", "rows", "quarantine_rate"):
+        assert quality_history(ws, "sales", metric).sort("version")["version"].to_list() == [0, 1], metric
+    assert quality_history(ws, "sales", "rule_failure_rate", "units_not_null")["value"].to_list() == [2 / 6, 2 / 6]
+    assert read_dataset(ws, "sales_validated").collect().height == 3
+    # a fixed rule: v0 validated again holds only what the new rules quarantine, and v1's rows stay as they were
+    fixed = RuleSet("sales", [r for r in rules.rules if r.name != "day_regex"], key=rules.key)
+    rerun = validate_dataset(ws, "sales", fixed, version=0)
+    held = read_dataset(ws, "sales_quarantine").collect()
+    assert (rerun.rows_quarantined, held.group_by("_source_version").len().sort("_source_version").rows()) == (2, [(0, 2), (1, 3)])
+    q = dataset_version(ws, "sales_quarantine")
+    assert (q.operation, q.lineage["steps"][-1]) == ("overwrite", {"kind": "replace", "source_version": 0, "rows_removed": 3})
+    with ws.metadata.begin() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(validation_reports)).scalar() == 2
+        names = {r.column for r in c.execute(sa.select(quality_metrics.c.column).where(quality_metrics.c.version == 0, quality_metrics.c.metric == "rule_failure_rate"))}
+    assert "day_regex" not in names  # the earlier run's rule went with its report
+    # a rerun that blocks writes nothing: the earlier rows stay, its report replaces the earlier one
+    blocked = validate_dataset(ws, "sales", RuleSet("sales", [NotNull("units")]), version=1)
+    assert blocked.status == "blocked" and read_dataset(ws, "sales_quarantine").collect().height == 5
+    assert [r["status"] for r in validation_history(ws, "sales") if r["version"] == 1] == ["blocked"]
+    assert validate_dataset(ws, "sales", rules, version=1).replaced == 1  # and the next good run still replaces them
+    assert read_dataset(ws, "sales_quarantine").collect().group_by("_source_version").len().sort("_source_version").rows() == [(0, 2), (1, 3)]
+    # a quarantine shared with another dataset cannot tell their versions apart: replacing in it is refused
+    ingest(ws, "branch", CsvSource(_week(tmp_path, "b", "03.03.2025"), delimiter=";", encoding="latin-1"))
+    validate_dataset(ws, "branch", rules, quarantine="sales_quarantine")
+    with pytest.raises(Conflict, match=r"quarantine dataset 'sales_quarantine' also holds rows of \['branch'\], so the rows of 'sales' v0 cannot be told apart"):
+        validate_dataset(ws, "sales", rules, version=0)
+
+
+def test_validate_step_run_twice_in_a_pipeline(ws, tmp_path):
+    "The packaged validate_data notebook with a YAML rule set, run twice by the pipeline runner: the second run replaces."
+    from pathlib import Path
+    from mlops_workbench.pipelines import runner
+    from mlops_workbench.core.storage import read_dataset
+    from mlops_workbench.data.ingest import CsvSource, ingest
+    from mlops_workbench.data.quality import validation_history
+    ingest(ws, "sales", CsvSource(_week(tmp_path, "w10", "03.03.2025"), delimiter=";", encoding="latin-1"))
+    (tmp_path / "sales_rules.yaml").write_text(SALES_RULES, encoding="utf-8")
+    nb = Path(runner.__file__).parent / "validate_data.ipynb"
+    spec = runner.PipelineSpec.from_yaml(f"name: check_sales\nparameters: {{rules: ''}}\nsteps:\n  validate:\n    notebook: {nb}\n"
+                                         "    parameters: {dataset: sales, rules: '${params.rules}'}\n")
+    runs = [runner.run_pipeline(ws, spec, {"rules": str(tmp_path / "sales_rules.yaml")}, progress=False) for _ in range(2)]
+    for r in runs: r.raise_for_status()
+    outputs = [r.step("validate").outputs for r in runs]
+    assert [(o["status"], o["rows_quarantined"], o["replaced"]) for o in outputs] == [("quarantined", 3, 0), ("quarantined", 3, 1)]
+    assert read_dataset(ws, "sales_quarantine").collect().height == 3 and len(validation_history(ws, "sales")) == 1

@@ -185,27 +185,45 @@ def _fire(ws, snap: QualitySnapshot) -> list[int]:
     return ids
 
 # %% ../../nbs/data/13_quality.ipynb #47b98946
+def _quarantine(ws: Workspace, name: str, rows: pl.LazyFrame, n: int, dataset: str, version: int, **kw) -> int | None:
+    "Put the `n` quarantined `rows` of `dataset` v`version` into dataset `name`, replacing rows an earlier validation of the version put there."
+    from mlops_workbench.core.storage import write_dataset, latest_version, dataset_versions_of
+    prev, rows = latest_version(ws, name), rows.with_columns(pl.lit(version, pl.Int64).alias("_source_version"))
+    inputs = {(i["dataset"], i["version"]) for v in dataset_versions_of(ws, name) for i in v.lineage.get("inputs", [])}  # who wrote rows here
+    earlier = 0 if (dataset, version) not in inputs or "_source_version" not in prev.schema else \
+        read_dataset(ws, name, prev.version).filter(pl.col("_source_version") == version).select(pl.len()).collect().item()
+    if not earlier: return write_dataset(ws, name, rows, kind="quarantine", mode="append", **kw).version if n else None
+    if others := sorted({d for d, _ in inputs} - {dataset}):
+        raise Conflict(f"quarantine dataset {name!r} also holds rows of {others}, so the rows of {dataset!r} v{version} cannot be told apart by "
+                       f"version to replace them; pass quarantine= a dataset of {dataset!r}'s own")
+    kept = read_dataset(ws, name, prev.version).filter(pl.col("_source_version").is_null() | (pl.col("_source_version") != version))
+    lineage = kw.pop("lineage")
+    lineage = {**lineage, "steps": lineage["steps"] + [{"kind": "replace", "source_version": version, "rows_removed": earlier}]}
+    v = write_dataset(ws, name, pl.concat([kept, rows], how="diagonal_relaxed"), kind="quarantine", mode="overwrite", lineage=lineage, **kw)
+    return v.version if n else None
+
 def validate_dataset(ws: Workspace, dataset: str, rules, version: int | None = None,
                      output: str | None = None,  # validated dataset name (default `<dataset>_validated`)
                      quarantine: str | None = None,  # quarantine dataset name (default `<dataset>_quarantine`)
                      checks: list | None = None,  # quality checks (default `default_checks()`)
                      references: dict | None = None, reference_stats: dict | None = None, now=None, run_id: str | None = None):
-    "Validate a dataset version, write its passed and quarantined rows, record the report, observe quality and alert."
+    "Validate a dataset version, write its passed and quarantined rows, record the report, observe quality and alert; a rerun replaces."
     from mlops_workbench.data.validate import validate
     from mlops_workbench.data.rules import RuleSet
+    from mlops_workbench.data.ingest import dataset_lock, restore_on_failure
     from mlops_workbench.core.storage import write_dataset
     rules = rules if isinstance(rules, RuleSet) else RuleSet(f"{dataset}_rules", list(rules))
+    out, held = output or f"{dataset}_validated", quarantine or f"{dataset}_quarantine"
     src = dataset_version(ws, dataset, version)
     report = validate(read_dataset(ws, dataset, src.version), rules, references=references, reference_stats=reference_stats, now=now)
     out_v = q_v = None
     if report.status != "blocked":
         lineage = {"inputs": [{"dataset": dataset, "version": src.version}], "steps": [{"kind": "validate", "ruleset": rules.name, "hash": rules.hash}]}
         source = {"kind": "validate", "input": dataset, "version": src.version, "ruleset": rules.name}
-        out_v = write_dataset(ws, output or f"{dataset}_validated", report.passed, source=source, kind="validated", mode="overwrite",
-                              lineage=lineage, run_id=run_id).version
-        if report.rows_quarantined:
-            q_v = write_dataset(ws, quarantine or f"{dataset}_quarantine", report.quarantined, source=source, kind="quarantine", mode="append",
-                                lineage=lineage, run_id=run_id).version
+        with dataset_lock(ws, out), restore_on_failure(ws, out):
+            out_v = write_dataset(ws, out, report.passed, source=source, kind="validated", mode="overwrite", lineage=lineage, run_id=run_id).version
+        with dataset_lock(ws, held), restore_on_failure(ws, held):
+            q_v = _quarantine(ws, held, report.quarantined, report.rows_quarantined, dataset, src.version, source=source, lineage=lineage, run_id=run_id)
     report.record(ws, dataset, src.version, output_version=out_v, quarantine_version=q_v)
     report.snapshot = observe(ws, dataset, src.version, report=report, checks=checks, now=now)
     return report

@@ -53,6 +53,7 @@ class ValidationReport:
         self.ruleset, self.ruleset_hash, self.status = ruleset, ruleset_hash, status
         self.rows, self.rows_failed, self.rows_quarantined = rows, rows_failed, rows_quarantined
         self.results, self.null_counts, self._plan, self.id = results, null_counts, plan, None
+        self.replaced = 0  # earlier reports of the same dataset version that `record` replaced
 
     def __getitem__(self, name: str) -> RuleResult:
         try: return next(r for r in self.results if r.name == name)
@@ -129,7 +130,7 @@ def record(self: ValidationReport, ws,  # the Workspace whose metadata store kee
            output_version: int | None = None,  # version of the validated dataset written from `passed`
            quarantine_version: int | None = None,  # version of the quarantine dataset written
            ) -> int:
-    "Store the report and its quality metrics in one transaction; return the report's id."
+    "Store the report and its quality metrics in one transaction, replacing an earlier report of the version; return its id."
     if not isinstance(dataset, str) or not dataset: raise InvalidInput(f"record: dataset {dataset!r} is not a dataset name")
     for k, v in dict(version=version, output_version=output_version, quarantine_version=quarantine_version).items():
         if (v is not None or k == "version") and (not _is_int(v) or v < 0):
@@ -139,6 +140,9 @@ def record(self: ValidationReport, ws,  # the Workspace whose metadata store kee
     metrics += [("null_rate", c, k / n if n else None) for c, k in self.null_counts.items()]
     metrics += [("rule_failure_rate", r.name, r.failed_share) for r in self.results]
     with ws.metadata.begin() as c:
+        this = dict(dataset=dataset, version=version)  # an earlier validation of this version is replaced, with its metrics
+        self.replaced = c.execute(validation_reports.delete().filter_by(**this)).rowcount
+        c.execute(quality_metrics.delete().filter_by(**this).where(quality_metrics.c.metric.in_({m for m, _, _ in metrics})))
         rid = c.execute(validation_reports.insert().values(
             dataset=dataset, version=version, ruleset=self.ruleset, ruleset_hash=self.ruleset_hash, status=self.status,
             rows=n, rows_failed=self.rows_failed, rows_quarantined=self.rows_quarantined,
