@@ -139,3 +139,31 @@ def test_training_windows_match_reference(ws, events, lookups, windows, ttl):
         for (key, t), f, g in zip(lookups, found, got[a.output_name].to_list()):
             expect = None if f is None else window_reference(events, key, t, w, a.function)
             assert same(g, expect), (a.output_name, key, t, g, expect)
+
+
+@pytest.mark.parametrize("buckets", [1, 4])
+def test_window_join_at_scale_matches_a_brute_force_join(buckets):
+    """Thousands of entities, so polars works in parallel (its `unique` and joins then reorder rows): every window
+    of every lookup equals the join-filter-aggregate over all the entity's events, as `bench/features.py` checks."""
+    import numpy as np
+    r = np.random.default_rng(5)
+    n, m, customers, span = 60_000, 20_000, 3_000, 30 * 86_400_000_000
+    at = lambda k: pl.Series(T0.timestamp() * 1e6 + r.integers(0, span, k)).cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
+    ev = pl.DataFrame({"customer_id": r.integers(0, customers, n), "event_timestamp": at(n),
+                       "value": pl.Series(r.integers(-1000, 1000, n)).scatter(r.integers(0, n, n // 20), None)})
+    ent = pl.DataFrame({"customer_id": r.integers(0, customers + 100, m), "event_timestamp": at(m)}).with_row_index(ROW)
+    view = FeatureView("v", entity="customer", source="s", aggregations=[Aggregation("value", f, w) for w in ("1h", "1d", "7d") for f in AGG_FUNCTIONS])
+    got = window_join(ent, compute_view(view, ev.lazy(), ["customer_id"]), ["customer_id"], "event_timestamp", "event_timestamp",
+                      view.aggregations, buckets=buckets)
+    pairs = ent.join(ev.rename({"event_timestamp": "__ft"}), on="customer_id").filter(pl.col("__ft") <= pl.col("event_timestamp"))
+    inside = lambda a: pl.col("value").filter(pl.col("__ft") > pl.col("event_timestamp") - a.window_delta)
+    fns = {"count": lambda c: c.count(), "sum": lambda c: c.sum(), "mean": lambda c: c.mean(), "min": lambda c: c.min(),
+           "max": lambda c: c.max(), "std": lambda c: c.std()}
+    brute = ent.select(ROW).join(pairs.group_by(ROW).agg([fns[a.function](inside(a)).alias(a.output_name) for a in view.aggregations]),
+                                 on=ROW, how="left").sort(ROW)
+    for a in view.aggregations:
+        b = brute[a.output_name]
+        if a.function in ("count", "sum"): b = b.fill_null(0)
+        x, y = got[a.output_name].cast(pl.Float64), b.cast(pl.Float64)
+        ok = (x - y).abs() <= 1e-9 * (x.abs() + y.abs() + 1)
+        assert bool((ok.fill_null(False) | (x.is_null() & y.is_null())).all()), a.output_name

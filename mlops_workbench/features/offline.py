@@ -202,7 +202,7 @@ def _finish(a: Aggregation, col) -> pl.Expr:
     s, q = pl.col(col("ssum")), pl.col(col("ssq"))
     return pl.when(n > 1).then(((q - s * s / n).clip(lower_bound=0) / (n - 1)).sqrt())
 
-_T = "__t"
+_T, _P = "__t", "__probe"
 
 def window_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`; keys of the feature rows' types
                 rows: pl.LazyFrame,  # join keys, `feature_ts`, the partials `aggs` need: one row per entity and instant
@@ -222,17 +222,22 @@ def window_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`
     windows = {}
     for a in aggs: windows.setdefault(a.window_delta, []).append(a)
     def solve(ents: pl.LazyFrame, r: pl.LazyFrame) -> pl.LazyFrame:
-        at = ents.select(*keys, pl.col(ts).alias(_T)).drop_nulls(keys).unique()  # the instants windows end at
-        at = at.join(r.select(*keys, _T), on=[*keys, _T], how="anti").with_columns(empty)  # those not already a feature row
-        both = pl.concat([r, at.select(r.collect_schema().names())], how="vertical_relaxed").sort([*keys, _T])
-        out = ents.select(ROW, *keys, pl.col(ts).alias(_T))
+        # the instants windows end at, numbered once: a lazy plan would run `unique` again for each use, in another order
+        at = ents.select(*keys, pl.col(ts).alias(_T)).drop_nulls(keys).unique().with_row_index(_P).collect().lazy()
+        r = r.join(at.select(keys).unique(), on=keys, how="semi")  # only entities asked about: the sort and passes shrink with them
+        both = pl.concat([r.with_columns(pl.lit(None, pl.UInt32).alias(_P)), at.with_columns(empty)], how="diagonal_relaxed")
+        both = both.sort([*keys, _T, _P], nulls_last=False).collect().lazy()  # sorted once for all windows; a probe last in its instant
+        found = at
         for i, (w, group) in enumerate(windows.items()):
             need = list(dict.fromkeys(_partial(a.column, s) for a in group for s in WINDOW_STATS[a.function]))
-            stats = both.rolling(_T, period=w, closed="right", group_by=keys).agg(
-                [(pl.col(p).min() if p.endswith("__min") else pl.col(p).max() if p.endswith("__max") else pl.col(p).sum()).alias(f"{p}@{i}") for p in need])
-            out = out.join(stats, on=[*keys, _T], how="left")  # one row per entity instant: nothing is multiplied
-            out = out.with_columns([_finish(a, lambda s, c=a.column: f"{_partial(c, s)}@{i}").alias(a.output_name) for a in group])
-        return out.select(ROW, *names)
+            stats = both.rolling(_T, period=w, closed="right", group_by=keys).agg(pl.col(_P).last(),
+                *[(pl.col(p).min() if p.endswith("__min") else pl.col(p).max() if p.endswith("__max") else pl.col(p).sum()).alias(f"{p}@{i}") for p in need])
+            # each probe's window once (a feature row at the same instant has the same window, and says so): by probe id
+            stats = stats.filter(pl.col(_P).is_not_null()).unique(_P).select(_P, *[f"{p}@{i}" for p in need])
+            found = found.join(stats, on=_P, how="left").with_columns(
+                [_finish(a, lambda s, c=a.column: f"{_partial(c, s)}@{i}").alias(a.output_name) for a in group])
+        got = ents.select(ROW, *keys, pl.col(ts).alias(_T)).join(found.select(*keys, _T, *names), on=[*keys, _T], how="left")
+        return got.select(ROW, *names)
     if buckets <= 1: return solve(entities.lazy(), rows).collect().sort(ROW)
     h = pl.struct(keys).hash(seed=7) % buckets
     return pl.concat([solve(entities.lazy().filter(h == b), rows.filter(h == b)).collect(engine="streaming") for b in range(buckets)]).sort(ROW)
