@@ -96,6 +96,23 @@ def test_online_windows_end_at_now(online_ws, events, windows, ttl, end, after):
         for a in view.aggregations: assert all(same(x, y) for x, y in zip(got[a.output_name], offline[a.output_name].to_list()))
 
 
+def test_std_of_close_values_far_from_the_first_one(online_ws):
+    """The case where one-pass sums cancel (values 1e-5 apart, far from the entity's first value): offline recomputes
+    the window two-pass, online always does, and both give the std of the raw values to the last digits."""
+    import statistics
+    ws, t = online_ws, [T0 + m * MIN for m in (0, 50, 55, 58)]
+    df = pl.DataFrame({"sensor": ["c", "c", "c", "c"], "at": t, "temp": [5.0, 1.00001, 1.00002, 1.000035]})
+    write_dataset(ws, "close", df, source={"kind": "test", "location": "inline"})
+    apply(ws, Entity("sensor", ["sensor"]), FeatureView("close_view", entity="sensor", source="close", timestamp="at",
+                                                        aggregations=[Aggregation("temp", "std", "30m")]))
+    build_features(ws, "close_view")
+    materialize(ws, "close_view", end=t[-1])
+    expect = statistics.stdev([1.00001, 1.00002, 1.000035])
+    online = get_online_features(ws, "close_view", [{"sensor": "c"}], now=t[-1])["temp_std_30m"][0]
+    offline = get_training_data(ws, pl.DataFrame({"sensor": ["c"], "event_timestamp": [t[-1]]}), "close_view").data["temp_std_30m"][0]
+    assert abs(online - expect) <= 1e-12 * expect and abs(offline - expect) <= 1e-12 * expect, (online, offline, expect)
+
+
 def _writer(root, generations):
     "Rewrite every customer's features with generation g (all values g, event time base + g s) and materialize."
     ws = Workspace.open(root)

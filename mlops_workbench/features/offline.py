@@ -17,7 +17,7 @@ from .definitions import *
 from .definitions import _check_view
 
 # %% auto #0
-__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'WINDOW_STATS', 'ROW', 'window_partials', 'compute_view', 'FeatureBuild',
+__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'WINDOW_STATS', 'ROW', 'CANCELS', 'window_partials', 'compute_view', 'FeatureBuild',
            'DroppedRows', 'offline_table', 'build_features', 'get_build', 'list_builds', 'pit_join', 'window_join',
            'FeaturePlan', 'resolve_features', 'TrainingSet', 'get_training_data', 'get_training_set',
            'list_training_sets', 'rebuild_training_data']
@@ -32,7 +32,7 @@ def _partition_value(ts: pl.Series) -> pl.Series:
     return ts.dt.date() if len(ts) / days >= DAY_PARTITION_ROWS else ts.dt.truncate("1mo").dt.date()
 
 WINDOW_STATS = {"count": ("n",), "sum": ("n", "sum"), "mean": ("n", "sum"), "min": ("n", "min"), "max": ("n", "max"),
-                "std": ("n", "ssum", "ssq")}  # the partial aggregates each function is finished from
+                "std": ("n", "sum", "ssum", "ssq", "m2")}  # the partial aggregates each function is finished from
 
 def _partial(column: str, stat: str) -> str: return f"__w_{column}__{stat}"
 
@@ -44,6 +44,7 @@ def _partial_expr(x: str, stat: str, dtype: pl.DataType, shift: str) -> pl.Expr:
     "Partial aggregate `stat` of input column `x` (of source type `dtype`) over one entity's rows at one instant."
     c = pl.col(x)
     if stat == "n": return c.count().cast(pl.Int64)
+    if stat == "m2": return ((c.cast(pl.Float64) - c.cast(pl.Float64).mean()) ** 2).sum()  # of the raw values: nothing rounded away
     if stat in ("ssum", "ssq"):
         d = c.cast(pl.Float64) - pl.col(shift)
         return (d if stat == "ssum" else d * d).sum()
@@ -202,6 +203,22 @@ def _finish(a: Aggregation, col) -> pl.Expr:
     s, q = pl.col(col("ssum")), pl.col(col("ssq"))
     return pl.when(n > 1).then(((q - s * s / n).clip(lower_bound=0) / (n - 1)).sqrt())
 
+CANCELS = 1e3  # a window's std is recomputed exactly when its sum of squares is this many times its squared deviations
+
+def _cancels(a: Aggregation, col) -> pl.Expr:
+    "Whether std `a`'s window sums cancel too much to trust (relative error ~ CANCELS x 1e-16 and worse)."
+    n, s, q = pl.col(col("n")), pl.col(col("ssum")), pl.col(col("ssq"))
+    return (n > 1) & (q > CANCELS * (q - s * s / n))
+
+def _exact_std(probes: pl.LazyFrame, r: pl.LazyFrame, keys: list[str], a: Aggregation) -> pl.LazyFrame:
+    "Std `a` of each probe (_P, keys, _T) from its window's instants in `r`, two-pass: sum of m2 plus n x (instant mean - mean)^2."
+    n, s, m2 = (_partial(a.column, x) for x in ("n", "sum", "m2"))
+    inst = (probes.join(r.select(*keys, pl.col(_T).alias("__ti"), n, s, m2), on=keys)
+            .filter((pl.col("__ti") > pl.col(_T) - a.window_delta) & (pl.col("__ti") <= pl.col(_T)) & (pl.col(n) > 0)))
+    inst = inst.with_columns((pl.col(s).sum() / pl.col(n).sum()).over(_P).alias("__mean"), pl.col(n).sum().over(_P).alias("__n"))
+    return inst.group_by(_P).agg(((pl.col(m2).sum() + (pl.col(n) * (pl.col(s) / pl.col(n) - pl.col("__mean")) ** 2).sum())
+                                  / (pl.col("__n").first() - 1)).sqrt().alias("__exact"))
+
 _T, _P = "__t", "__probe"
 
 def window_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`; keys of the feature rows' types
@@ -234,8 +251,11 @@ def window_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`
                 *[(pl.col(p).min() if p.endswith("__min") else pl.col(p).max() if p.endswith("__max") else pl.col(p).sum()).alias(f"{p}@{i}") for p in need])
             # each probe's window once (a feature row at the same instant has the same window, and says so): by probe id
             stats = stats.filter(pl.col(_P).is_not_null()).unique(_P).select(_P, *[f"{p}@{i}" for p in need])
-            found = found.join(stats, on=_P, how="left").with_columns(
-                [_finish(a, lambda s, c=a.column: f"{_partial(c, s)}@{i}").alias(a.output_name) for a in group])
+            col = lambda a: lambda s: f"{_partial(a.column, s)}@{i}"
+            found = found.join(stats, on=_P, how="left").with_columns([_finish(a, col(a)).alias(a.output_name) for a in group])
+            for a in [a for a in group if a.function == "std"]:  # the few windows whose sums cancel: again, exactly
+                exact = _exact_std(found.filter(_cancels(a, col(a))).select(_P, *keys, _T), r, keys, a)
+                found = found.join(exact, on=_P, how="left").with_columns(pl.coalesce("__exact", a.output_name).alias(a.output_name)).drop("__exact")
         got = ents.select(ROW, *keys, pl.col(ts).alias(_T)).join(found.select(*keys, _T, *names), on=[*keys, _T], how="left")
         return got.select(ROW, *names)
     if buckets <= 1: return solve(entities.lazy(), rows).collect().sort(ROW)

@@ -282,8 +282,9 @@ def _window_value(fn: str, tiles: list, at: list[int], zero, lo: int, hi: int):
     if not n or (fn == "std" and n < 2): return None
     if fn == "mean": return sum(tiles[at[1]][lo:hi]) / n
     if fn in ("min", "max"): return (min if fn == "min" else max)(x for x in tiles[at[1]][lo:hi] if x is not None)
-    s, q = sum(tiles[at[1]][lo:hi]), sum(tiles[at[2]][lo:hi])
-    return math.sqrt(max(q - s * s / n, 0.0) / (n - 1))
+    ns, ss = tiles[at[0]][lo:hi], tiles[at[1]][lo:hi]  # std two-pass: m2 of each instant plus its mean's distance from the window's
+    mean = sum(ss) / n
+    return math.sqrt((sum(tiles[at[4]][lo:hi]) + sum(k * (x / k - mean) ** 2 for k, x in zip(ns, ss) if k)) / (n - 1))
 
 # %% ../../nbs/features/12b_online.ipynb #96740638
 _readers: dict = {}
