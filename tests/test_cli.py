@@ -65,6 +65,10 @@ VERB_OPTIONS = {
     "run": ["--param", "--resume", "--parallel", "--quiet", "--workspace", "name"],
     "runs": ["{list,show}", "run_id", "--limit", "--pipeline", "--workspace"],
     "status": ["--workspace"],
+    "ingest": ["source", "name", "--mode", "--keys", "--kind", "--delimiter", "--encoding", "--null_values", "--all_strings", "--parse_dates",
+               "--table", "--query", "--cast", "--lenient", "--normalize", "--incremental", "--watermark", "--schema_policy", "--description", "--workspace"],
+    "validate": ["name", "rules", "--version", "--output", "--quarantine", "--workspace"],
+    "datasets": ["{list,show,history,head}", "args", "--rows", "--csv", "--workspace"],
     "features": ["{list,show,apply}", "names", "--build", "--workspace"],
     "models": ["{list,show,promote,archive}", "args", "--reason", "--who", "--workspace"],
     "dashboards": ["--port", "--address", "--show", "--workspace"],
@@ -151,7 +155,7 @@ def _write(path: Path, text: str) -> Path:
 # name -> (arguments, given the shared fixture and a scratch folder `t`; what the one error line must contain,
 # with {t} and {run_id} filled in)
 USER_ERRORS = {
-    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, features, models, dashboards, lab, mlflow-ui, demo"]),
+    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, ingest, validate, datasets, features, models, dashboards, lab, mlflow-ui, demo"]),
     "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: demo, features, train"]),
     "undeclared parameter": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "m", "1", "--workspace", c.ws],
                              ["pipeline 'count' cannot run", "unknown pipeline parameter 'm'; declared: n"]),
@@ -170,6 +174,24 @@ USER_ERRORS = {
     "unknown backend scheme": (lambda c, t: ["status", "--workspace", _write(t/"ws"/"mlw.toml",
                                              'format_version = 1\n[backends]\nmetadata = "mongodb://x"\n')],
                                ["metadata backend 'mongodb://x': scheme 'mongodb' is not registered; known schemes: postgresql, sqlite"]),
+    "ingest of a missing file": (lambda c, t: ["ingest", t/"sales.csv", "sales", "--workspace", c.ws],
+                                 ["source '{t}/sales.csv' does not exist; check the path"]),
+    "ingest without a name": (lambda c, t: ["ingest", "sales.csv", "--workspace", c.ws], ["`mlw ingest` needs a SOURCE and a dataset NAME"]),
+    "ingest in an unknown mode": (lambda c, t: ["ingest", _write(t/"s.csv", "a;b\n1;2\n")/"s.csv", "s", "--delimiter", ";", "--mode", "upsert", "--workspace", c.ws],
+                                  ["mode 'upsert' is unknown; modes: append, overwrite, merge"]),
+    "merge without keys": (lambda c, t: ["ingest", _write(t/"s.csv", "a;b\n1;2\n")/"s.csv", "s", "--delimiter", ";", "--mode", "merge", "--workspace", c.ws],
+                           ["mode 'merge' needs keys="]),
+    "CSV options on a parquet file": (lambda c, t: ["ingest", _write(t/"s.parquet", "PAR1")/"s.parquet", "s", "--delimiter", ";", "--workspace", c.ws],
+                                      ["parquet source: option(s) ['delimiter'] are unknown; options: path"]),
+    "a cast without a type": (lambda c, t: ["ingest", _write(t/"s.csv", "a;b\n1;2\n")/"s.csv", "s", "--cast", "b", "--workspace", c.ws],
+                              ["--cast 'b': write COLUMN=DTYPE, e.g. --cast amount=Float64"]),
+    "validation of a dataset that does not exist": (lambda c, t: ["validate", "nosuch", _write(t/"r.yaml", "name: r\nrules: []\n")/"r.yaml", "--workspace", c.ws],
+                                                    ["dataset 'nosuch' not found; datasets: "]),
+    "a rules file that does not exist": (lambda c, t: ["validate", "sales", t/"rules.yaml", "--workspace", c.ws],
+                                         ["rule set file '{t}/rules.yaml' cannot be read (No such file or directory); check the path"]),
+    "an unknown dataset": (lambda c, t: ["datasets", "show", "nosuch", "--workspace", c.ws], ["dataset 'nosuch' not found"]),
+    "a version that is not a number": (lambda c, t: ["datasets", "head", "sales", "latest", "--workspace", c.ws],
+                                       ["version 'latest' of dataset 'sales' is not a number; list them with `mlw datasets history sales`"]),
 }
 
 
@@ -274,3 +296,96 @@ def test_demo_runs_end_to_end_and_keeps_other_folders(tmp_path):
     p = mlw("demo", "--path", mine, "--n_applications", "1000", "--quiet", cwd=tmp_path)
     user_error(p, f"folder '{mine}' exists and is not a demo workspace; pass --path")
     assert (mine/"thesis.tex").read_text() == "my work" and sorted(mine.iterdir()) == [mine/"thesis.tex"]
+
+
+# ---------------------------------------------------------------- the data verbs on a user's own file
+
+SALES_HEADER = "store;day;product;units;revenue\n"
+WEEK1 = ["Zürich;03.03.2025;Käse;12;54.5", "Genève;03.03.2025;Brot;;0.0", "Köln;04.03.2025;Käse;9;40.5", "Malmö;2025-03-04;Brot;4;18.0"]
+WEEK2 = WEEK1[:1] + ["Genève;03.03.2025;Brot;7;10.5"] + WEEK1[2:] + ["Bern;10.03.2025;Brot;3;4.5"]
+SALES_RULES = ("name: sales\nkey: [store, day, product]\nrules:\n"
+               "  - {kind: not_null, column: units, policy: quarantine}\n"
+               "  - {kind: range, column: revenue, min: 0.01, policy: quarantine}\n"
+               "  - {kind: regex, column: day, pattern: '\\d\\d\\.\\d\\d\\.\\d{4}', policy: quarantine}\n")
+
+
+def _latin1(path: Path, rows: list) -> Path:
+    path.write_bytes((SALES_HEADER + "\n".join(rows) + "\n").encode("latin-1"))
+    return path
+
+
+def test_data_verbs_on_a_users_csv(tmp_path):
+    "A shop's `;`-delimited latin-1 exports without an id column: ingested, merged, looked at, validated twice, then blocked."
+    assert mlw("init", "ws", cwd=tmp_path).returncode == 0
+    env = {"MLW_HOME": str(tmp_path/"ws")}
+    w1, w2 = _latin1(tmp_path/"week1.csv", WEEK1), _latin1(tmp_path/"week2.csv", WEEK2)
+    csv = ["--delimiter", ";", "--encoding", "latin-1"]
+    merge = [*csv, "--mode", "merge", "--keys", "store,day,product"]
+    p = mlw("ingest", w1.name, "sales", *merge, cwd=tmp_path, env=env)
+    assert (p.returncode, p.stderr) == (0, ""), p.stderr
+    assert p.stdout.splitlines()[0] == "sales v0 (create, merge on store,day,product): 4 rows inserted, 0 updated; it holds 4 rows, " + p.stdout.split("rows, ")[1].splitlines()[0]
+    assert "  columns  store String, day String, product String, units Int64, revenue Float64" in p.stdout.splitlines()
+    p = mlw("ingest", w2, "sales", *merge, cwd=tmp_path, env=env)
+    assert p.stdout.startswith("sales v1 (merge on store,day,product): 1 rows inserted, 4 updated; it holds 5 rows"), p.stdout + p.stderr
+    # the same delivery without its encoding, and one with a row that has no key: refused, nothing written
+    user_error(mlw("ingest", w2, "sales", "--delimiter", ";", "--mode", "merge", "--keys", "store,day,product", cwd=tmp_path, env=env),
+               "week2.csv' is not UTF-8: byte ", "pass the file's encoding (e.g. encoding='latin-1'")
+    bad = _latin1(tmp_path/"week3.csv", WEEK2 + [";11.03.2025;Käse;1;2.0"])
+    user_error(mlw("ingest", bad, "sales", *merge, cwd=tmp_path, env=env), "merge key 'store' is null in 1 row(s) (first: data row 6)")
+
+    p = mlw("datasets", cwd=tmp_path, env=env)
+    assert re.match(r"^sales +raw +v1 +5 rows  \d{4}-\d\d-\d\d \d\d:\d\d$", p.stdout.strip()), p.stdout
+    p = mlw("datasets", "history", "sales", cwd=tmp_path, env=env)
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("v1    merge on store,day,product +1 ~4") and "{'delimiter': ';', 'encoding': 'latin-1'}" in lines[1], p.stdout
+    p = mlw("datasets", "show", "sales", "0", cwd=tmp_path, env=env)
+    assert p.stdout.startswith("dataset sales v0 (merge on store,day,product, parent -)") and f"csv {w1}" in p.stdout, p.stdout
+    p = mlw("datasets", "head", "sales", "0", "--csv", cwd=tmp_path, env=env)  # time travel: the first delivery as it came
+    assert sorted(p.stdout.splitlines()[1:]) == sorted(r.replace(";", ",") for r in WEEK1), p.stdout
+    assert "Bern" in mlw("datasets", "head", "sales", "--rows", "10", cwd=tmp_path, env=env).stdout
+
+    (tmp_path/"sales_rules.yaml").write_text(SALES_RULES)
+    p = mlw("validate", "sales", "sales_rules.yaml", cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.splitlines()
+    assert re.match(r"^sales v1: quarantined by rule set 'sales' \(\w{12}\): 5 rows, 1 broke a rule, 1 quarantined$", out[0]), out[0]
+    assert re.match(r"^  FAIL day_regex +quarantine +1  1 of 5 rows", out[3]), out[3]
+    assert "  quarantined rows -> sales_quarantine v0 (_source_version = 1)" in out
+    p = mlw("validate", "sales", "sales_rules.yaml", cwd=tmp_path, env=env)
+    assert p.stdout.splitlines()[0].endswith("1 quarantined (replaces the earlier validation of this version)"), p.stdout
+    p = mlw("datasets", "head", "sales_quarantine", "--csv", cwd=tmp_path, env=env)
+    assert p.stdout.splitlines() == ["store,day,product,units,revenue,_failed_rules,_source_version", "Malmö,2025-03-04,Brot,4,18.0,day_regex,1"], p.stdout
+    p = mlw("validate", "sales", "sales_rules.yaml", "--version", "0", cwd=tmp_path, env=env)
+    assert "2 quarantined" in p.stdout.splitlines()[0]
+    assert "validated  quarantined by 'sales'" in mlw("datasets", "show", "sales", "0", cwd=tmp_path, env=env).stdout
+    # a rule that blocks: the report is printed and recorded, one error line, exit 1 (the data was read and refused)
+    (tmp_path/"strict.yaml").write_text("name: strict\nrules:\n  - {kind: not_null, column: units}\n")
+    p = mlw("validate", "sales", "strict.yaml", "--version", "0", cwd=tmp_path, env=env)
+    user_error(p, "dataset 'sales' v0: rule set 'strict' blocked the batch (units_not_null: 1 of 4 rows (25.00%) are null); no rows were written onward", code=1)
+    assert p.stdout.startswith("sales v0: blocked by rule set 'strict'"), p.stdout
+
+
+def _closed_early(args: list, cwd, env, read_lines: int = 0):
+    "Run `mlw ARGS` with stdout a real pipe whose reader takes `read_lines` lines (0: none) and closes it; return (exit status, stderr)."
+    p = subprocess.Popen([MLW, *map(str, args)], cwd=cwd, env={**ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(read_lines): p.stdout.readline()
+    p.stdout.close()  # `head` exits: the next write finds no reader
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    return p.wait(timeout=300), err
+
+
+def test_a_closed_pipe_ends_every_verb_quietly(tmp_path):
+    "`mlw ... | head`: no BrokenPipeError traceback, nothing on stderr from us, the exit status of a program that SIGPIPE ended."
+    assert mlw("init", "ws", cwd=tmp_path).returncode == 0
+    env = {"MLW_HOME": str(tmp_path/"ws")}
+    big = tmp_path/"big.csv"
+    big.write_text("store;day;units;revenue\n" + "".join(f"Köln-{i};{i % 28 + 1:02d}.03.2025;{i};{i * 1.5}\n" for i in range(100_000)))  # ~3.5 MB as CSV
+    assert mlw("ingest", big, "big", "--delimiter", ";", cwd=tmp_path, env=env).returncode == 0
+    status, err = _closed_early(["datasets", "head", "big", "--rows", "100000", "--csv"], tmp_path, env, read_lines=1)
+    assert (status, err) == (141, ""), err
+    for args in (["--help"], ["ingest", "--help"], ["datasets"], ["datasets", "show", "big"], ["datasets", "history", "big"], ["datasets", "head", "big"],
+                 ["status"], ["runs"], ["features"], ["models", "list"]):
+        status, err = _closed_early(args, tmp_path, env)
+        assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, (args, status, err)
+        assert status == (0 if args[-1] == "--help" and len(args) > 1 else 141), (args, status)  # argparse ignores a failed write of a verb's help itself

@@ -13,6 +13,7 @@ from typing import Callable, ClassVar
 from urllib.parse import urlsplit, urlunsplit, parse_qsl, urlencode
 import polars as pl
 import sqlalchemy as sa
+import yaml
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.metadata import datasets, dataset_versions, file_lock, utcnow
@@ -22,7 +23,7 @@ from ..core.storage import _schema, _storable, _version_facts
 # %% auto #0
 __all__ = ['SOURCES', 'FILE_KINDS', 'EXTENSIONS', 'MODES', 'source_kind', 'scanner', 'redact_url', 'Source', 'preview',
            'normalize_name', 'CsvSource', 'ParquetSource', 'NdjsonSource', 'JsonSource', 'DeltaSource', 'SqlSource',
-           'HttpSource', 'FolderSource', 'dataset_lock', 'restore_on_failure', 'IngestResult', 'ingest']
+           'HttpSource', 'FolderSource', 'source_for', 'dataset_lock', 'restore_on_failure', 'IngestResult', 'ingest']
 
 # %% ../../nbs/data/10_ingest.ipynb #d5131ad0
 SOURCES: dict[str, type] = {}  # kind -> config class
@@ -755,6 +756,42 @@ def _scan_folder(o: FolderSource, r: _Reading, paths=None) -> pl.LazyFrame | Non
         raise Conflict(f"folder source {o.location!r}: file {p.name!r} changed since it was ingested; incremental ingestion reads new files only: "
                        "put new data in new files, or ingest without incremental=True")
     return _file_options(fmt, o.options, f"folder source {o.location!r}").scan(r, new) if new else None
+
+# %% ../../nbs/data/10_ingest.ipynb #8a6156d9
+def _looks_sql(uri: str) -> bool:
+    try: return sa.engine.make_url(uri).get_backend_name() is not None
+    except sa.exc.ArgumentError: return False
+
+def source_for(location: str,  # a file, folder or glob; an http(s) URL; a database URI; or a .yaml file holding a source config
+               kind: str | None = None,  # the kind, when `location` does not say it (a file without a known extension, a Delta table on S3)
+               **options,  # the kind's options, e.g. delimiter=";"; for a folder or URL, its files' format options too
+              ) -> Source:
+    "The source `location` names, as `mlw ingest SOURCE` reads it."
+    location = str(location)
+    what = f"source {location!r}"
+    if kind is None and location.lower().endswith((".yaml", ".yml")):
+        if options: raise InvalidInput(f"{what} is a source config file: put the options {sorted(options)} in it")
+        try: d = yaml.safe_load(Path(location).read_text())
+        except OSError as e: raise NotFound(f"{what}: the config file cannot be read ({e.strerror}); check the path") from None
+        except yaml.YAMLError as e: raise InvalidInput(f"{what}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+        return Source.from_dict(d)
+    if kind is None:
+        scheme = urlsplit(location).scheme.lower() if "://" in location else ""
+        local = Path(os.path.expanduser(location))
+        if scheme in ("http", "https"): kind = "http"
+        elif scheme: kind = "sql" if _looks_sql(location) else None
+        elif any(ch in location for ch in "*?["): kind = "folder"
+        elif local.is_dir(): kind = "delta" if (local/"_delta_log").is_dir() else "folder"
+        elif not local.exists(): raise NotFound(f"{what} does not exist; check the path (a URL needs its scheme, e.g. https://)")
+        else: kind = next((k for k, exts in EXTENSIONS.items() if location.lower().endswith(exts)), None)
+        if kind is None: raise InvalidInput(f"{what}: cannot tell its kind from its name; pass kind= one of {', '.join(SOURCES)} (mlw ingest --kind)")
+    if kind not in SOURCES: raise InvalidInput(f"source kind {kind!r} is unknown; kinds: {', '.join(SOURCES)}")
+    own = {f.name for f in fields(SOURCES[kind])}
+    where = {"http": "url", "sql": "uri"}.get(kind, "path")
+    if kind in ("folder", "http"):  # options the class does not have are its files' format options
+        inner = {k: v for k, v in options.items() if k not in own}
+        options = {k: v for k, v in options.items() if k in own} | ({"options": inner} if inner else {})
+    return Source.from_dict({"kind": kind, where: location, **options})
 
 # %% ../../nbs/data/10_ingest.ipynb #19fdd75a
 def _state_key(record: dict) -> str: return f"{record['kind']}:{record['location']}"
