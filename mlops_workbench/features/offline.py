@@ -69,7 +69,7 @@ def compute_view(view: FeatureView, data: pl.LazyFrame, keys: list[str]) -> pl.L
     out = data.select(*cols, *[pl.col(c).alias(x) for c, x in inputs.items()]).sort([*keys, ts], maintain_order=True)
     shifted = {a.column for a in view.aggregations if a.function == "std"}  # each entity's first value: std's sums stay small
     out = out.with_columns([pl.col(inputs[c]).cast(pl.Float64).drop_nulls().first().over(keys).alias(f"{inputs[c]}k") for c in shifted])
-    parts = [(c, s) for c, s in dict.fromkeys((a.column, s) for a in view.aggregations for s in WINDOW_STATS[a.function])]
+    parts = list(dict.fromkeys((a.column, s) for a in view.aggregations for s in WINDOW_STATS[a.function]))
     out = out.group_by([*keys, ts], maintain_order=True).agg(
         *[pl.col(n).last() for n in view.feature_names],
         *[_partial_expr(inputs[c], s, schema[c], f"{inputs[c]}k").alias(_partial(c, s)) for c, s in parts])
