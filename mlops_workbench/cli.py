@@ -171,6 +171,13 @@ def mlw_validate(name: Param("the dataset to validate", str, opt=False, nargs="?
     return rep
 
 # %% ../nbs/90_cli.ipynb #81a0bca7
+def _arguments(verb: str, action: str, args, table: dict) -> list:
+    "`args` as a list, once their number fits `table[action]`: ((fewest, most), usage)."
+    args = list(args or [])
+    (lo, hi), usage = table[action]
+    if not lo <= len(args) <= hi: raise InvalidInput(f"`mlw {verb} {action}` takes {lo if lo == hi else f'{lo} or {hi}'} argument(s), got {len(args)}; usage: {usage}")
+    return args
+
 _DATASET_ARGS = {"list": ((0, 0), "mlw datasets list"), "show": ((1, 2), "mlw datasets show NAME [VERSION]"),
                  "history": ((1, 1), "mlw datasets history NAME"), "head": ((1, 2), "mlw datasets head NAME [VERSION] [--rows N] [--csv]")}
 
@@ -211,9 +218,7 @@ def mlw_datasets(action: Param("list, show, history or head", str, choices=["lis
                  csv: Param("head: print CSV (for a pipe) instead of a table", store_true) = False,
                  workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "List datasets, or show one version, its history or its first rows."
-    args = list(args or [])
-    (lo, hi), usage = _DATASET_ARGS[action]
-    if not lo <= len(args) <= hi: raise InvalidInput(f"`mlw datasets {action}` takes {lo if lo == hi else f'{lo} or {hi}'} argument(s), got {len(args)}; usage: {usage}")
+    args = _arguments("datasets", action, args, _DATASET_ARGS)
     from mlops_workbench.core.storage import list_datasets, dataset_version, dataset_versions_of, read_dataset
     ws = _open(workspace)
     if action == "list":
@@ -302,9 +307,7 @@ def mlw_models(action: Param("list, show, promote or archive", str, choices=["li
                who: Param("who acts, for the audit table (default: the OS user)", str) = None,
                workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "List, show, promote or archive registered models."
-    args = list(args or [])
-    (lo, hi), usage = _MODEL_ARGS[action]
-    if not lo <= len(args) <= hi: raise InvalidInput(f"`mlw models {action}` takes {lo if lo == hi else f'{lo} or {hi}'} argument(s), got {len(args)}; usage: {usage}")
+    args = _arguments("models", action, args, _MODEL_ARGS)
     from mlops_workbench.registry.versions import list_models, model_versions, model_card, alias_history, promote, archive, get_model
     ws = _open(workspace)
     if action == "promote":
