@@ -113,6 +113,29 @@ def test_std_of_close_values_far_from_the_first_one(online_ws):
     assert abs(online - expect) <= 1e-12 * expect and abs(offline - expect) <= 1e-12 * expect, (online, offline, expect)
 
 
+def test_two_text_keys_with_nulls_materialize_and_look_up(online_ws):
+    """A table keyed by two text columns, some null: the build leaves those rows out (counted), materialize completes,
+    and a lookup with either key null is 'missing' with the key named, the others answered in place."""
+    ws = online_ws
+    t = [T0 + m * MIN for m in range(6)]
+    df = pl.DataFrame({"depot": ["north", "north", None, "south", "south", "north"], "route": ["r1", "r2", "r1", None, "r9", "r1"],
+                       "at": t, "parcels": [1, 2, 3, 4, 5, 6]})
+    write_dataset(ws, "loads", df, source={"kind": "test", "location": "inline"})
+    apply(ws, Entity("depot_route", ["depot", "route"]),
+          FeatureView("loads_view", entity="depot_route", source="loads", timestamp="at", features={"last": pl.col("parcels")},
+                      aggregations=[Aggregation("parcels", "sum", "3m")]))
+    with pytest.warns(UserWarning, match="2 of 6 rows of dataset 'loads' v0 have a null join key"):
+        assert build_features(ws, "loads_view").dropped == {"null join key depot, route": 2}
+    assert materialize(ws, "loads_view", end=t[-1]).rows == 3
+    rows = [{"depot": "north", "route": "r1"}, {"depot": None, "route": "r1"}, {"depot": "south", "route": "r9"},
+            {"depot": "north", "route": None}, {"depot": "north", "route": "r2"}]
+    got = get_online_features(ws, "loads_view", rows, now=t[-1]).to_dict()
+    assert got["last"] == [6, None, 5, None, 2]
+    assert got["parcels_sum_3m"] == [6, None, 5, None, 0]  # north/r2's only load, 4 minutes before now, is out of its 3 minutes
+    assert got["loads_view__status"] == ["present", "missing", "present", "missing", "present"]
+    assert got["loads_view__reason"][1] == "join key depot is null" and got["loads_view__reason"][3] == "join key route is null"
+
+
 def _writer(root, generations):
     "Rewrite every customer's features with generation g (all values g, event time base + g s) and materialize."
     ws = Workspace.open(root)

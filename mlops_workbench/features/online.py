@@ -217,7 +217,8 @@ class OnlineReader:
             kc, null = [cols[k] for k in v.keys], None
             if any(None in c for c in kc):  # a null key names no entity: not asked for, answered 'missing'
                 null = [i for i in range(n) if any(c[i] is None for c in kc)]
-                kc = [[x for x in c if x is not None] if len(kc) == 1 else [c[i] for i in range(n) if i not in set(null)] for c in kc]
+                skip = set(null)
+                kc = [[x for i, x in enumerate(c) if i not in skip] for c in kc]
             try:
                 if len(v.keys) == 1: keys = [str(v.cast[0](x)) for x in kc[0]]
                 else: keys = ["\x1f".join(str(c(x)) for c, x in zip(v.cast, xs)) for xs in zip(*kc)]
