@@ -68,6 +68,7 @@ def mlw_runs(action: Param("list, or show", str, choices=["list", "show"], opt=F
              workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "List recent pipeline runs, or show one run's steps."
     from mlops_workbench.pipelines.runner import list_runs, get_run, _error_line
+    from mlops_workbench.core.progress import progress_text
     ws = _open(workspace)
     if action == "show":
         if not run_id: raise InvalidInput("`mlw runs show` needs a RUN_ID; list them with `mlw runs`")
@@ -76,6 +77,7 @@ def mlw_runs(action: Param("list, or show", str, choices=["list", "show"], opt=F
         print(f"parameters {r.parameters}\nnotebooks  {r.folder}")
         for s in r.steps:
             print(f"  {s.name:<20} {s.status:<10} attempts {s.attempts}  {_fmt_s(s.duration_s):>8}  {s.outputs or ''}")
+            if s.status == "running" and s.progress: print(f"  {'':<20} {progress_text(s.progress)}")
             if s.error: print(f"  {'':<20} {_error_line(s.error)[:300]}")
         return r
     runs = list_runs(ws, limit=limit, pipeline=pipeline)

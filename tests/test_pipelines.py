@@ -206,3 +206,15 @@ def test_a_running_steps_progress_is_shown_live_and_recorded(ws, tmp_path):
     assert len(seen) >= 2 and all(t == 5 and u == "items" for _, t, u in seen), seen
     run = list_runs(ws)[0]
     assert run.status == "succeeded" and run.steps[0].progress["done"] == 5 and run.steps[0].progress["note"] == "item 5"
+
+
+def test_ingest_step_reports_its_rows(ws, tmp_path):
+    "The packaged ingest step on a file of the test's own (a ';'-free plain CSV, no id column): its last progress is the rows written."
+    raw = tmp_path / "raw"; raw.mkdir()
+    (raw / "sales.csv").write_text("store,day,units\n" + "".join(f"s{i % 3},2025-01-{1 + i % 28:02d},{i}\n" for i in range(250)))
+    import mlops_workbench.pipelines as packaged
+    nb = Path(packaged.__file__).parent / "ingest_data.ipynb"
+    run = run_pipeline(ws, spec("ingest", {"ingest": {"notebook": str(nb), "parameters": {"raw_dir": str(raw), "tables": ["sales"], "text_tables": []}}}), progress=False)
+    assert run.status == "succeeded", run.error
+    p = run.step("ingest").progress
+    assert (p["done"], p["total"], p["unit"], p["note"]) == (250, 250, "rows", "sales v0 written (overwrite)")

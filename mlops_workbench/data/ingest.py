@@ -19,6 +19,7 @@ from ..core.workspace import Workspace
 from ..core.metadata import datasets, dataset_versions, file_lock, utcnow
 from ..core.storage import write_dataset, latest_version, dataset_version, check_name, check_schema_change, DatasetVersion
 from ..core.storage import _schema, _storable, _version_facts
+from ..core.progress import report_progress
 
 # %% auto #0
 __all__ = ['SOURCES', 'FILE_KINDS', 'EXTENSIONS', 'MODES', 'source_kind', 'scanner', 'redact_url', 'Source', 'preview',
@@ -981,6 +982,7 @@ def ingest(ws: Workspace, dataset: str, source: Source | dict, *,
         parent, r.state = latest_version(ws, dataset), _load_state(ws, dataset, key)
         try:
             with restore_on_failure(ws, dataset):
+                report_progress(0, None, "rows", note=f"reading {src.kind} {src.location}")  # shown live by a pipeline runner
                 lf = src.scan(r)
                 if lf is None: return IngestResult(dataset, None, 0, [], r.watermark, {}, f"nothing new in {src.location!r}: no version written", mode)
                 steps = []
@@ -1006,4 +1008,5 @@ def ingest(ws: Workspace, dataset: str, source: Source | dict, *,
             raise x from None
         if isinstance(src, FolderSource) or r.watermark: _save_state(ws, dataset, key, r.state, r, v.version)
         files = [f.get("path") or f.get("url") for f in r.files]
+        report_progress(added, added, "rows", note=f"{dataset} v{v.version} written ({mode})")
     return IngestResult(dataset, v, added, files, r.watermark, nulls, mode=mode, rows_updated=updated)
