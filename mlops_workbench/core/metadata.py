@@ -85,7 +85,7 @@ dataset_versions = sa.Table("dataset_versions", meta,
     sa.Column("dataset", sa.String(200), sa.ForeignKey("datasets.name", ondelete="CASCADE"), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),  # the Delta table version
     sa.Column("parent_version", sa.Integer),
-    sa.Column("operation", sa.String(20), nullable=False),  # create | append | overwrite
+    sa.Column("operation", sa.String(20), nullable=False),  # create | append | overwrite | merge
     sa.Column("source", sa.JSON, nullable=False),  # kind, location (no secrets), options
     sa.Column("schema", sa.JSON, nullable=False),  # column -> dtype
     sa.Column("row_count", sa.BigInteger, nullable=False),

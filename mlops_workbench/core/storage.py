@@ -47,7 +47,7 @@ class DatasetVersion:
     dataset: str
     version: int
     parent_version: int | None
-    operation: str  # create | append | overwrite
+    operation: str  # create | append | overwrite | merge
     source: dict
     schema: dict  # column -> polars dtype name
     row_count: int  # rows in the table at this version
