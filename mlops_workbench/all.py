@@ -17,6 +17,7 @@ from .core.compute import *
 from .core.progress import *
 from .alerts import *
 from .data.synthetic import *
+from .data.sources import *
 from .data.ingest import *
 from .data.rules import *
 from .data.reports import *
@@ -48,6 +49,7 @@ _MODULES = ['core.errors',
             'core.progress',
             'alerts',
             'data.synthetic',
+            'data.sources',
             'data.ingest',
             'data.rules',
             'data.reports',

@@ -125,7 +125,8 @@ def mlw_ingest(source: Param("a file, folder or glob, an http(s) URL, a database
                description: Param("a new dataset's description", str) = "",
                workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "Ingest a file, folder, URL or table into a new version of a dataset."
-    from mlops_workbench.data.ingest import ingest, source_for
+    from mlops_workbench.data.ingest import ingest
+    from mlops_workbench.data.sources import source_for
     if not source or not name: raise InvalidInput("`mlw ingest` needs a SOURCE and a dataset NAME, e.g. `mlw ingest sales.csv sales --delimiter ';'`")
     src = source_for(source, kind, **_ingest_options(delimiter, encoding, null_values, all_strings, parse_dates, table, query, watermark))
     ws = _open(workspace)
@@ -201,7 +202,7 @@ def _counts(v) -> str:
 def _source_line(src: dict) -> str:
     "A version's source in one line: kind, location and the options that differ from the kind's defaults."
     from dataclasses import fields, MISSING
-    from mlops_workbench.data.ingest import SOURCES
+    from mlops_workbench.data.sources import SOURCES
     cls = SOURCES.get(src.get("kind"))
     defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING} if cls else {}
     opts = {k: v for k, v in src.items() if k in defaults and v != defaults[k]}

@@ -15,8 +15,9 @@ from mlops_workbench.core.errors import *
 from mlops_workbench.core.workspace import Workspace
 from mlops_workbench.core.metadata import datasets
 from mlops_workbench.core.storage import read_dataset, dataset_version, dataset_versions_of
+from mlops_workbench.data.sources import *
 from mlops_workbench.data.ingest import *
-from mlops_workbench.data.ingest import _reading
+from mlops_workbench.data.sources import _reading
 
 
 def delta_log(ws, name) -> list[str]:
@@ -709,7 +710,7 @@ def flaky():
     "A source kind `flaky` (registered for the test only): a polars IO plugin that streams `rows` sales rows, then raises `error`."
     from dataclasses import dataclass
     from polars.io.plugins import register_io_source
-    from mlops_workbench.data.ingest import _SCANNERS
+    from mlops_workbench.data.sources import _SCANNERS
 
     @source_kind("flaky")
     @dataclass
@@ -782,7 +783,8 @@ def test_metadata_refusing_the_record_removes_the_delta_commit(ws, tmp_path):
 CHILD = """
 import json, sys
 from mlops_workbench.core.workspace import Workspace
-from mlops_workbench.data.ingest import ingest, ParquetSource
+from mlops_workbench.data.ingest import ingest
+from mlops_workbench.data.sources import ParquetSource
 res = ingest(Workspace.init(sys.argv[1]), "big", ParquetSource(sys.argv[2]))
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(json.dumps({"rows": res.rows_added, "peak_rss": int(status["VmHWM"].split()[0]) * 1024}))

@@ -280,7 +280,8 @@ def test_validating_a_version_again_replaces_its_rows_report_and_metrics(ws, tmp
     import sqlalchemy as sa
     from mlops_workbench.core.metadata import quality_metrics, validation_reports
     from mlops_workbench.core.storage import read_dataset, dataset_version
-    from mlops_workbench.data.ingest import CsvSource, ingest
+    from mlops_workbench.data.sources import CsvSource
+    from mlops_workbench.data.ingest import ingest
     from mlops_workbench.data.quality import validate_dataset, validation_history, quality_history
     for name, day in [("w10", "03.03.2025"), ("w11", "10.03.2025")]:
         ingest(ws, "sales", CsvSource(_week(tmp_path, name, day), delimiter=";", encoding="latin-1"), mode="overwrite")
@@ -325,7 +326,8 @@ def test_validate_step_run_twice_in_a_pipeline(ws, tmp_path):
     from pathlib import Path
     from mlops_workbench.pipelines import runner
     from mlops_workbench.core.storage import read_dataset
-    from mlops_workbench.data.ingest import CsvSource, ingest
+    from mlops_workbench.data.sources import CsvSource
+    from mlops_workbench.data.ingest import ingest
     from mlops_workbench.data.quality import validation_history
     ingest(ws, "sales", CsvSource(_week(tmp_path, "w10", "03.03.2025"), delimiter=";", encoding="latin-1"))
     (tmp_path / "sales_rules.yaml").write_text(SALES_RULES, encoding="utf-8")
