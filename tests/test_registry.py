@@ -127,8 +127,9 @@ def test_binary_gate_passes_and_fails(world, case):
 def test_gate_details_say_what_failed(world):
     ws, _, runs = world
     r = one(ws, runs["good"], SliceMetric("purpose", "auc", tolerance=0.1, min_rows=30))
-    assert r.details["failed"] == ["other"] and {s["value"] for s in r.details["skipped"]} == {"education", "medical"}
-    assert r.value == min(s["auc"] for s in r.details["slices"]) and "worst slice purpose='other'" in r.note
+    worst = min(r.details["slices"], key=lambda s: s["auc"])  # which purposes fail moves with the model: check the rule, not a list
+    assert "other" in r.details["failed"] and worst["value"] in r.details["failed"] and {s["value"] for s in r.details["skipped"]} == {"education", "medical"}
+    assert r.value == worst["auc"] and f"worst slice purpose='{worst['value']}'" in r.note
     r = one(ws, runs["good"], SliceMetric("channel", "auc", min_rows=600))
     assert r.value is None and "no slice of 'channel' has 600 rows" in r.note and len(r.details["skipped"]) == 4  # nothing shown: fails
     r = one(ws, runs["good"], MinimumFunctionality([{"name": "huge", "row": {"amount": 90000.0, "amount_sum_7d": 0.0}, "min": 0.5}]))
