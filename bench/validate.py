@@ -4,8 +4,10 @@ Run: .venv/bin/python bench/validate.py [--rows 10_000_000] [--big-rows 50_000_0
 
 One table of 20 columns, 20 rules (dtype, 4 not-null, 5 ranges, 3 allowed-value sets, a unique key, a regex, a
 string length, 2 cross-column expressions, row count, freshness), with ~0.3% defects per rule. Each side runs in
-its own subprocess on the same parquet file, loaded into memory before the clock starts, so its peak RSS is its
-own; timings are the best of --repeat runs. Sides:
+its own subprocess on the same parquet file (written by a subprocess too), loaded into memory before the clock
+starts; its peak RSS is VmHWM, its own address space's (bench/_memory.py: ru_maxrss would be the parent's after a
+fork); timings are the best of --repeat runs. Failure counts are compared rule by rule: ours against the floor, and
+ours against both pandera backends on the 16 schema rules (and why pandera-pd's totals are larger). Sides:
 
   (a) ours          `validate(df, rules)`: counts, failing examples, null counts, the union of failing rows
   (b) floor         one hand-written polars `select` computing the same 20 failure counts and nothing else
@@ -18,11 +20,14 @@ and anonymous mappings). `prlimit --as` does not fit: polars memory-maps the CSV
 exceeds any address-space cap smaller than the file (the scan fails at once with ENOMEM).
 Timings on these shared 2-core VMs swing run to run: compare the ratios, which are measured side by side.
 """
-import argparse, datetime as dt, json, os, resource, shutil, subprocess, sys, tempfile, time
+import argparse, datetime as dt, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import HOW, peak_rss  # noqa: E402
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 REGIONS, CHANNELS, TERMS = ["north", "south", "east", "west", "central", "islands"], ["web", "mobile", "branch", "broker"], [12, 24, 36, 48, 60]
@@ -165,14 +170,14 @@ def side(name: str, data: str, repeat: int) -> dict:
     "Run one side alone in this process (its peak RSS is its own): load, time, measure."
     load, run, counts = runner(name, data)
     df = load()
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    loaded = peak_rss()
     best, out = None, None
     for _ in range(repeat):
         t = time.perf_counter()
         out = run(df)
         best = min(best or 1e9, time.perf_counter() - t)
-    return dict(side=name, rows=pl.scan_parquet(data).select(pl.len()).collect().item(), seconds=best,
-                peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, loaded_rss=loaded, counts=counts(out))
+    return dict(side=name, data=data, rows=pl.scan_parquet(data).select(pl.len()).collect().item(), seconds=best,
+                peak_rss=peak_rss(), loaded_rss=loaded, counts=counts(out))
 
 
 def paired(names: list[str], data: str, repeat: int) -> dict:
@@ -187,9 +192,10 @@ def paired(names: list[str], data: str, repeat: int) -> dict:
 
 
 BIG_CHILD = """
-import json, resource, sys, time, polars as pl
-sys.path.insert(0, sys.argv[4])
+import json, sys, time, polars as pl
+sys.path[:0] = [sys.argv[4], sys.argv[5]]
 from validate_bench_rules import rules, NOW
+from _memory import peak_rss
 from mlops_workbench.data.validate import validate
 src, out, unique = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 rs = rules()
@@ -202,20 +208,18 @@ t1 = time.perf_counter()
 rep.passed.sink_parquet(out)
 t2 = time.perf_counter()
 print(json.dumps(dict(rows=rep.rows, rules=len(rs), quarantined=rep.rows_quarantined, validate_s=t1 - t, sink_s=t2 - t1,
-                      peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))
+                      peak_rss=peak_rss())))
 """
 
 
 def big_run(tmp: Path, rows: int, limit_gb: float, unique: bool) -> dict:
     csv = tmp / "big.csv"
     if not csv.exists():
-        t, chunk = time.perf_counter(), 5_000_000
-        with open(csv, "wb") as f:
-            for k, start in enumerate(range(0, rows, chunk)):
-                make_data(min(chunk, rows - start), seed=100 + k, start_id=start).write_csv(f, include_header=k == 0)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--side", "make-csv", "--data", str(csv), "--big-rows", str(rows)], check=True)
         print(f"   wrote {csv.stat().st_size / 1e9:.1f} GB CSV of {rows:,} rows in {time.perf_counter() - t:.0f} s", flush=True)
     shutil.copy(__file__, tmp / "validate_bench_rules.py")
-    cmd = ["prlimit", f"--data={int(limit_gb * 2**30)}", sys.executable, "-c", BIG_CHILD, str(csv), str(tmp / "passed.parquet"), str(int(unique)), str(tmp)]
+    cmd = ["prlimit", f"--data={int(limit_gb * 2**30)}", sys.executable, "-c", BIG_CHILD, str(csv), str(tmp / "passed.parquet"), str(int(unique)), str(tmp), str(Path(__file__).resolve().parent)]
     t = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode: return dict(error=(res.stderr.strip().splitlines() or ["killed"])[-1][:300], seconds=time.perf_counter() - t)
@@ -235,16 +239,48 @@ def run_side(name, data, repeat, names=()) -> dict:
 def mb(b: float) -> str: return f"{b / 2**20:,.0f} MB"
 
 
+PANDERA_CHECK = {"not_null": "not_nullable", "range": "in_range(", "allowed_values": "isin(", "unique": "field_uniqueness",
+                 "regex": "str_matches(", "length": "str_length(", "dtype": "dtype("}  # our rule kind -> how pandera names its check
+
+
+def pandera_count(counts: dict, column: str, kind: str) -> int:
+    "Failure cases pandera reported for `column`'s check of our rule kind `kind` (0 when it reported none)."
+    return sum(n for k, n in counts.items() if k.startswith(f"{column}:{PANDERA_CHECK[kind]}"))
+
+
+def pandera_agreement(r: dict) -> list[str]:
+    "Our per-rule failure counts beside both pandera backends' (what is compared is said, and every difference named)."
+    rs = {x.name: x for x in rules().rules}
+    ours = r["ours"]["counts"]
+    rows, differ = [], []
+    for name, n in r["ours16"]["counts"].items():
+        rule = rs[name]
+        column = rule.column if hasattr(rule, "column") else rule.columns[0]  # a unique rule names its key columns (one here)
+        theirs = {b: pandera_count(r[b]["counts"], column, rule.kind) for b in ("pandera-pd", "pandera-pl", "pandera-pl-scan")}
+        if any(v != n for v in theirs.values()): differ.append(f"{name}: ours {n:,}, " + ", ".join(f"{b} {v:,}" for b, v in theirs.items()))
+        rows.append(name)
+    out = [f"per rule, ours against pandera (pandas, polars in memory, polars scan) on the 16 schema rules: "
+           f"{len(rows) - len(differ)} of {len(rows)} failure counts equal on all three" + ("" if not differ else "; differ: " + "; ".join(differ))]
+    pd_counts, n_cols = r["pandera-pd"]["counts"], len(pl.scan_parquet(r["ours"]["data"]).collect_schema())
+    frame = {c: {k.split(":", 1)[0] for k in pd_counts if k.endswith(f":{c}")} for c in ("affordable", "x_sum")}
+    per_row = {c: max((n for k, n in pd_counts.items() if k.endswith(f":{c}")), default=0) for c in frame}
+    out.append("pandera-pd's totals are larger because it lists a frame-wide check's failing rows once per column of the frame: "
+               + ", ".join(f"{c} {per_row[c]:,} rows x {len(frame[c])} of {n_cols} columns (ours: {ours[c]:,} rows)" for c in frame)
+               + f" = {sum(n for k, n in pd_counts.items() if k.rsplit(':', 1)[1] in frame):,} of its cases; pandera-pl runs the 16 schema rules only")
+    return out
+
+
 def compare(tmp: Path, a):
     "Each side alone (rows/s, peak RSS), then the ratios from one process alternating the sides."
     data = tmp / f"data_{a.rows}.parquet"
-    if not data.exists(): make_data(a.rows).write_parquet(data)
+    if not data.exists():  # in a process of its own: the parent never holds the rows, so no child can inherit their memory
+        subprocess.run([sys.executable, __file__, "--side", "make-data", "--data", str(data), "--rows", str(a.rows)], check=True)
     print(f"validation bench: {a.rows:,} rows x 20 columns, 20 rules; {os.cpu_count()} CPUs; polars {pl.__version__}; best of {a.repeat}", flush=True)
     sides = ["ours", "floor-in-memory", "floor-streaming", "ours-scan", "floor-streaming-scan"]
     sides += [] if a.skip_pandera else ["pandera-pd", "ours16", "pandera-pl", "ours16-scan", "pandera-pl-scan"]
     if not a.skip_pandera and not data.with_suffix(".pkl").exists():
         subprocess.run([sys.executable, __file__, "--side", "pickle", "--data", str(data)], check=True)
-    print("  each side alone, in its own process:")
+    print(f"  each side alone, in its own process; {HOW}:")
     r = {}
     for s in sides:
         r[s] = x = run_side(s, data, a.repeat if s != "pandera-pd" else 1)
@@ -264,6 +300,7 @@ def compare(tmp: Path, a):
               f"peak RSS {r['pandera-pd']['peak_rss'] / r['ours']['peak_rss']:.1f}x ({mb(r['pandera-pd']['peak_rss'])})")
         print(f"   failure cases: pandera-pd {sum(r['pandera-pd']['counts'].values()):,} in {len(r['pandera-pd']['counts'])} (column, check) pairs; "
               f"pandera-pl {sum(r['pandera-pl']['counts'].values()):,} in memory, {sum(r['pandera-pl-scan']['counts'].values()):,} on the scan")
+        for line in pandera_agreement(r): print("   " + line)
         print(f"  (d)/(a16) pandera's polars backend against ours on the 16 schema rules: {t['pandera-pl'] / t['ours16']:.2f}x the time "
               f"on a DataFrame, {t['pandera-pl-scan'] / t['ours16-scan']:.2f}x on a parquet scan (peak RSS {mb(r['pandera-pl-scan']['peak_rss'])} "
               f"against {mb(r['ours16-scan']['peak_rss'])})")
@@ -281,10 +318,22 @@ def main():
     a = ap.parse_args()
     if a.side == "pickle":  # the pandas copy, converted once in its own process so no side's peak includes the conversion
         to_pandas(pl.read_parquet(a.data)).to_pickle(Path(a.data).with_suffix(".pkl")); return
+    if a.side == "make-data": make_data(a.rows).write_parquet(a.data); return
+    if a.side == "make-csv":  # in chunks, so even this process never holds the whole table
+        with open(a.data, "wb") as f:
+            for k, start in enumerate(range(0, a.big_rows, 5_000_000)):
+                make_data(min(5_000_000, a.big_rows - start), seed=100 + k, start_id=start).write_csv(f, include_header=k == 0)
+        return
     if a.side == "paired": print(json.dumps(paired(a.names.split(","), a.data, a.repeat))); return
     if a.side: print(json.dumps(side(a.side, a.data, a.repeat), default=str)); return
     tmp = Path(a.workdir or tempfile.mkdtemp(prefix="mlw-bench-validate-"))
     tmp.mkdir(parents=True, exist_ok=True)
+    try: run_all(tmp, a)
+    finally:
+        if not a.workdir: shutil.rmtree(tmp, ignore_errors=True)  # whatever happened, nothing is left in /tmp
+
+
+def run_all(tmp: Path, a):
     if a.rows: compare(tmp, a)
     if a.big_rows:
         print(f"larger than memory: {a.big_rows:,}-row CSV, data memory capped at {a.limit_gb:g} GB (prlimit --data)", flush=True)
@@ -294,7 +343,6 @@ def main():
             if "error" in b: print(f"  {label}: FAILED after {b['seconds']:.0f} s: {b['error']}"); continue
             print(f"  {label}: CSV {b['csv_bytes'] / 1e9:.1f} GB; validate {b['validate_s']:.0f} s ({b['rows'] / b['validate_s'] / 1e6:.2f} M rows/s), "
                   f"sink passed {b['sink_s']:.0f} s ({b['passed_rows']:,} rows); peak RSS {mb(b['peak_rss'])}", flush=True)
-    if not a.workdir: shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
