@@ -47,6 +47,37 @@ def test_independent_steps_run_in_parallel_and_limit_is_kept(ws, nbs):
     assert not any(overlaps(x, y) for i, x in enumerate(s) for y in s[i + 1:])
 
 
+def _phases(run, step):
+    "The phase timings the worker logs as its last line: worker start, kernel start, cells, shutdown (seconds)."
+    line = [l for l in (Path(run.folder) / f"{step}.log").read_text().splitlines() if l.startswith("mlw phases: ")][-1]
+    return {k: float(v) for k, v in (part.rsplit(" ", 1) for part in line[len("mlw phases: "):].split(", "))}
+
+
+# Issue 19: now and then one of four parallel 2 s steps took ~6.2 s instead of ~3.5 s. The kernel (ipykernel 7) can
+# hang on its way out (its control thread still flushing to an IOPub thread the main thread already closed) and
+# jupyter_client waited half of shutdown_wait_time (5 s) before SIGTERM. Steps side by side in one round share the
+# machine, so their durations differ only by kernel start under load: up to ~1.3x on 2 busy cores in 60 measured
+# steps. A stall adds >= 2 s to a ~3.5 s step, >= 1.6x. 1.5x lies between. The shutdown itself is bounded against
+# the 2 s of cells: a healthy kernel is gone in ~0.3 s, a stuck one is terminated at 0.5 s (<= 0.35x), the old
+# stall took 2.5-3 s (>= 1.25x); 0.5x lies between.
+SPREAD_BOUND, SHUTDOWN_BOUND = 1.5, 0.5
+
+
+def test_parallel_steps_take_alike_no_kernel_shutdown_stall(ws, nbs):
+    steps = {f"p{i}": {"notebook": str(nbs / "nap.ipynb"), "parameters": {"seconds": 2.0}} for i in range(4)}
+    run_pipeline(ws, spec("warm", {"w": steps["p0"]}), progress=False)  # the forkserver starts once per process: not a step's cost
+    worst = []
+    for r in range(5):
+        run = run_pipeline(ws, spec(f"round{r}", steps), max_parallel=4, progress=False)
+        assert run.status == "succeeded", run.error
+        d = {s.name: s.duration_s for s in run.steps}
+        worst.append(max(d.values()) / min(d.values()))
+        for n in d:
+            ph = _phases(run, n)
+            assert ph["shutdown_s"] / ph["cells_s"] <= SHUTDOWN_BOUND, f"round {r} step {n}: kernel shutdown took {ph} (log: {run.folder}/{n}.log)"
+        assert worst[-1] <= SPREAD_BOUND, f"round {r}: slowest step {max(d.values()) / min(d.values()):.2f}x the fastest: {d}"
+
+
 def test_failure_names_cell_keeps_notebook_and_skips_dependants(ws, nbs):
     run = run_pipeline(ws, spec("fail", {"boom": {"notebook": str(nbs / "boom.ipynb")},
                                           "after": {"notebook": str(nbs / "nap.ipynb"), "depends_on": ["boom"]},

@@ -20,11 +20,12 @@ from ..core.metadata import pipeline_runs, pipeline_steps, utcnow
 from ..core.progress import PROGRESS_ENV, progress_text, read_progress
 
 # %% auto #0
-__all__ = ['OUTPUTS_ENV', 'MAX_OUTPUT_BYTES', 'STEP_KEYS', 'PIPELINE_KEYS', 'REF', 'CALLER_DIR_ENV', 'DONE',
-           'KERNEL_START_RETRIES', 'PROGRESS_POLL_S', 'PROGRESS_EVERY_S', 'HARD_DEADLINE_GRACE', 'record_output',
-           'current_run_id', 'StepSpec', 'PipelineSpec', 'pipeline_dirs', 'find_pipeline', 'input_dirs', 'find_input',
-           'notebook_parameters', 'type_ok', 'coerce', 'validate_spec', 'StepRecord', 'RunRecord', 'describe_failure',
-           'progress_file', 'get_run', 'list_runs', 'reconcile_runs', 'run_pipeline', 'make_notebook']
+__all__ = ['OUTPUTS_ENV', 'MAX_OUTPUT_BYTES', 'STEP_KEYS', 'PIPELINE_KEYS', 'REF', 'CALLER_DIR_ENV', 'KERNEL_SHUTDOWN_WAIT_S',
+           'DONE', 'KERNEL_START_RETRIES', 'PROGRESS_POLL_S', 'PROGRESS_EVERY_S', 'HARD_DEADLINE_GRACE',
+           'record_output', 'current_run_id', 'StepSpec', 'PipelineSpec', 'pipeline_dirs', 'find_pipeline',
+           'input_dirs', 'find_input', 'notebook_parameters', 'type_ok', 'coerce', 'validate_spec', 'StepRecord',
+           'RunRecord', 'describe_failure', 'progress_file', 'get_run', 'list_runs', 'reconcile_runs', 'run_pipeline',
+           'make_notebook']
 
 # %% ../../nbs/pipelines/60_runner.ipynb #c43fe60d
 OUTPUTS_ENV = "MLW_STEP_OUTPUTS"
@@ -423,9 +424,25 @@ def _watch_runner(runner_pid: int):
                 except psutil.Error: pass
             os._exit(3)
 
+# %% ../../nbs/pipelines/60_runner.ipynb #c3a9d6e2
+KERNEL_SHUTDOWN_WAIT_S = 1.0  # jupyter_client waits half of this for a kernel to exit after its shutdown request, then SIGTERMs, then SIGKILLs after the other half
+
+def _kernel_config(sockets: str) -> dict:
+    "KernelManager settings for a step's kernel: IPC sockets in the worker's private folder, a short shutdown wait."
+    return {"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel", "shutdown_wait_time": KERNEL_SHUTDOWN_WAIT_S}}
+
+def _phases(output_nb: Path, t_call: float, t_done: float) -> dict:
+    "Seconds an attempt spent starting its kernel, running its cells and shutting the kernel down (from papermill's cell times)."
+    code = [c for c in _code_cells(output_nb) if c.metadata.get("papermill", {}).get("start_time")]
+    if not code: return {"execute_s": round(t_done - t_call, 3)}
+    stamp = lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    first, last = stamp(code[0].metadata.papermill["start_time"]), stamp(code[-1].metadata.papermill.get("end_time") or code[-1].metadata.papermill["start_time"])
+    return {"kernel_start_s": round(first - t_call, 3), "cells_s": round(last - first, 3), "shutdown_s": round(t_done - last, 3)}
+
 # %% ../../nbs/pipelines/60_runner.ipynb #e82d295c
 def _execute_step(job: dict):
     "Worker process body: run one notebook with papermill, write a result JSON."
+    t_worker = time.time()
     os.setsid()
     log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1); os.dup2(log, 2)  # the worker's and its kernel's own chatter go to the step's log, not the user's terminal
@@ -436,10 +453,11 @@ def _execute_step(job: dict):
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from traitlets.config import Config
     out, sockets = Path(job["output"]), tempfile.mkdtemp(prefix="mlw-k-")  # short path: Unix socket names are capped at ~107 bytes
+    t_call = time.time()
     try:
         pm.execute_notebook(job["input"], str(out), parameters=job["parameters"], kernel_name="python3", progress_bar=False,
                             execution_timeout=job["timeout"], start_timeout=60, cwd=job["cwd"], log_output=False,
-                            config=Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}}))
+                            config=Config(_kernel_config(sockets)))
         result = {"status": "succeeded"}
     except PapermillExecutionError as e:
         result = {"status": "failed", "error": {"type": e.ename, "message": e.evalue, **_failing_cell(out)}}
@@ -450,6 +468,8 @@ def _execute_step(job: dict):
     except Exception as e:
         result = {"status": "failed", "kernel_start": not _cells_ran(out),
                   "error": {"type": type(e).__name__, "message": str(e).strip()[:2000] or repr(e)}}
+    result["phases"] = {"worker_start_s": round(t_worker - job.get("queued_at", t_worker), 3), **_phases(out, t_call, time.time())}
+    print("mlw phases: " + ", ".join(f"{k} {v:.2f}" for k, v in result["phases"].items()), flush=True)
     shutil.rmtree(sockets, ignore_errors=True)
     _write_atomic(Path(job["result"]), json.dumps(result))
 
@@ -544,7 +564,7 @@ class _Scheduler:
         self._update_step(name, status="running", attempts=self.attempts[name], started_at=self.started[name], ended_at=None,
                           parameters=params, notebook=str(nb.relative_to(self.ws.root)), error=None)
         job = {"input": str(s.notebook), "output": str(nb), "parameters": params, "timeout": s.timeout, "cwd": str(self.folder),
-               "result": str(self._result_path(name)), "log": str(self.folder/f"{name}.log"), "runner_pid": os.getpid(),
+               "result": str(self._result_path(name)), "log": str(self.folder/f"{name}.log"), "runner_pid": os.getpid(), "queued_at": time.time(),
                "env": {"MLW_HOME": str(self.ws.root), "MLW_RUN_ID": self.run_id, "MLW_STEP": name, OUTPUTS_ENV: str(self._outputs_path(name)),
                        CALLER_DIR_ENV: self.caller_dir, PROGRESS_ENV: str(self._progress_path(name))}}
         p = _mp_context().Process(target=_worker_body(), args=(job,), name=f"mlw-step-{name}", daemon=False)
