@@ -115,6 +115,13 @@ def main():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_import = time.perf_counter() - t0
     tmp = Path(tempfile.mkdtemp(prefix="mlw-bench-exp-"))
+    try: run(a, tmp, t_import, Workspace, Experiment, TimeSplit, prepare_data, write_report)
+    finally: shutil.rmtree(tmp, ignore_errors=True)  # whatever happened, nothing is left in /tmp
+
+
+def run(a, tmp: Path, t_import: float, Workspace, Experiment, TimeSplit, prepare_data, write_report):
+    "The measurements, with their workspace under `tmp`."
+    import optuna, lightgbm, mlflow
     ws = Workspace.init(tmp / "ws")
     t0 = time.perf_counter(); ws.backend("tracking").experiment_id("warm-up"); t_store = time.perf_counter() - t0
     df = make_data(a.rows, a.features, a.seed)
@@ -179,7 +186,6 @@ def main():
         vals = [sorted(round(t.value, 9) for t in r.study.trials if t.value is not None) for r in (r1, r2, r3)]
         print(f"      same models in every mode: {'yes' if vals[0] == vals[1] == vals[2] else 'NO'}", flush=True)
     ws.close()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
