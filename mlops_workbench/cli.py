@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #fdabe943
 from __future__ import annotations
-import os, sys, shutil, subprocess
+import os, sys, shutil
 from pathlib import Path
 from fastcore.script import call_parse, Param, store_true, anno_parser
 from .core.errors import *
@@ -51,7 +51,7 @@ def mlw_run(name: Param("pipeline name or spec .yaml path", str, opt=False, narg
             quiet: Param("no progress output", store_true) = False,
             workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "Run a pipeline of notebooks, or resume a run."
-    from mlops_workbench.pipelines.runner import run_pipeline, describe_failure
+    from mlops_workbench.pipelines.runner import run_pipeline
     if not name and not resume: raise InvalidInput("name a pipeline to run (e.g. `mlw run demo`) or pass --resume RUN_ID")
     if name and resume: raise InvalidInput("give either a pipeline name or --resume RUN_ID, not both")
     ws = _open(workspace)

@@ -9,13 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 import polars as pl
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
 from ..core.errors import *
 from ..core.workspace import Workspace
 from .definition import *
-from .results import SearchResult, curve, open_search, study_dir, trials_frame
+from .results import SearchResult, curve, open_search, study_dir
 
 # %% auto #0
 __all__ = ['Comparison', 'compare', 'write_report']

@@ -4,17 +4,15 @@
 
 # %% ../../nbs/experiments/20a_search.ipynb #0546f9cf
 from __future__ import annotations
-import fcntl, json, logging, math, os, queue, signal, socket, threading, time
+import fcntl, json, logging, os, queue, signal, socket, threading, time
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np
 import polars as pl
 import optuna
 from optuna.trial import TrialState, create_trial
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from fastcore.basics import patch
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.compute import LocalCompute

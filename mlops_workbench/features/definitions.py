@@ -5,7 +5,7 @@
 # %% ../../nbs/features/12_definitions.ipynb #b66573ec
 from __future__ import annotations
 import base64, binascii, datetime as dt, hashlib, io, json, re
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 import polars as pl
 import sqlalchemy as sa
 from ..core.errors import *

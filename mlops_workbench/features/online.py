@@ -16,7 +16,7 @@ from ..core.metadata import feature_builds, feature_services, feature_views, mat
 from ..core.storage import read_dataset
 from .definitions import *
 from .definitions import APPLIED
-from .offline import FeatureBuild, get_build, resolve_features, FeaturePlan, DroppedRows, window_partials
+from .offline import get_build, resolve_features, DroppedRows, window_partials
 from .offline import _check_partials, _partial, WINDOW_STATS
 
 # %% auto #0

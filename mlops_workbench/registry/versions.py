@@ -4,7 +4,7 @@
 
 # %% ../../nbs/registry/22_versions.ipynb #f5e72cb7
 from __future__ import annotations
-import getpass, html
+import getpass
 import datetime as dt
 import polars as pl
 import sqlalchemy as sa
