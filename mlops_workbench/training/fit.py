@@ -223,7 +223,7 @@ def split_text(exp: Experiment) -> str:
 def training_data(exp: Experiment, data: PreparedData) -> dict:
     "What the final model was fit on: source, split, row counts and, for a classifier, the class balance of each side."
     tr, ho = data.folds[0]
-    out = {"source": data.source, "split": exp.split.__dict__ | {"kind": exp.split.kind}, "split_text": split_text(exp),
+    out = {"source": data.source, "split": exp.to_dict()["split"], "split_text": split_text(exp),
            "rows": int(data.X.shape[0]), "train_rows": len(tr), "holdout_rows": len(ho)}
     if data.classes:
         count = lambda rows: dict(zip(data.classes, np.bincount(data.y[rows].astype(np.int64), minlength=len(data.classes)).tolist()))
