@@ -16,8 +16,9 @@ from .errors import *
 # %% auto #0
 __all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'datasets', 'dataset_versions', 'validation_reports',
            'quality_metrics', 'alerts', 'alert_deliveries', 'feature_entities', 'feature_views', 'feature_services',
-           'feature_builds', 'materializations', 'training_sets', 'model_audit', 'MIGRATIONS', 'MIGRATION_LOCK_KEY',
-           'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore', 'file_lock', 'sqlite_metadata', 'postgresql_metadata']
+           'feature_builds', 'materializations', 'training_sets', 'model_audit', 'api_keys', 'audit_log', 'secrets',
+           'MIGRATIONS', 'MIGRATION_LOCK_KEY', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore', 'file_lock',
+           'sqlite_metadata', 'postgresql_metadata']
 
 # %% ../../nbs/core/03_metadata.ipynb #4c8a09de
 class UTCDateTime(sa.types.TypeDecorator):
@@ -220,6 +221,39 @@ model_audit = sa.Table("model_audit", meta,
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("at", UTCDateTime, nullable=False, index=True))
 
+# %% ../../nbs/core/03_metadata.ipynb #1d3f2646
+api_keys = sa.Table("api_keys", meta,
+    sa.Column("id", sa.String(32), primary_key=True),  # public part of the key, shown in listings and the audit log
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),  # sha256 hex of the whole key
+    sa.Column("principal", sa.String(200), nullable=False, index=True),
+    sa.Column("roles", sa.JSON, nullable=False),  # ["predictor", ...]
+    sa.Column("models", sa.JSON),  # model names the key may use; null: every model
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("expires_at", UTCDateTime),  # null: never
+    sa.Column("revoked_at", UTCDateTime),
+    sa.Column("revoked_by", sa.String(200)),
+    sa.Column("rotated_from", sa.String(32)))  # the key this one replaced
+
+audit_log = sa.Table("audit_log", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # the chain's order
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("principal", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False, index=True),  # e.g. key.create, model.load, alias.set, access.denied
+    sa.Column("resource", sa.String(300), nullable=False),  # e.g. model:credit_default, key:ab12cd
+    sa.Column("outcome", sa.String(20), nullable=False),  # ok | denied | failed
+    sa.Column("detail", sa.JSON),  # never secrets
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False))
+
+secrets = sa.Table("secrets", meta,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("token", sa.Text, nullable=False),  # Fernet token of the value
+    sa.Column("version", sa.Integer, nullable=False),  # bumped by every write of the value
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False))
+
 # %% ../../nbs/core/03_metadata.ipynb #cff2ec24
 @dataclass(frozen=True)
 class Migration:
@@ -245,6 +279,7 @@ MIGRATIONS: list[Migration] = [
               (feature_entities, feature_views, feature_services, feature_builds, materializations, training_sets)]),
     Migration(5, "model registry audit", lambda op: _create(op, model_audit)),
     Migration(6, "feature builds: rows left out and why", lambda op: _add_column(op, feature_builds, "dropped")),
+    Migration(7, "security: API keys, audit log, secrets", lambda op: [_create(op, t) for t in (api_keys, audit_log, secrets)]),
 ]
 
 # %% ../../nbs/core/03_metadata.ipynb #9713709c
