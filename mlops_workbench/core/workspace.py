@@ -4,18 +4,22 @@
 
 # %% ../../nbs/core/02_workspace.ipynb #404589b9
 from __future__ import annotations
-import os, shutil, tomllib, tempfile
+import os, re, base64, binascii, shutil, tomllib, tempfile
 from pathlib import Path
 import tomli_w
+from fastcore.basics import patch
 from .errors import *
 from .backends import registry
 
 # %% auto #0
-__all__ = ['FORMAT_VERSION', 'SETTINGS_FILE', 'default_settings', 'resolve_root', 'Workspace']
+__all__ = ['FORMAT_VERSION', 'SETTINGS_FILE', 'SECRET_KEY_VARS', 'SECRET_KEY_FILE', 'default_settings', 'resolve_root',
+           'Workspace']
 
 # %% ../../nbs/core/02_workspace.ipynb #68234705
 FORMAT_VERSION = 1
 SETTINGS_FILE = "mlw.toml"
+SECRET_KEY_VARS = ("MLW_SECRET_KEY", "MLW_SECRET_KEY_FILE")  # read by `Workspace.open`, nowhere else
+SECRET_KEY_FILE = "secret.key"  # the workspace's own key file when neither variable is set
 
 def default_settings() -> dict:
     "Settings of a new workspace: every backend on its embedded default."
@@ -70,25 +74,29 @@ def _write_atomic(path: Path, text: str):
 # %% ../../nbs/core/02_workspace.ipynb #5eebdcb9
 class Workspace:
     "The folder, settings and backends every component works in."
-    def __init__(self, root: Path, settings: dict):
+    def __init__(self, root: Path, settings: dict,
+                 env: dict | None = None):  # the environment it was opened in; only the secret-key variables are kept
         self.root, self.settings, self._backends = Path(root), settings, {}
+        self._secret_env = {k: v.strip() for k in SECRET_KEY_VARS if (v := (env or {}).get(k)) and v.strip()}
 
     @classmethod
-    def open(cls, path=None, migrate: bool = True) -> Workspace:
+    def open(cls, path=None, migrate: bool = True,
+             env: dict | None = None,  # where `MLW_SECRET_KEY`/`MLW_SECRET_KEY_FILE` are read, once, now; default `os.environ`
+            ) -> Workspace:
         "Open the workspace at `path` (else `$MLW_HOME`, else `./workspace`), checking and migrating it."
         root = resolve_root(path)
-        ws = cls(root, _read_settings(root))
+        ws = cls(root, _read_settings(root), os.environ if env is None else env)
         _check_writable(root)
         for role in ws.settings["backends"]: ws._check_backend(role)
         if migrate: ws.metadata.migrate()
         return ws
 
     @classmethod
-    def init(cls, path=None, exist_ok: bool = False, backends: dict | None = None) -> Workspace:
+    def init(cls, path=None, exist_ok: bool = False, backends: dict | None = None, env: dict | None = None) -> Workspace:
         "Create a workspace at `path` with embedded backends (or `backends` overrides) and open it."
         root = resolve_root(path)
         if (root/SETTINGS_FILE).exists():
-            if exist_ok: return cls.open(root)
+            if exist_ok: return cls.open(root, env=env)
             raise Conflict(f"workspace {str(root)!r} already exists; open it, or choose another folder")
         s = default_settings()
         s["backends"].update(backends or {})
@@ -99,7 +107,7 @@ class Workspace:
         try:
             _check_writable(root)
             _write_atomic(root/SETTINGS_FILE, tomli_w.dumps(s))
-            return cls.open(root)
+            return cls.open(root, env=env)
         except BaseException:  # e.g. an unreachable metadata server: leave no half-made workspace behind
             (root/SETTINGS_FILE).unlink(missing_ok=True)
             if created: shutil.rmtree(root, ignore_errors=True)
@@ -137,3 +145,57 @@ class Workspace:
     def _repr_html_(self):
         rows = "".join(f"<tr><td>{r}</td><td><code>{u}</code></td></tr>" for r, u in self.settings["backends"].items())
         return f"<b>Workspace</b> <code>{self.root}</code><table><tr><th>role</th><th>backend</th></tr>{rows}</table>"
+
+# %% ../../nbs/core/02_workspace.ipynb #a1c0e003
+def _is_fernet_key(k: str) -> bool:
+    try: return len(base64.urlsafe_b64decode(k.encode("ascii"))) == 32
+    except (binascii.Error, ValueError, UnicodeEncodeError): return False
+
+def _new_key_file(path: Path):
+    "Write a fresh random key to `path` with mode 0600, unless another process made the file first."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp: 0600 whatever the umask
+    try:
+        with os.fdopen(fd, "w") as fh: fh.write(base64.urlsafe_b64encode(os.urandom(32)).decode() + "\n"); fh.flush(); os.fsync(fh.fileno())
+        try: os.link(tmp, path)  # atomic, and never replaces a key someone already uses
+        except FileExistsError: pass
+    finally: Path(tmp).unlink(missing_ok=True)
+
+@patch(as_prop=True)
+def secret_key_source(self: Workspace) -> str:
+    "Where this workspace's secret keys come from, in words fit for an error message (never the key)."
+    if "MLW_SECRET_KEY" in self._secret_env: return "MLW_SECRET_KEY"
+    if f := self._secret_env.get("MLW_SECRET_KEY_FILE"): return f"the file {str(Path(f).expanduser())!r} (MLW_SECRET_KEY_FILE)"
+    return f"the workspace's key file {str(self.path(SECRET_KEY_FILE))!r}"
+
+@patch
+def secret_keys(self: Workspace) -> list[str]:
+    "The master keys for secrets, newest first: the first encrypts, all decrypt."
+    if k := self._secret_env.get("MLW_SECRET_KEY"): text = k
+    else:
+        f = Path(self._secret_env.get("MLW_SECRET_KEY_FILE") or self.path(SECRET_KEY_FILE)).expanduser()
+        if "MLW_SECRET_KEY_FILE" not in self._secret_env and not f.exists(): _new_key_file(f)
+        try: text = f.read_text()
+        except FileNotFoundError:
+            raise NotFound(f"{self.secret_key_source} does not exist; point MLW_SECRET_KEY_FILE at the file holding the "
+                           f"workspace's secret key(s), or set MLW_SECRET_KEY") from None
+        except (PermissionError, IsADirectoryError, UnicodeDecodeError) as e:
+            raise Forbidden(f"{self.secret_key_source} cannot be read ({getattr(e, 'strerror', None) or type(e).__name__}); fix its permissions") from None
+    keys = [k for k in re.split(r"[,\s]+", text) if k]
+    if not keys: raise InvalidInput(f"{self.secret_key_source} holds no key; put a Fernet key there (new_secret_key() makes one)")
+    for i, k in enumerate(keys, 1):
+        if not _is_fernet_key(k):
+            raise InvalidInput(f"{self.secret_key_source}: key {i} of {len(keys)} is not a Fernet key (32 url-safe base64-encoded "
+                               "bytes); replace it with one made by new_secret_key()")
+    return list(dict.fromkeys(keys))
+
+@patch
+def add_secret_key(self: Workspace, key: str):
+    "Put `key` first in the workspace's own key file, keeping the others to decrypt (keys from the environment are the operator's to change)."
+    if self._secret_env:
+        raise Conflict(f"this workspace's secret keys come from {self.secret_key_source}, which only its operator changes; "
+                       "add the new key there, first, keeping the old ones after it")
+    if not isinstance(key, str) or not _is_fernet_key(key):
+        raise InvalidInput("the new secret key is not a Fernet key (32 url-safe base64-encoded bytes); make one with new_secret_key()")
+    keys = [key] + [k for k in self.secret_keys() if k != key]
+    _write_atomic(self.path(SECRET_KEY_FILE), "\n".join(keys) + "\n")  # keeps the file's 0600
+
