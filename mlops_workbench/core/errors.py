@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # %% auto #0
 __all__ = ['MLWError', 'InvalidInput', 'Unauthorized', 'Forbidden', 'NotFound', 'Conflict', 'UnsupportedBackend', 'NotSupported',
-           'PipelineStepFailed']
+           'Unavailable', 'PipelineStepFailed']
 
 # %% ../../nbs/core/00_errors.ipynb #bc42f390
 class MLWError(Exception):
@@ -41,6 +41,10 @@ class UnsupportedBackend(MLWError):
 class NotSupported(MLWError):
     "The chosen backend does not offer this optional feature."
     http_status = 501
+
+class Unavailable(MLWError):
+    "A service this needs (an OIDC issuer, an online store) is down or did not answer in time; retry later."
+    http_status = 503
 
 class PipelineStepFailed(MLWError):
     "A pipeline step failed; the message names the step, the cell and the executed notebook."
