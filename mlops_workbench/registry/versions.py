@@ -12,13 +12,14 @@ from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.metadata import model_audit, utcnow
 from ..core.storage import check_name
+from ..security import audit
 from .gates import *
 from .validation import *
 from .validation import _run, _download, _fmt
 
 # %% auto #0
-__all__ = ['ALIASES', 'AUDIT_ACTIONS', 'get_model', 'get_version', 'register_model', 'promote', 'archive', 'list_models',
-           'model_versions', 'model_card', 'alias_history', 'version_at']
+__all__ = ['ALIASES', 'AUDIT_ACTIONS', 'AUDIT_LOG_ACTIONS', 'get_model', 'get_version', 'register_model', 'promote', 'archive',
+           'list_models', 'model_versions', 'model_card', 'alias_history', 'version_at']
 
 # %% ../../nbs/registry/22_versions.ipynb #857625b1
 ALIASES = ("candidate", "staging", "production")
@@ -80,6 +81,9 @@ def _alias_version(ws: Workspace, name: str, alias: str) -> int | None:
     return None if v is None else int(v)
 
 # %% ../../nbs/registry/22_versions.ipynb #c198dd83
+AUDIT_LOG_ACTIONS = {"registered": "model.register", "rejected": "model.reject", "alias_set": "alias.set",
+                     "alias_removed": "alias.remove", "archived": "model.archive"}  # model_audit action -> audit_log action
+
 class _Change:
     "MLflow calls made so far, with their undos, and the audit rows to write when they all succeeded."
     def __init__(self, ws, who: str, reason: str): self.ws, self.who, self.reason, self.undos, self.rows = ws, who, reason, [], []
@@ -91,12 +95,17 @@ class _Change:
     def audit(self, name: str, version: int, action: str, alias: str | None = None, reason: str | None = None):
         self.rows.append(dict(model=name, version=int(version), action=action, alias=alias, actor=self.who,
                               reason=self.reason if reason is None else reason))
+    def _log(self, c):
+        "The change's rows in the workspace audit log, in transaction `c`."
+        for r in self.rows:
+            audit.record(self.ws, self.who, AUDIT_LOG_ACTIONS[r["action"]], f"model:{r['model']}", conn=c,
+                         detail={k: r[k] for k in ("version", "alias", "reason") if r[k] not in (None, "")})
     def __enter__(self): return self
     def __exit__(self, typ, e, tb):
         if e is None:
             try:
                 at = utcnow()
-                with self.ws.metadata.begin() as c: c.execute(model_audit.insert(), [{**r, "at": at} for r in self.rows])
+                with self.ws.metadata.begin() as c: c.execute(model_audit.insert(), [{**r, "at": at} for r in self.rows]); self._log(c)
                 return False
             except BaseException as w: e = w
         for undo in reversed(self.undos):
