@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: a fresh workspace per test, headless Debian Chromium, screenshot folder, real Redis servers."""
+"""Shared pytest fixtures: a fresh workspace per test, headless Debian Chromium, screenshot folder, real Redis servers, a real OIDC issuer."""
 import os
 from pathlib import Path
 
@@ -82,3 +82,11 @@ def rediss_uri():
     from redis_server import redis_server
     with redis_server(tls=True) as uri:
         yield uri
+
+
+@pytest.fixture
+def oidc_issuer():
+    "A real OIDC issuer (tests/oidc_issuer.py) in its own process on a loopback port, fresh per test; yields its handle (.url, .mint, .rotate, .token, .claims, .stats, .stop)."
+    from oidc_issuer import oidc_issuer as start_issuer
+    with start_issuer() as issuer:
+        yield issuer
