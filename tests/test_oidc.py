@@ -1,7 +1,7 @@
 """OIDCVerifier against a real OIDC issuer over HTTP (tests/oidc_issuer.py in its own process): valid, forged,
 expired, not-yet-valid, wrong audience and issuer, alg=none, HS256 keyed with the public key, unknown kid, rotation,
-two role-claim shapes, the authorization-code flow, and an issuer that is down or silent."""
-import base64, hashlib, hmac, json, socket, threading, time, urllib.parse, urllib.request
+two role-claim shapes, the authorization-code flow, an issuer that is down or silent, and a Panel page logging in through it."""
+import base64, hashlib, hmac, json, secrets, socket, threading, time, urllib.error, urllib.parse, urllib.request
 
 import pytest
 
@@ -212,3 +212,57 @@ def test_discovery_must_name_the_configured_issuer_exactly(oidc_issuer):
     with pytest.raises(Unavailable) as e:
         OIDCVerifier(oidc_issuer.url + "/", "mlw-gateway").discover()
     assert "must match it exactly" in str(e.value) and repr(oidc_issuer.url) in str(e.value)
+
+
+PANEL_APP = r'''
+import json, sys
+import panel as pn
+opts, port = json.loads(sys.argv[1]), int(sys.argv[2])
+pn.serve({"app": lambda: pn.pane.Markdown(f"signed in as {pn.state.user}")}, port=port, address="127.0.0.1", show=False,
+         websocket_origin=[f"127.0.0.1:{port}"], **opts)
+'''
+
+
+def test_panel_dashboards_log_in_through_the_issuer(oidc_issuer):
+    "A Panel page served with panel_oauth_options: an anonymous visit goes to the issuer's authorize endpoint, the code flow lands back signed in."
+    import subprocess, sys
+    import httpx
+    from tornado.web import decode_signed_value
+    from conftest import free_port
+    from mlops_workbench.security.oidc import panel_oauth_options
+    port, cookie_secret = free_port(), secrets.token_urlsafe(32)
+    base = f"http://127.0.0.1:{port}"
+    opts = panel_oauth_options(oidc_issuer.url, "dashboards", "dashboards-secret", redirect_uri=f"{base}/login", cookie_secret=cookie_secret)
+    proc = subprocess.Popen([sys.executable, "-c", PANEL_APP, json.dumps(opts), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the Panel server exited with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close(); break
+            except OSError:
+                if time.monotonic() > deadline: pytest.fail("the Panel server did not listen within 60 s")
+                time.sleep(0.1)
+        with httpx.Client(follow_redirects=False, timeout=20) as anon:  # no cookies: sent to log in, then to the issuer
+            r = anon.get(f"{base}/app")
+            assert r.status_code == 302 and "login" in r.headers["location"]
+            r = anon.get(httpx.URL(f"{base}/app").join(r.headers["location"]))
+            assert r.status_code == 302 and r.headers["location"].startswith(f"{oidc_issuer.url}/authorize?")
+            q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.headers["location"]).query))
+            assert (q["client_id"], q["response_type"], q["redirect_uri"]) == ("dashboards", "code", f"{base}/login")
+        with httpx.Client(follow_redirects=True, timeout=20) as browser:  # the whole dance, as a browser follows it
+            r = browser.get(f"{base}/app")
+            hops = [str(h.url) for h in r.history]
+            assert any(h.startswith(f"{oidc_issuer.url}/authorize?") for h in hops) and any("/login?code=" in h for h in hops)
+            assert r.status_code == 200 and r.url == f"{base}/app"
+            user = decode_signed_value(cookie_secret, "user", browser.cookies["user"].strip('"'))  # tornado quotes it (it holds '|')
+            assert user == b"alice"                                     # preferred_username from the issuer's id_token
+            again = browser.get(f"{base}/app", follow_redirects=False)  # signed in now: no detour
+            assert again.status_code == 200
+        stats = oidc_issuer.stats()
+        assert stats["authorize"] == 1 and stats["token"] == 1      # one login: one code, exchanged once
+    finally:
+        proc.terminate()
+        try: proc.wait(10)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/security/80d_oidc.ipynb #7bd9dcbc
 from __future__ import annotations
-import base64, json, threading, time, urllib.error, urllib.request
+import base64, json, secrets, threading, time, urllib.error, urllib.request
 from fastcore.basics import patch
 from ..core.errors import *
 from .rbac import Principal, ROLES
 
 # %% auto #0
-__all__ = ['ASYMMETRIC_ALGS', 'REASONS', 'OIDCVerifier']
+__all__ = ['ASYMMETRIC_ALGS', 'REASONS', 'OIDCVerifier', 'panel_oauth_options']
 
 # %% ../../nbs/security/80d_oidc.ipynb #01dc8a64
 ASYMMETRIC_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -209,3 +209,28 @@ def _check_claims(self: OIDCVerifier, claims: dict, now: float | None = None):
     if "iat" in claims and claims["iat"] > now + lw: raise _reject("not_yet_valid", f"it was issued {claims['iat'] - now:.0f} s in the future (iat; leeway {lw:g} s); check the clocks")
     name = claims[self.name_claim]
     if not isinstance(name, str) or not name.strip(): raise _reject("missing_claim", f"claim {self.name_claim!r} is {name!r}; it must name the caller")
+
+# %% ../../nbs/security/80d_oidc.ipynb #9fabb336
+def panel_oauth_options(issuer_url: str,  # the OIDC issuer, exactly as its discovery document names it
+                        client_id: str,  # the dashboards' client at the issuer (a confidential client, code flow)
+                        client_secret: str,  # its secret: read it from the workspace's secrets, never a literal
+                        redirect_uri: str | None = None,  # the dashboards' `/login` URL as registered at the issuer; None: Panel derives it
+                        cookie_secret: str | None = None,  # signs Panel's session cookies; None: a random one (logins end at a restart)
+                        scopes: tuple = ("openid", "profile", "email"),  # asked of the issuer
+                        user_claim: str = "preferred_username",  # id_token claim Panel shows as the user (`pn.state.user`)
+                        http_timeout_s: float = 5.0,  # for fetching the discovery document
+                       ) -> dict:
+    "Keyword arguments for `pn.serve` that put the dashboards behind an OIDC issuer (Panel's generic OAuth, code flow)."
+    if not client_id or not client_secret:
+        raise InvalidInput("panel_oauth_options: client_id and client_secret are required; register the dashboards as a confidential client at the issuer")
+    doc = OIDCVerifier(issuer_url, client_id, http_timeout_s=http_timeout_s).discover()
+    missing = [k for k in ("authorization_endpoint", "token_endpoint") if not isinstance(doc.get(k), str)]
+    if missing:
+        raise Unavailable(f"OIDC issuer {issuer_url}: its discovery document has no {', '.join(missing)}; a browser login needs the authorization-code flow")
+    extra = {"AUTHORIZE_URL": doc["authorization_endpoint"], "TOKEN_URL": doc["token_endpoint"], "scope": list(scopes)}
+    if doc.get("userinfo_endpoint"): extra["USER_URL"] = doc["userinfo_endpoint"]
+    if doc.get("end_session_endpoint"): extra["LOGOUT_URL"] = doc["end_session_endpoint"]
+    opts = {"oauth_provider": "generic", "oauth_key": client_id, "oauth_secret": client_secret, "oauth_extra_params": extra,
+            "oauth_jwt_user": user_claim, "cookie_secret": cookie_secret or secrets.token_urlsafe(32)}
+    if redirect_uri: opts["oauth_redirect_uri"] = redirect_uri
+    return opts
