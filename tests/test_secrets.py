@@ -229,3 +229,27 @@ def test_key_file_is_made_0600_once_even_by_racing_processes(tmp_path, monkeypat
     assert get_secret(ws, "smtp_password").reveal() == VALUES["smtp_password"]
     ws.close()
 
+
+
+PUT = textwrap.dedent("""
+    import sys
+    from mlops_workbench.core.workspace import Workspace
+    from mlops_workbench.security.secrets import put_secret
+    ws = Workspace.open(sys.argv[1])
+    print(" ".join(str(put_secret(ws, "webhook_token", f"xoxb-racing-value-{sys.argv[2]}-{i}", who=f"p{sys.argv[2]}")) for i in range(3)))
+""")
+
+
+def test_processes_writing_the_same_secret_at_once_each_get_their_own_version(sws):
+    "Four processes set the same, new secret three times each: no write is lost, and the versions are 1..12 without gaps."
+    env = {k: v for k, v in os.environ.items() if k not in ("MLW_SECRET_KEY", "MLW_SECRET_KEY_FILE", "MLW_HOME")}
+    sws.secret_keys()  # the key file exists before the race (its own race is tested above)
+    procs = [subprocess.Popen([sys.executable, "-c", PUT, str(sws.root), str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for i in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    versions = sorted(int(v) for o, _ in outs for v in o.split())
+    assert versions == list(range(1, 13))
+    s = get_secret(sws, "webhook_token")
+    assert s.version == 12 and s.reveal().startswith("xoxb-racing-value-")
+    assert list_secrets(sws)[["name", "version"]].rows() == [("webhook_token", 12)]

@@ -131,10 +131,15 @@ def _not_found(name, names) -> NotFound:
     return NotFound(f"secret {name!r} does not exist; secrets: {', '.join(names) or 'none yet'}; "
                     f"set it with put_secret(ws, {name!r}, value) or `mlw secrets set {name}`")
 
+def _write_first(c):
+    "Take the table's write lock now: SQLite's deferred BEGIN would otherwise fail to upgrade a read if another writer went first."
+    t = _md.secrets
+    c.execute(t.update().where(sa.false()).values(version=t.c.version))
+
 def _check_key_reads(ws, f, c, name: str):
     "Refuse to write with a key that cannot read the secrets already stored."
     t = _md.secrets
-    other = c.execute(sa.select(t.c.name, t.c.version, t.c.token).where(t.c.name != name).limit(1)).first()
+    other = c.execute(sa.select(t.c.name, t.c.version, t.c.token).limit(1)).first()
     if other is None: return
     try: _decrypt(ws, f, other.name, other.version, other.token)
     except SecretKeyMismatch:
@@ -156,11 +161,12 @@ def put_secret(ws: Workspace, name: str, value: str,
     for attempt in (1, 2):  # two first writes at once: the loser's insert fails and it updates instead
         try:
             with ws.metadata.begin() as c:
+                _write_first(c)
+                _check_key_reads(ws, f, c, name)
                 n = c.execute(t.update().where(t.c.name == name)
                               .values(token=token, version=t.c.version + 1, updated_at=now, updated_by=who)).rowcount
                 if not n: c.execute(t.insert().values(name=name, token=token, version=1, created_at=now, updated_at=now, updated_by=who))
                 version = c.execute(sa.select(t.c.version).where(t.c.name == name)).scalar_one()
-                _check_key_reads(ws, f, c, name)
                 _audit(ws, who, "secret.set", name, c, {"version": version})
             break
         except sa.exc.IntegrityError:
@@ -213,6 +219,7 @@ def rotate_secret_key(ws: Workspace, new_key: str,
     if new_key not in ws.secret_keys(): ws.add_secret_key(new_key)  # the workspace's own file; keys from the environment: Conflict
     f = _fernet([new_key] + [k for k in ws.secret_keys() if k != new_key])
     with ws.metadata.begin() as c:
+        _write_first(c)
         rows = c.execute(sa.select(t.c.name, t.c.version, t.c.token).order_by(t.c.name).with_for_update()).all()
         for r in rows:
             try: token = f.rotate(r.token.encode()).decode()
