@@ -31,8 +31,9 @@ def bind_request_id(rid: str | None = None):  # the caller's id; None makes a ne
     try: yield rid
     finally: request_id_var.reset(token)
 
-# %% ../../nbs/observability/81a_logs.ipynb #107e3a82
-_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# %% ../../nbs/observability/81a_logs.ipynb #39939f50
+# A record's own attributes, not extras; uvicorn's `color_message` (the message with ANSI colours) is noise in JSON.
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName", "color_message"}
 
 def _utc(created: float) -> str:
     return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -85,12 +86,19 @@ class RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         redact = self.redact
         if redact is None: return True
-        record.msg, record.args = redact(record.getMessage()), None
-        for k, v in _extras(record).items():
-            if isinstance(v, (str, dict, list, tuple)): setattr(record, k, _redact_value(v, redact))
-        if record.exc_info and not record.exc_text: record.exc_text = self._fmt.formatException(record.exc_info)
-        if record.exc_text: record.exc_text = redact(record.exc_text)
-        if record.stack_info: record.stack_info = redact(record.stack_info)
+        try:
+            try: msg = record.getMessage()
+            except Exception: msg = f"{record.msg} [log arguments did not fit the message: {record.args!r}]"
+            record.msg, record.args = redact(msg), None
+            for k, v in _extras(record).items():
+                if isinstance(v, (str, dict, list, tuple)): setattr(record, k, _redact_value(v, redact))
+            if record.exc_info and not record.exc_text: record.exc_text = self._fmt.formatException(record.exc_info)
+            if record.exc_text: record.exc_text = redact(record.exc_text)
+            if record.stack_info: record.stack_info = redact(record.stack_info)
+        except Exception as e:  # fail closed: a record that could not be masked is not written as it was
+            record.msg, record.args = f"[log record withheld: redaction failed with {type(e).__name__}]", None
+            record.exc_info = record.exc_text = record.stack_info = None
+            for k in _extras(record): setattr(record, k, "[withheld]")
         return True
 
 redact_filter = RedactFilter()  # the process's slot: configure_logging puts it on its handler
