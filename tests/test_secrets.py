@@ -119,7 +119,7 @@ def test_values_are_not_in_reprs_listings_or_errors(lws):
     assert "secret 'smtp_pasword' does not exist; secrets: alerts.webhook_token, ci.signing_key, db.password, smtp_password" in text
     assert "SecretKeyMismatch: secret 'smtp_password' v1 cannot be decrypted with the key(s) from MLW_SECRET_KEY" in text
     assert "refusing to write secret 'new_one'" in text
-    assert "cannot rotate: secret" in text and "nothing was changed" in text
+    assert "cannot rotate: secret" in text and "no secret was changed" in text
     assert "add the new key there, first" in text
     assert "key 2 of 2 is not a Fernet key" in text
     assert [r for r in list_secrets(lws)["name"]] == sorted(VALUES)  # the refused write left nothing behind
@@ -253,3 +253,25 @@ def test_processes_writing_the_same_secret_at_once_each_get_their_own_version(sw
     s = get_secret(sws, "webhook_token")
     assert s.version == 12 and s.reveal().startswith("xoxb-racing-value-")
     assert list_secrets(sws)[["name", "version"]].rows() == [("webhook_token", 12)]
+
+
+REDACT = textwrap.dedent("""
+    import sys
+    from mlops_workbench.core.workspace import Workspace
+    from mlops_workbench.security.secrets import redact
+    text = sys.stdin.read()
+    before = redact(text)  # a fresh process has read no secret: nothing to mask yet
+    after = redact(text, Workspace.open(sys.argv[1]))  # reads every stored secret first
+    print(before == text, after, sep="\\n")
+""")
+
+
+def test_redact_with_the_workspace_masks_every_stored_secret_in_a_fresh_process(lws):
+    _put_all(lws)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLW_SECRET_KEY", "MLW_SECRET_KEY_FILE", "MLW_HOME")}
+    text = f"smtp said no to {VALUES['smtp_password']!r}; hook {VALUES['alerts.webhook_token']}; cfg {json.dumps(VALUES['db.password'])}"
+    p = subprocess.run([sys.executable, "-c", REDACT, str(lws.root)], input=text, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    unchanged, masked = p.stdout.split("\n", 1)
+    assert unchanged == "True"
+    assert masked.strip() == f"smtp said no to '{MASK}'; hook {MASK}; cfg \"{MASK}\"", masked

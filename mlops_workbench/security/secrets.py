@@ -4,11 +4,12 @@
 
 # %% ../../nbs/security/80c_secrets.ipynb #5ec00001
 from __future__ import annotations
-import getpass, html, logging, re, threading
+import html, logging, re, threading
 import sqlalchemy as sa
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core import metadata as _md
+from .audit import record, current_user
 
 # %% auto #0
 __all__ = ['MASK', 'REDACT_MIN_LEN', 'MAX_SECRET_BYTES', 'SecretKeyMismatch', 'new_secret_key', 'Secret', 'redact',
@@ -112,16 +113,12 @@ def _check_name(name):
         raise InvalidInput(f"secret name {name!r} is invalid: use 1 to 200 of the characters A-Z a-z 0-9 _ . -")
 
 def _who(who) -> str:
-    if who is None:
-        try: return getpass.getuser()
-        except Exception: return "unknown"
+    if who is None: return current_user()
     if not isinstance(who, str) or not who.strip(): raise InvalidInput(f"who {who!r} is invalid: name the person or account making the change")
     return who.strip()
 
 def _audit(ws, who: str, action: str, name: str, conn, detail: dict) -> None:
     "One audit row in the caller's transaction (never a value in `detail`)."
-    try: from mlops_workbench.security.audit import record
-    except ImportError: return
     record(ws, who, action, f"secret:{name}", detail=detail, conn=conn)
 
 def _names(c) -> list[str]:
@@ -225,7 +222,7 @@ def rotate_secret_key(ws: Workspace, new_key: str,
             try: token = f.rotate(r.token.encode()).decode()
             except InvalidToken:
                 raise SecretKeyMismatch(f"cannot rotate: secret {r.name!r} v{r.version} cannot be decrypted with the key(s) from "
-                                        f"{ws.secret_key_source}; nothing was changed; {_MISMATCH_FIX}") from None
+                                        f"{ws.secret_key_source}; no secret was changed; {_MISMATCH_FIX}") from None
             c.execute(t.update().where(t.c.name == r.name).values(token=token))
         _audit(ws, who, "secret.rotate_key", "*", c, {"rows": len(rows)})
     return len(rows)
