@@ -18,6 +18,7 @@ from .pipelines import PipelineRuns, _pipelines_page
 from .data_quality import DataQuality, _data_quality_page
 from .features import FeatureViews, _features_page
 from .models import Experiments, ModelQuality, _experiments_page, _model_quality_page
+from .serving import Serving, _serving_page
 
 # %% auto #0
 __all__ = ['STAGES', 'DASHBOARDS', 'voila_command', 'Navigation', 'pages', 'dashboard_app', 'serve_dashboards']
@@ -103,11 +104,11 @@ def _views() -> SimpleNamespace:
 
     return SimpleNamespace(pn=pn, PipelinesPage=_pipelines_page(pn, Viewer, _table), PlannedPage=PlannedPage, DataQualityPage=_data_quality_page(pn, Viewer, _table),
                            FeaturesPage=_features_page(pn, Viewer, _table), ExperimentsPage=_experiments_page(pn, Viewer, _table),
-                           ModelQualityPage=_model_quality_page(pn, Viewer, _table))
+                           ModelQualityPage=_model_quality_page(pn, Viewer, _table), ServingPage=_serving_page(pn, Viewer, _table))
 
 def __getattr__(name):
     "Build the Panel page classes when first asked for, so importing this module never imports Panel."
-    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage"): return getattr(_views(), name)
+    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage", "ServingPage"): return getattr(_views(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../../nbs/ui/95e_shell.ipynb #5ececc14
@@ -123,6 +124,7 @@ def pages(ws: Workspace) -> dict:
     out["features"] = lambda query=None: V.FeaturesPage(state=FeatureViews.from_query(ws, query))
     out["experiments"] = lambda query=None: V.ExperimentsPage(state=Experiments.from_query(ws, query))
     out["model-quality"] = lambda query=None: V.ModelQualityPage(state=ModelQuality.from_query(ws, query))
+    out["serving"] = lambda query=None: V.ServingPage(state=Serving.from_query(ws, query))
     return out
 
 def dashboard_app(ws: Workspace | None = None, query: str | dict | None = None, page: str = "pipelines", link: str = "?page={slug}"):
