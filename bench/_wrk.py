@@ -1,0 +1,107 @@
+"""HTTP servers under load, for the bench scripts: a server subprocess pinned to one core, wrk pinned to another.
+
+A server runs in its own session (process group), so `Server.stop` ends it and every process it started (MLflow's
+`models serve` runs uvicorn as a child) with one signal, and nothing outlives the bench. wrk POSTs one JSON body
+from a Lua script whose `done` hook prints the figures as one JSON line (exact microseconds, error counts by kind),
+so nothing depends on parsing wrk's human units.
+"""
+import json, os, shutil, signal, socket, subprocess, time, urllib.error, urllib.request
+from pathlib import Path
+
+_LUA = """wrk.method = "POST"
+wrk.body = [==[{body}]==]
+{headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {{"requests": %.0f, "duration_us": %.0f, "p50_us": %.0f, "p90_us": %.0f, "p99_us": %.0f, '
+    .. '"max_us": %.0f, "mean_us": %.1f, "connect": %.0f, "read": %.0f, "write": %.0f, "status": %.0f, "timeout": %.0f}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def cpus() -> list[int]:
+    "The cores this process may run on."
+    return sorted(os.sched_getaffinity(0))
+
+
+def pinned(cmd: list, cpu: int | None) -> list:
+    "`cmd` run on core `cpu` (as is when `cpu` is None or taskset is missing)."
+    return cmd if cpu is None or not shutil.which("taskset") else ["taskset", "-c", str(cpu), *map(str, cmd)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: bytes, headers: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
+    "Status and body of one POST (an HTTP error's too)."
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, r.read()
+    except urllib.error.HTTPError as e: return e.code, e.read()
+
+
+class Server:
+    "A server subprocess on loopback, pinned to `cpu`, its output in `log`; stop() ends its whole process group."
+    def __init__(self, name: str, cmd: list, log: Path, cpu: int | None = 0, env: dict | None = None, cwd=None):
+        self.name, self.log = name, Path(log)
+        self._out = open(self.log, "wb")
+        self.proc = subprocess.Popen(pinned(cmd, cpu), stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, cwd=cwd, start_new_session=True)
+
+    def tail(self, n: int = 15) -> str:
+        try: return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError: return ""
+
+    def wait_ready(self, url: str, body: bytes, headers: dict | None = None, timeout: float = 60) -> bytes:
+        "Poll `url` with `body` until it answers 200; its response. Raises if the server exits or `timeout` passes."
+        end, last = time.monotonic() + timeout, "no answer"
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with status {self.proc.returncode} before it answered; its log ends:\n{self.tail()}")
+            try:
+                status, out = post(url, body, headers, timeout=5)
+                if status == 200: return out
+                last = f"HTTP {status}: {out[:300].decode(errors='replace')}"
+            except OSError as e: last = f"{type(e).__name__}: {e}"
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.name} did not answer 200 within {timeout:.0f} s (last: {last}); its log ends:\n{self.tail()}")
+
+    def stop(self, grace: float = 5):
+        "SIGTERM to the server's process group, SIGKILL after `grace` seconds; idempotent."
+        if self.proc.poll() is None:
+            try: os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError: pass
+            try: self.proc.wait(grace)
+            except subprocess.TimeoutExpired: pass
+        try: os.killpg(self.proc.pid, signal.SIGKILL)  # the group's stragglers (children that ignored SIGTERM), if any
+        except (ProcessLookupError, PermissionError): pass
+        if self.proc.poll() is None: self.proc.wait(5)
+        self._out.close()
+
+
+def lua_script(path: Path, body: str, headers: dict | None = None) -> Path:
+    "Write a wrk script that POSTs `body` (JSON) with `headers`."
+    if "]==]" in body: raise ValueError("the request body contains ']==]', which ends the Lua string holding it")
+    hs = "\n".join(f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in {"Content-Type": "application/json", **(headers or {})}.items())
+    path.write_text(_LUA.format(body=body, headers=hs))
+    return path
+
+
+def wrk(url: str, script: Path, seconds: float, connections: int = 16, threads: int = 1, cpu: int | None = 1,
+        timeout: str = "2s") -> dict:
+    "One wrk run: requests/s, latency percentiles in ms, error counts."
+    cmd = pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", f"--timeout={timeout}",
+                  "-s", str(script), url], cpu)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+    if p.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed (status {p.returncode}): {(p.stderr or p.stdout)[-800:]}")
+    r = json.loads(line[len("WRK_JSON "):])
+    errors = {k: int(r[k]) for k in ("connect", "read", "write", "status", "timeout") if r[k]}
+    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "requests": int(r["requests"]), "p50": r["p50_us"] / 1e3,
+            "p90": r["p90_us"] / 1e3, "p99": r["p99_us"] / 1e3, "max": r["max_us"] / 1e3, "errors": errors, "raw": p.stdout}
