@@ -4,7 +4,7 @@
 
 # %% ../../nbs/security/80b_audit.ipynb #6035c60a
 from __future__ import annotations
-import getpass, hashlib, json, re
+import contextlib, getpass, hashlib, json, re
 import datetime as dt
 from dataclasses import dataclass
 import sqlalchemy as sa
@@ -13,8 +13,8 @@ from ..core.workspace import Workspace
 from ..core.metadata import audit_log, utcnow
 
 # %% auto #0
-__all__ = ['GENESIS', 'OUTCOMES', 'CHAIN_LOCK_KEY', 'current_user', 'canonical', 'row_hash', 'record', 'read_audit',
-           'AuditVerification', 'verify_audit']
+__all__ = ['GENESIS', 'OUTCOMES', 'CHAIN_LOCK_KEY', 'current_user', 'canonical', 'row_hash', 'transaction', 'record',
+           'read_audit', 'AuditVerification', 'verify_audit']
 
 # %% ../../nbs/security/80b_audit.ipynb #21bb2faa
 GENESIS = "0" * 64  # the first row's prev_hash
@@ -68,9 +68,18 @@ def _clean(principal, action, resource, outcome, detail) -> dict:
     except (TypeError, ValueError) as e: raise InvalidInput(f"audit detail is not plain JSON ({e}); pass strings, numbers, booleans, lists and dicts") from None
     return dict(principal=principal.strip(), action=action.strip(), resource=resource.strip(), outcome=outcome, detail=detail)
 
+def _lock(c): c.exec_driver_sql(_CHAIN_LOCK.get(c.dialect.name, _WRITE_FIRST))
+
+@contextlib.contextmanager
+def transaction(ws: Workspace):
+    "A metadata transaction holding the chain's lock from its first statement: read, change and `record(..., conn=c)` in it safely."
+    with ws.metadata.begin() as c:
+        _lock(c)
+        yield c
+
 def _append(c, row: dict) -> int:
     "Append `row` on connection `c` (in its transaction), holding the chain's lock; return its id."
-    c.exec_driver_sql(_CHAIN_LOCK.get(c.dialect.name, _WRITE_FIRST))
+    _lock(c)  # again, harmless: SQLite's no-op write, or PostgreSQL's advisory lock taken twice, released at commit
     last = c.execute(sa.select(audit_log.c.id, audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)).first()
     id, prev = (last.id + 1, last.hash) if last else (1, GENESIS)
     at = utcnow()

@@ -109,7 +109,7 @@ def create_key(ws: Workspace,
     principal, roles, models, who, now = _check_principal(principal), _check_roles(roles), _check_models(models), _who(who), utcnow()
     expires_at = _expiry(expires, now)
     kid, key = _new_key()
-    with ws.metadata.begin() as c:
+    with audit.transaction(ws) as c:
         out = _insert(c, ws, kid, key, principal, roles, models, expires_at, who, now)
         audit.record(ws, who, "key.create", f"key:{kid}", conn=c,
                      detail={"principal": principal, "roles": roles, "models": models, "expires_at": expires_at and expires_at.isoformat()})
@@ -140,8 +140,9 @@ def list_keys(ws: Workspace, include_revoked: bool = False):
 
 def revoke_key(ws: Workspace, key_id: str, who: str | None = None) -> bool:
     "Revoke key `key_id` now; False when it already was."
-    who, now = _who(who), utcnow()
-    with ws.metadata.begin() as c:
+    who = _who(who)
+    with audit.transaction(ws) as c:  # the chain's lock first: what we read cannot go stale before we write
+        now = utcnow()
         r = _get(c, key_id)
         if r.revoked_at is not None: return False
         c.execute(api_keys.update().where(api_keys.c.id == key_id).values(revoked_at=now, revoked_by=who))
@@ -153,9 +154,10 @@ def rotate_key(ws: Workspace, key_id: str,
                who: str | None = None,  # who rotates it, for the audit log (default: the OS user)
               ) -> IssuedKey:
     "Replace key `key_id` by a new one with the same principal, roles and scope; the old one works for `overlap` more."
-    who, now, overlap = _who(who), utcnow(), parse_duration(overlap)
+    who, overlap = _who(who), parse_duration(overlap)
     if overlap < dt.timedelta(0): raise InvalidInput(f"overlap {overlap} is negative; pass 0 to stop the old key now, or a duration such as 24h")
-    with ws.metadata.begin() as c:
+    with audit.transaction(ws) as c:
+        now = utcnow()
         r = _get(c, key_id)
         if (s := _status(r, now)) != "active":
             raise Conflict(f"API key {key_id} is {s} and cannot be rotated; make a new one with `mlw keys create {r.principal} --role ...`")
