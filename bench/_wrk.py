@@ -1,11 +1,12 @@
 """HTTP servers under load, for the bench scripts: a server subprocess pinned to one core, wrk pinned to another.
 
 A server runs in its own session (process group), so `Server.stop` ends it and every process it started (MLflow's
-`models serve` runs uvicorn as a child) with one signal, and nothing outlives the bench. wrk POSTs one JSON body
+`models serve` runs uvicorn as a child) with one signal; should the bench itself be killed, the kernel sends the server
+SIGTERM (PR_SET_PDEATHSIG), so nothing outlives it. wrk POSTs one JSON body
 from a Lua script whose `done` hook prints the figures as one JSON line (exact microseconds, error counts by kind),
 so nothing depends on parsing wrk's human units.
 """
-import json, os, shutil, signal, socket, subprocess, time, urllib.error, urllib.request
+import ctypes, json, os, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
 
 _LUA = """wrk.method = "POST"
@@ -19,6 +20,13 @@ done = function(summary, latency, requests)
     latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
+
+
+def _die_with_parent():
+    "In the child before exec: SIGTERM when the bench dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG survives exec)."
+    if sys.platform.startswith("linux"):
+        try: ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError): pass
 
 
 def cpus() -> list[int]:
@@ -51,7 +59,7 @@ class Server:
         self.name, self.log = name, Path(log)
         self._out = open(self.log, "wb")
         self.proc = subprocess.Popen(pinned(cmd, cpu), stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, cwd=cwd, start_new_session=True)
+                                     env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent)
 
     def tail(self, n: int = 15) -> str:
         try: return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
