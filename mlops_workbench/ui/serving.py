@@ -72,7 +72,7 @@ def requests_frame(log: pl.DataFrame) -> pl.DataFrame:
 
 def _figures(by: list[str]) -> list[pl.Expr]:
     ms = lambda p: (pl.col("latency_us").quantile(p, interpolation="linear") / 1000).alias(f"p{round(p * 100)}_ms")
-    return [pl.len().alias("requests"), pl.col("rows").sum().cast(pl.Int64).alias("predictions"), (pl.col("status") >= 400).sum().cast(pl.Int64).alias("errors"),
+    return [pl.len().cast(pl.Int64).alias("requests"), pl.col("rows").sum().cast(pl.Int64).alias("predictions"), (pl.col("status") >= 400).sum().cast(pl.Int64).alias("errors"),
             ms(0.5), ms(0.95), ms(0.99), pl.col("at").min().alias("first"), pl.col("at").max().alias("last")]
 
 STATS_COLUMNS = ["endpoint", "model", "version", "requests", "predictions", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "first", "last"]
@@ -121,10 +121,10 @@ def latency_series(requests: pl.DataFrame, minutes: int = 1) -> pd.DataFrame:
     return out.select(cols).to_pandas()
 
 # %% ../../nbs/ui/95f_serving.ipynb #f65d1c37
-RECENT_COLUMNS = ["time", "endpoint", "version", "caller", "prediction", "label", "latency (ms)", "status", "request", "row"]
+RECENT_COLUMNS = ["time", "endpoint", "version", "caller", "prediction", "label", "latency (ms)", "status", "row", "request"]
 
 def recent_predictions(log: pl.DataFrame, n: int = 50) -> pd.DataFrame:
-    "The `n` newest rows of an inference log frame, newest first: time (ms), endpoint, version, caller, prediction, label, latency (ms), status, request, row."
+    "The `n` newest rows of an inference log frame, newest first: time (ms), endpoint, version, caller, prediction, label, latency (ms), status, row, request."
     if log.is_empty(): return pd.DataFrame(columns=RECENT_COLUMNS)
     rows = log.sort("at", "request_id", "row", descending=[True, False, False]).head(n)
     return pd.DataFrame({"time": [t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] for t in rows["at"]], "endpoint": rows["endpoint"].to_list(),
@@ -140,8 +140,8 @@ GATEWAY_COLUMNS = ["endpoint", "ref", "version", "port", "pid", "up since", "pro
 
 def gateways_frame(served: list[dict]) -> pd.DataFrame:
     "One row per endpoint of each running gateway (`served_models`): endpoint, ref, version answering now, port, pid, up since, problem."
-    return pd.DataFrame([{"endpoint": s["endpoint"], "ref": s["ref"], "version": f"v{s['version']}" if s["version"] else "", "port": s["port"],
-                          "pid": s["pid"], "up since": fmt_time(s["started_at"]), "problem": s["problem"] or ""} for s in served], columns=GATEWAY_COLUMNS)
+    return pd.DataFrame([{"endpoint": s["endpoint"], "ref": s["ref"], "version": f"v{s['version']}" if s["version"] else "", "port": str(s["port"] or ""),
+                          "pid": str(s["pid"]), "up since": fmt_time(s["started_at"]), "problem": s["problem"] or ""} for s in served], columns=GATEWAY_COLUMNS)
 
 class Serving(param.Parameterized):
     "What the Serving page shows: the running gateways, and each endpoint's traffic in a time window from the inference log."
@@ -225,12 +225,12 @@ def totals_html(totals: dict, label: str, minutes: int) -> str:
     "The window's figures as tiles: requests and mean rate, predictions, error rate, latency p50/p95/p99."
     t = totals or {}
     if not t.get("requests"): return ""
-    tiles = [(f"{t['requests']:,}", f"requests, {label}"), (f"{t['per_minute']:.3g}", "requests per minute (mean)"),
-             (f"{t['predictions']:,}", "rows predicted"), (fmt_share(t["error_rate"]), f"errors ({t['errors']:,} with status >= 400)"),
-             (_ms(t["p50_ms"]), "latency p50"), (_ms(t["p95_ms"]), "latency p95"), (_ms(t["p99_ms"]), "latency p99")]
-    cell = ("<div style='flex:1 1 0;min-width:120px;border:1px solid #d8dee4;border-radius:6px;padding:8px 12px'>"
-            "<div style='font-size:22px;font-weight:600;font-variant-numeric:tabular-nums'>{}</div><div class='mlw-muted'>{}</div></div>")
-    return _wrap("<div style='display:flex;gap:10px;flex-wrap:wrap;margin:4px 0 8px'>" + "".join(cell.format(_e(v), _e(k)) for v, k in tiles) + "</div>")
+    tiles = [("requests", f"{t['requests']:,}", f"requests, {label}"), ("per_minute", f"{t['per_minute']:.3g}", "requests per minute (mean)"),
+             ("predictions", f"{t['predictions']:,}", "rows predicted"), ("errors", fmt_share(t["error_rate"]), f"errors ({t['errors']:,} with status >= 400)"),
+             ("p50", _ms(t["p50_ms"]), "latency p50"), ("p95", _ms(t["p95_ms"]), "latency p95"), ("p99", _ms(t["p99_ms"]), "latency p99")]
+    cell = ("<div class='mlw-tile' data-figure='{}' style='flex:1 1 0;min-width:120px;border:1px solid #d8dee4;border-radius:6px;padding:8px 12px'>"
+            "<div class='mlw-tile-value' style='font-size:22px;font-weight:600;font-variant-numeric:tabular-nums'>{}</div><div class='mlw-muted'>{}</div></div>")
+    return _wrap("<div style='display:flex;gap:10px;flex-wrap:wrap;margin:4px 0 8px'>" + "".join(cell.format(f, _e(v), _e(k)) for f, v, k in tiles) + "</div>")
 
 def stats_table(stats: pd.DataFrame) -> pd.DataFrame:
     "`endpoint_stats` for display: error rate as a share, latencies to 3 digits, the last request's time."
@@ -281,7 +281,8 @@ def _serving_page(pn, Viewer, table):
             self._endpoint.param.watch(lambda e: self._pick(endpoint=e.new or None), "value")
             grid = lambda df, **kw: pn.widgets.Tabulator(df, disabled=True, show_index=False, layout="fit_data_stretch", sizing_mode="stretch_width",
                                                          selectable=False, stylesheets=_TABLE_CSS, configuration={"columnDefaults": {"headerSort": False}}, **kw)
-            self._gateways_note, self._traffic_note = md(styles={"color": "#59636e"}), md(styles={"color": "#59636e"})
+            note = lambda: pn.pane.Markdown("", sizing_mode="stretch_width", stylesheets=[_MD_CSS, "code {white-space: nowrap}"], styles={"color": "#59636e"})
+            self._gateways_note, self._traffic_note = note(), note()
             self._gateways = grid(s.gateways, name="gateways")
             self._totals = pn.pane.HTML("", sizing_mode="stretch_width")
             self._stats = grid(stats_table(s.stats), name="endpoints")

@@ -1,0 +1,194 @@
+"""The Serving dashboard page in a browser: served for real (as `mlw dashboards` serves it) on a workspace holding a
+registered model with two versions, a running gateway's registration file, and an hour of predictions written through
+the real `InferenceLog` on two endpoints, two versions, with some refused requests.
+
+The figures the page shows (request counts, latency percentiles, error counts) are checked against numpy on what was
+sent. The gateway process here is a stand-in (a sleeping Python process that owns the registration file), because the
+figures are about the log; `mlw serve` writes the same file. Waits are Playwright waits, never timed assertions.
+"""
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import free_port
+from test_dashboards import _fit_viewport, _serve, _stop
+
+LOAD = 60_000  # ms: a Panel page renders in seconds, but 2 shared cores are slow
+
+
+def write_serving_data(ws, gateway_pid: int, port: int = 8765, seed: int = 7):
+    """What serving leaves behind, made with the real library: `credit_default` trained twice and registered (v2 holds
+    `candidate`, v1 is promoted to `production`); the registration file of a gateway (`gateway_pid`) serving
+    `credit` (candidate) and `credit-prod` (production) on `port`; and the last 50 minutes of its predictions in the
+    inference log: `credit-prod` by v1, `credit` by v1 until 25 minutes ago and by v2 since, some batches of 2-3 rows,
+    about one request in twenty refused (422 or 503, null prediction). Returns what was sent, one tuple per request."""
+    from mlops_workbench.data.synthetic import generate_lending
+    from mlops_workbench.experiments.definition import Experiment, FloatParam, TimeSplit
+    from mlops_workbench.registry.gates import default_gates
+    from mlops_workbench.registry.validation import validate_model
+    from mlops_workbench.registry.versions import promote, register_model
+    from mlops_workbench.serving.inference_log import InferenceLog
+    from mlops_workbench.training.fit import train
+    world = generate_lending(1_200, seed=11)
+    loans = world.applications.join(world.labels.select("application_id", "defaulted"), on="application_id")
+    exp = Experiment("credit_default", target="defaulted", exclude=["application_id", "customer_id"], split=TimeSplit("event_timestamp", valid_size=0.25),
+                     search_space={"learning_rate": FloatParam(0.02, 0.3, log=True)}, params={"num_threads": 1, "num_leaves": 8}, num_boost_round=40)
+    for lr in (0.1, 0.05):
+        fit = train(ws, exp, {"learning_rate": lr}, data=loans)
+        register_model(ws, fit.run_id, "credit_default", validate_model(ws, fit.run_id, default_gates("binary")), owner="alice", who="alice")
+    promote(ws, "credit_default", 1, "production", who="alice", reason="first release")
+
+    ws.path("serving").mkdir(exist_ok=True)
+    ws.path("serving", f"gateway-{gateway_pid}.json").write_text(json.dumps({
+        "pid": gateway_pid, "port": port, "started_at": (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).isoformat(),
+        "endpoints": {"credit": "credit_default@candidate", "credit-prod": "credit_default@production"}}))
+
+    now, rng, sent = dt.datetime.now(dt.timezone.utc), np.random.default_rng(seed), []
+    def traffic(endpoint, version, n, start_min, end_min, caller):
+        for i in range(n):
+            at = now - dt.timedelta(minutes=float(rng.uniform(end_min, start_min)))
+            status = int(rng.choice([200] * 19 + [422]) if rng.random() > 0.01 else 503)
+            sent.append(SimpleNamespace(id=f"{endpoint}-{version}-{i}", endpoint=endpoint, version=version, at=at, rows=int(rng.choice([1, 1, 1, 2, 3])),
+                                        latency_us=int(rng.lognormal(np.log(450 if status == 200 else 120), 0.5)), status=status, caller=caller))
+    traffic("credit-prod", 1, 500, 50, 0.5, "loan-app")
+    traffic("credit", 1, 120, 50, 25, "risk-batch")
+    traffic("credit", 2, 200, 25, 0.5, "risk-batch")
+    with InferenceLog(ws, flush_interval_s=0.2) as log:
+        for s in sent:
+            for r in range(s.rows):
+                p = None if s.status >= 400 else float(rng.random())
+                log.log({"request_id": s.id, "row": r, "at": s.at, "model": "credit_default", "version": s.version, "endpoint": s.endpoint,
+                         "caller": s.caller, "inputs": {"amount": 1000 + r}, "features": None,
+                         "output": {"probability": p} if p is not None else {"error": "invalid input"}, "prediction": p,
+                         "label": None if p is None else str(int(p > 0.5)), "latency_us": s.latency_us, "status": s.status})
+    return sent
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory):
+    "A workspace with served models and logged predictions (`write_serving_data`), its stand-in gateway process, and the dashboards on it."
+    from mlops_workbench.core.workspace import Workspace
+    d = tmp_path_factory.mktemp("serving")
+    gateway = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    ws = Workspace.init(d / "ws")
+    try:
+        sent = write_serving_data(ws, gateway.pid)
+        port = free_port()
+        code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
+                "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
+        proc = _serve([sys.executable, "-c", code, str(ws.root), str(port)], dict(os.environ), port, d / "panel.log")
+        try:
+            yield SimpleNamespace(ws=ws, sent=sent, url=f"http://127.0.0.1:{port}", gateway=gateway, dir=d)
+        finally:
+            _stop(proc)
+    finally:
+        gateway.kill(); gateway.wait()
+        ws.close()
+
+
+def _ms(v):
+    "As the page's tiles write a latency (`ui.serving._ms`)."
+    return f"{v:.3g} ms"
+
+
+def test_serving_page(serving, page, shot):
+    from playwright.sync_api import expect
+    sent = serving.sent
+    page.goto(f"{serving.url}/serving")
+    # the running gateway, each endpoint with the version its alias resolves to now
+    gateways = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="ref"]'))
+    expect(gateways.locator(".tabulator-row")).to_have_count(2, timeout=LOAD)
+    def gw(endpoint): return gateways.locator(".tabulator-row", has=page.locator('[tabulator-field="endpoint"]', has_text=re.compile(f"^{endpoint}$")))
+    expect(gw("credit").locator('[tabulator-field="ref"]')).to_have_text("credit_default@candidate")
+    expect(gw("credit").locator('[tabulator-field="version"]')).to_have_text("v2")
+    expect(gw("credit-prod").locator('[tabulator-field="version"]')).to_have_text("v1")
+    expect(gw("credit").locator('[tabulator-field="port"]')).to_have_text("8765")
+    expect(gw("credit").locator('[tabulator-field="pid"]')).to_have_text(str(serving.gateway.pid))
+
+    # the last hour's figures, against numpy on what was sent
+    lat = np.array([s.latency_us for s in sent])
+    def tile(figure): return page.locator(f".mlw-tile[data-figure={figure}] .mlw-tile-value")
+    expect(tile("requests")).to_have_text(f"{len(sent):,}")
+    page.get_by_text("requests, last hour").wait_for()
+    expect(tile("predictions")).to_have_text(f"{sum(s.rows for s in sent):,}")
+    errors = sum(s.status >= 400 for s in sent)
+    expect(tile("errors")).to_have_text(f"{100 * errors / len(sent):.3g}%")
+    page.get_by_text(f"errors ({errors} with status >= 400)").wait_for()
+    for p in (50, 95, 99): expect(tile(f"p{p}")).to_have_text(_ms(np.percentile(lat, p) / 1000))
+    stats = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="p99 (ms)"]'))
+    rows = stats.locator(".tabulator-row")
+    expect(rows).to_have_count(3)
+    for i, (endpoint, version) in enumerate([("credit", 1), ("credit", 2), ("credit-prod", 1)]):
+        mine = [s for s in sent if (s.endpoint, s.version) == (endpoint, version)]
+        expect(rows.nth(i).locator('[tabulator-field="endpoint"]')).to_have_text(endpoint)
+        expect(rows.nth(i).locator('[tabulator-field="version"]')).to_have_text(str(version))
+        expect(rows.nth(i).locator('[tabulator-field="requests"]')).to_have_text(str(len(mine)))
+        expect(rows.nth(i).locator('[tabulator-field="errors"]')).to_have_text(str(sum(s.status >= 400 for s in mine)))
+        expect(rows.nth(i).locator('[tabulator-field="p99 (ms)"]')).to_have_text(f"{float(f'{np.percentile([s.latency_us for s in mine], 99) / 1000:.3g}'):g}")
+    # the charts (Bokeh canvases) and the newest predictions, newest first
+    expect(page.locator(".bk-Figure, .bk-Canvas").first).to_be_attached()
+    page.locator("canvas").first.wait_for()
+    newest = max(sent, key=lambda s: s.at)
+    recent = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="caller"]'))
+    expect(recent.locator(".tabulator-row").first.locator('[tabulator-field="request"]')).to_have_text(newest.id)
+    page.get_by_text("Newest predictions (50 shown; errors in red)").wait_for()
+    _fit_viewport(page)
+    page.locator("canvas").nth(1).wait_for()
+    shot(page, "dashboards-serving")
+
+    # one endpoint, then the last 15 minutes
+    page.locator("select").select_option("credit")
+    expect(rows).to_have_count(2, timeout=LOAD)
+    expect(page.locator(".mlw-tile[data-figure=requests] .mlw-tile-value")).to_have_text(f"{sum(s.endpoint == 'credit' for s in sent):,}")
+    def in_15_min(): return sum(s.endpoint == "credit" and s.at >= dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=15) for s in sent)
+    most = in_15_min()
+    page.get_by_role("button", name="last 15 min").click()
+    expect(rows).to_have_count(1, timeout=LOAD)  # only v2 answered `credit` in the last 25 minutes
+    expect(rows.nth(0).locator('[tabulator-field="version"]')).to_have_text("2")
+    page.get_by_text("requests, last 15 min").wait_for()
+    # the window starts 15 minutes before the click: between the counts just before and just after it
+    assert in_15_min() <= int(rows.nth(0).locator('[tabulator-field="requests"]').inner_text()) <= most
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
+def test_serving_page_query_and_problems(serving, page):
+    from playwright.sync_api import expect
+    page.goto(f"{serving.url}/serving?window=24h&endpoint=credit-prod")
+    page.get_by_text("requests, last 24 h").wait_for(timeout=LOAD)
+    expect(page.locator(".mlw-tile[data-figure=requests] .mlw-tile-value")).to_have_text(f"{sum(s.endpoint == 'credit-prod' for s in serving.sent):,}")
+    page.goto(f"{serving.url}/serving?endpoint=fraud")
+    page.get_by_text("No predictions on endpoint fraud in the last hour; endpoints with predictions: credit, credit-prod.").wait_for(timeout=LOAD)
+    page.goto(f"{serving.url}/serving?window=year")
+    page.get_by_text("query parameter 'window' is 'year'; expected one of 15m, 1h, 24h, all").wait_for(timeout=LOAD)
+    assert "Traceback" not in page.content()
+    assert page.offsite == []
+
+
+def test_serving_page_on_an_empty_workspace(tmp_path, browser, shot):
+    "Nothing served, nothing logged: the page says how to start, with the command to run."
+    from mlops_workbench.core.workspace import Workspace
+    ws = Workspace.init(tmp_path / "ws")
+    ws.close()
+    port = free_port()
+    code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
+            "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
+    proc = _serve([sys.executable, "-c", code, str(ws.root), str(port)], dict(os.environ), port, tmp_path / "panel.log")
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.goto(f"http://127.0.0.1:{port}/serving?window=all")
+        page.get_by_text(re.compile(r"^No gateway is running on workspace .*Start one with mlw serve credit_default@candidate")).wait_for(timeout=LOAD)
+        page.get_by_text(re.compile(r"^No predictions logged yet in workspace .*Start a gateway with mlw serve credit_default@candidate")).wait_for()
+        shot(page, "dashboards-serving-empty")
+        assert "Traceback" not in page.content()
+    finally:
+        ctx.close()
+        _stop(proc)
