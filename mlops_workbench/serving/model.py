@@ -442,9 +442,25 @@ def predict(self: ServedModel, body: dict,
              now: dt.datetime | None = None,  # lookup time of rows by key (time-zone aware; default: the wall clock)
             ) -> Prediction:
     "Validate `body`, read the online features of rows by key, encode with the run's levels and predict."
-    rows = self.validate(body)
+    return self.predict_rows(self.validate(body), now)
+
+@patch
+def predict_rows(self: ServedModel, rows: list[PreparedRow],  # what `validate` returned
+                 now: dt.datetime | None = None,  # lookup time of rows by key (time-zone aware; default: the wall clock)
+                ) -> Prediction:
+    "Predict rows `validate` prepared: `enrich` them, then `score` them (the gateway times the two steps apart)."
+    self.enrich(rows, now)
+    return self.score(rows)
+
+@patch
+def enrich(self: ServedModel, rows: list[PreparedRow], now: dt.datetime | None = None):
+    "Fill in the online features of the rows by key (one store read for all of them); rows by features are left alone."
     keyed = [r for r in rows if r.entity is not None]
     if keyed: self._enrich(keyed, now)
+
+@patch
+def score(self: ServedModel, rows: list[PreparedRow]) -> Prediction:
+    "The model's outputs for enriched rows: the single-row fast path for one row, one booster call for many."
     P = self.fast.predict_row(rows[0].x)[None] if len(rows) == 1 else self.fast.predict(np.array([r.x for r in rows])).reshape(len(rows), -1)
     return Prediction(self.info, self._outputs(P), [r.values for r in rows], [r.status for r in rows], P)
 
