@@ -263,3 +263,22 @@ def test_registry_changes_are_in_the_audit_log_with_the_change():
     "The registry's part is in nbs/registry/22_versions.ipynb (register, promote, archive write audit_log rows in their transaction)."
     from mlops_workbench.registry.versions import AUDIT_LOG_ACTIONS, AUDIT_ACTIONS
     assert set(AUDIT_LOG_ACTIONS) == set(AUDIT_ACTIONS)
+
+
+def test_secrets_verbs_read_the_value_from_stdin_and_never_print_it(wsdir):
+    from mlops_workbench.security.secrets import get_secret
+    value = "smtp-" + "Zq9" * 8
+    p = mlw(wsdir, "secrets", "set", "smtp_password", "--who", "alice", stdin=value + "\n")
+    assert (p.returncode, p.stdout) == (0, "secret smtp_password set (version 1)\n"), p.stderr
+    user_error(mlw(wsdir, "secrets", "set", "smtp_password", value), "takes 1 argument(s), got 2")  # never a value on the command line
+    p = mlw(wsdir, "secrets", "rotate")
+    assert p.returncode == 0 and p.stdout.startswith("re-encrypted 1 secret(s) with the new master key"), p.stderr
+    outputs = [mlw(wsdir, "secrets", "list"), mlw(wsdir, "audit", "list"), p]
+    assert "smtp_password" in outputs[0].stdout and "secret.set" in outputs[1].stdout and "secret.rotate_key" in outputs[1].stdout
+    for o in outputs: assert value not in o.stdout + o.stderr
+    ws = Workspace.open(wsdir)
+    try: assert get_secret(ws, "smtp_password").reveal() == value
+    finally: ws.close()
+    assert mlw(wsdir, "secrets", "delete", "smtp_password").returncode == 0
+    assert "no secrets yet" in mlw(wsdir, "secrets", "list").stdout
+    assert mlw(wsdir, "audit", "verify").returncode == 0
