@@ -143,6 +143,8 @@ ROUTES: list[tuple[str, type[MLWHandler], dict]] = [
     ("experiments", *_summaries("mlops_workbench.ui.models", "experiment_summaries", "experiments", lazy=("mlflow",))),
     # each registered model's versions with their validation status and aliases (MLflow imported inside)
     ("models", *_summaries("mlops_workbench.ui.models", "model_summaries", "models", lazy=("mlflow",))),
+    # each endpoint of each running gateway: its model reference, the version that resolves to now, port, pid (MLflow imported inside)
+    ("served", *_summaries("mlops_workbench.ui.serving", "served_models", "served", lazy=("mlflow",))),
 ]
 
 

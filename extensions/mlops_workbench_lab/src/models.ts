@@ -1,7 +1,9 @@
 /**
  * The "Models" section: every registered model of the workspace from `GET /mlops-workbench/models`, with
- * its aliases (candidate, staging, production) and the validation status of each version.
+ * its aliases (candidate, staging, production) and the validation status of each version, and what running
+ * gateways serve of it from `GET /mlops-workbench/served` (endpoint, model reference, version, port).
  */
+import { APIError, requestAPI } from './request';
 import { ISectionOptions, ListSection, el } from './panel';
 import { nameElement } from './datasets';
 
@@ -45,11 +47,40 @@ export interface IModelsResponse {
   models: IModelSummary[];
 }
 
+/** One endpoint of a running gateway, as `mlops_workbench.ui.serving.served_models` describes it. */
+export interface IServedEndpoint {
+  endpoint: string;
+  /** What the gateway was told to serve: `name@alias` or `name/version`. */
+  ref: string;
+  model: string | null;
+  alias: string | null;
+  /** The version the reference resolves to now (the gateway follows a moved alias); null when it does not resolve. */
+  version: number | null;
+  port: number | null;
+  pid: number;
+  started_at: string | null;
+  /** Why the reference does not resolve, else null. */
+  problem: string | null;
+}
+
+/** Body of `GET /mlops-workbench/served`. */
+export interface IServedResponse {
+  workspace: string;
+  served: IServedEndpoint[];
+}
+
+/** What is served, fetched with the models; `error` when the serving status could not be read. */
+interface IServing {
+  endpoints: IServedEndpoint[];
+  error: string | null;
+}
+
 /** Versions listed under a model; older ones are in the dashboards' Model quality page. */
 const SHOWN_VERSIONS = 5;
 
 export class ModelsSection extends ListSection<IModelsResponse, IModelSummary> {
   constructor(options: Partial<ISectionOptions> = {}) {
+    const serving: IServing = { endpoints: [], error: null };
     super(
       { name: 'models', title: 'Models', ...options },
       {
@@ -57,13 +88,33 @@ export class ModelsSection extends ListSection<IModelsResponse, IModelSummary> {
         items: b => b.models,
         listClass: 'mlw-model-list',
         empty: ['No registered models yet. Register one with ', 'register_model(ws, run_id, name, report)'],
-        render: renderModel
+        render: m => renderModel(m, serving),
+        before: () => loadServing(serving)
       }
     );
+    this.serving = serving;
+  }
+
+  /** The endpoints of the running gateways, as last loaded. */
+  get served(): readonly IServedEndpoint[] {
+    return this.serving.endpoints;
+  }
+
+  private readonly serving: IServing;
+}
+
+/** Fetch what is served into `serving`; a failure is kept as a message, so the models still show. */
+async function loadServing(serving: IServing): Promise<void> {
+  try {
+    serving.endpoints = (await requestAPI<IServedResponse>('served')).served;
+    serving.error = null;
+  } catch (error) {
+    serving.endpoints = [];
+    serving.error = error instanceof APIError ? `${error.kind}: ${error.message}` : String(error);
   }
 }
 
-function renderModel(m: IModelSummary): HTMLLIElement {
+function renderModel(m: IModelSummary, serving: IServing): HTMLLIElement {
   const item = el('li', 'mlw-model');
   item.dataset.model = m.name;
   item.title = [
@@ -89,12 +140,56 @@ function renderModel(m: IModelSummary): HTMLLIElement {
 
   const versions = el('ul', 'mlw-version-list');
   versions.setAttribute('aria-label', `Versions of ${m.name}`);
-  versions.append(...m.version_records.slice(0, SHOWN_VERSIONS).map(renderVersion));
+  const served = serving.endpoints.filter(s => s.model === m.name);
+  const servedVersions = new Set(served.map(s => s.version));
+  versions.append(...m.version_records.slice(0, SHOWN_VERSIONS).map(v => renderVersion(v, servedVersions.has(v.version))));
   item.append(line1, line2, versions);
+  if (served.length > 0) {
+    const list = el('ul', 'mlw-served-list');
+    list.setAttribute('aria-label', `Served endpoints of ${m.name}`);
+    list.append(...served.map(renderServed));
+    item.append(list);
+  } else if (serving.error !== null) {
+    item.append(el('span', 'mlw-served-error', `serving status unknown (${serving.error})`));
+  }
   return item;
 }
 
-function renderVersion(v: IModelVersion): HTMLLIElement {
+/**
+ * One endpoint serving the model, on two lines to fit the sidebar: `serving`, the endpoint and its port; then the
+ * reference after the model's name (`@candidate`, `/3`) and the version it answers with now.
+ */
+function renderServed(s: IServedEndpoint): HTMLLIElement {
+  const item = el('li', `mlw-served${s.problem ? ' mlw-mod-problem' : ''}`);
+  item.dataset.endpoint = s.endpoint;
+  item.dataset.ref = s.ref;
+  item.dataset.port = String(s.port ?? '');
+  item.dataset.version = String(s.version ?? '');
+  item.title = [
+    `endpoint ${s.endpoint} serves ${s.ref}${s.version !== null ? ` (v${s.version} now)` : ''} on port ${s.port ?? '?'}`,
+    `gateway pid ${s.pid}${s.started_at ? `, up since ${s.started_at}` : ''}`,
+    s.problem ?? ''
+  ]
+    .filter(line => line)
+    .join('\n');
+  const line1 = el('span', 'mlw-served-line');
+  line1.append(
+    el('span', `mlw-badge mlw-badge-${s.problem ? 'rejected' : 'serving'}`, s.problem ? 'broken' : 'serving'),
+    el('span', 'mlw-served-endpoint', s.endpoint),
+    el('span', 'mlw-served-port', s.port !== null ? `:${s.port}` : '')
+  );
+  const line2 = el('span', 'mlw-served-line mlw-served-meta');
+  const short = s.model !== null && s.ref.startsWith(s.model) ? s.ref.slice(s.model.length) : s.ref;
+  line2.append(
+    el('span', 'mlw-served-ref', short),
+    el('span', 'mlw-served-arrow', '\u2192'),
+    el('span', 'mlw-served-version', s.version !== null ? `v${s.version}` : 'unresolved')
+  );
+  item.append(line1, line2);
+  return item;
+}
+
+function renderVersion(v: IModelVersion, served = false): HTMLLIElement {
   const item = el('li', `mlw-version mlw-status-${v.status}`);
   item.dataset.version = String(v.version);
   item.dataset.status = v.status;
@@ -104,6 +199,13 @@ function renderVersion(v: IModelVersion): HTMLLIElement {
   const status = el('span', `mlw-badge mlw-badge-${v.status}`, v.status);
   status.title = v.gates || 'validation status';
   item.append(el('span', 'mlw-version-number', `v${v.version}`), status, ...v.aliases.map(a => aliasBadge(a, a)));
+  if (served) {
+    item.dataset.served = 'true';
+    const mark = el('span', 'mlw-version-served', '\u25cf');
+    mark.title = 'served: a running gateway answers with this version';
+    mark.setAttribute('aria-label', 'served');
+    item.append(mark);
+  }
   return item;
 }
 

@@ -126,6 +126,8 @@ export interface IListOptions<R, T> {
   empty: [text: string, code: string];
   /** One item as a list element. */
   render: (item: T) => HTMLLIElement;
+  /** Fetched alongside the route, before the items are rendered (what the renderer also needs, e.g. what is served). */
+  before?: () => Promise<void>;
 }
 
 /**
@@ -145,8 +147,9 @@ export class ListSection<R, T> extends Section {
   }
 
   protected async load(): Promise<void> {
-    const { route, items, listClass, empty, render } = this.list;
-    this._items = items(await requestAPI<R>(route));
+    const { route, items, listClass, empty, render, before } = this.list;
+    const [body] = await Promise.all([requestAPI<R>(route), before?.()]);
+    this._items = items(body);
     if (this._items.length === 0) {
       const hint = el('p', 'mlw-empty', empty[0]);
       hint.append(el('code', '', empty[1]), '.');
