@@ -14,7 +14,7 @@ def gateway(workspace, *refs, args=(), env=None, ready=True, timeout_s=90):
     """`mlw serve REFS...` on a free port; yields (base_url, process). Stops it with SIGTERM (drains its inference log)."""
     port = free_port()
     log = open(Path(workspace) / f"gateway-{port}.log", "w")
-    proc = subprocess.Popen([MLW, "serve", *refs, "--port", str(port), "--workspace", str(workspace), "--reload-s", "0.5", *args],
+    proc = subprocess.Popen([MLW, "serve", *refs, "--port", str(port), "--workspace", str(workspace), "--reload_s", "0.5", *args],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -206,7 +206,7 @@ class Gateway:
         if status == 403: self.metrics.observe_auth_failure("forbidden")
         if status in (401, 403): self.audit(getattr(e, "principal", None) or "anonymous", "access.denied",
                                             f"endpoint:{endpoint}" if endpoint in self.endpoints else "workspace", "denied",
-                                            {"route": route, "status": status, "reason": str(e)[:300]})
+                                            {"route": route, "status": status, "request_id": rid, "reason": str(e)[:300]})
         self.metrics.observe_error(route, type(e).__name__)
         return self._json(status, _error_body(e, rid), {"x-request-id": rid, **({"www-authenticate": "Bearer"} if status == 401 else {})})
 
@@ -226,11 +226,8 @@ class Gateway:
 
 # %% ../../nbs/serving/41_gateway.ipynb #619bc147
 def _reason(e: MLWError) -> str:
-    "A short label for an authentication failure (for the metric), from its message."
-    m = str(e).lower()
-    for k in ("no credentials", "revoked", "expired", "unknown", "malformed", "audience", "issuer", "signature", "algorithm", "kid"):
-        if k in m: return k.replace("no credentials", "missing")
-    return "invalid"
+    "A short label for an authentication failure (for the metric): the reason code keys and OIDC give, else 'missing' or 'invalid'."
+    return getattr(e, "reason", None) or ("missing" if "no credentials" in str(e) else "invalid")
 
 PREDICT = "/v1/models/{name}/predict"  # route templates label the metrics, never the raw path
 
