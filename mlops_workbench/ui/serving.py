@@ -4,7 +4,7 @@
 
 # %% ../../nbs/ui/95f_serving.ipynb #21f9897b
 from __future__ import annotations
-import datetime as dt, json, math, os
+import datetime as dt, math
 import param
 import pandas as pd
 import polars as pl
@@ -20,35 +20,17 @@ __all__ = ['REQUEST_SCHEMA', 'STATS_COLUMNS', 'BUCKETS', 'MAX_POINTS', 'RECENT_C
            'totals_html', 'stats_table']
 
 # %% ../../nbs/ui/95f_serving.ipynb #d571db83
-def _alive(pid) -> bool:
-    "Whether process `pid` exists (ours or another user's)."
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0: return False
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
-
-def _gateway_files(ws: Workspace) -> list[dict]:
-    "What each live gateway process wrote to `<workspace>/serving/gateway-<pid>.json`, by port (unreadable files and dead pids skipped)."
-    folder, out = ws.path("serving"), []
-    for f in sorted(folder.glob("gateway-*.json")) if folder.is_dir() else []:
-        try: g = json.loads(f.read_text())
-        except (OSError, ValueError): continue  # removed or half-written as we read: the next refresh sees it
-        if isinstance(g, dict) and _alive(g.get("pid")) and isinstance(g.get("endpoints"), dict): out.append(g)
-    return sorted(out, key=lambda g: (g.get("port") or 0, g["pid"]))
-
 def running_gateways(ws: Workspace) -> list[dict]:
-    "The gateways running on `ws`: `{pid, port, started_at, endpoints: {endpoint: 'model@alias'}}` each, by port."
-    try: from mlops_workbench.serving.gateway import served_endpoints
-    except ImportError: return _gateway_files(ws)  # the gateway module is not installed here: read its files ourselves
-    return served_endpoints(ws)
+    "The gateways running on `ws` (`serving.gateway.served_endpoints`): `{pid, port, started_at, endpoints: {endpoint: 'model@alias'}}` each, by port."
+    from mlops_workbench.serving.gateway import served_endpoints  # here: the gateway module is only needed when the page asks
+    return sorted(served_endpoints(ws), key=lambda g: (g.get("port") or 0, g["pid"]))
 
 def served_models(ws: Workspace) -> list[dict]:
     "One item per endpoint of each running gateway: endpoint, ref, model, alias, the version it resolves to now, port, pid, started_at, problem."
     from mlops_workbench.serving.refs import parse_model_ref, resolve_model
     out = []
     for g in running_gateways(ws):
-        for endpoint, ref in sorted(g["endpoints"].items()):
+        for endpoint, ref in sorted((g.get("endpoints") or {}).items()):
             item = {"endpoint": endpoint, "ref": ref, "model": None, "alias": None, "version": None, "port": g.get("port"),
                     "pid": g.get("pid"), "started_at": g.get("started_at"), "problem": None}
             try:
