@@ -178,7 +178,10 @@ async def _read_json(request, limit: int):
     except ValueError as e: raise InvalidInput(f"request body is not valid JSON: {e}") from None
 
 def _error_body(e: MLWError, rid: str) -> dict:
-    d = {"error": type(e).__name__, "message": str(e), "request_id": rid}
+    "The JSON of an error: its family from core.errors (a stable name clients can switch on), message, request id, details."
+    kind = next(c.__name__ for c in type(e).__mro__ if c.__module__ == MLWError.__module__)
+    d = {"error": kind, "message": str(e), "request_id": rid}
+    if getattr(e, "reason", None): d["reason"] = e.reason
     if getattr(e, "errors", None): d["errors"] = e.errors
     return d
 
@@ -290,7 +293,7 @@ async def health(self: Gateway, request): return await self._simple(request, "/h
 async def readiness(self: Gateway, request): return await self._simple(request, "/readyz", None, "", self.ready)
 @patch
 async def list_endpoints(self: Gateway, request):
-    return await self._simple(request, "/v1/models", "model.read", "workspace", lambda: (200, {"endpoints": [ep.describe() for ep in self.endpoints.values()]}))
+    return await self._simple(request, "/v1/models", "model.read", "model", lambda: (200, {"endpoints": [ep.describe() for ep in self.endpoints.values()]}))
 @patch
 async def describe_endpoint(self: Gateway, request):
     name = request.path_params["name"]
@@ -362,20 +365,25 @@ def _log_rows(self: Gateway, rid: str, endpoint: str, m, caller: str, sent: list
 
 # %% ../../nbs/serving/41_gateway.ipynb #d08aa511
 @patch
-async def _reload_loop(self: Gateway):
+async def _refresh(self: Gateway):
+    "Load what each endpoint's reference means now, where that changed; audit and count each load."
     loop = asyncio.get_running_loop()
+    for ep in self.endpoints.values():
+        old = ep.model
+        if await loop.run_in_executor(None, ep.refresh, self.ws):
+            m = ep.model
+            self.audit("gateway", "model.load", f"model:{m.name}", "ok", {"endpoint": ep.name, "version": m.version, "ref": ep.ref,
+                                                                          "replaced": None if old is None else old.version})
+            self.metrics.set_model_loaded(m.name, m.version)
+            if old is not None: self.metrics.set_model_loaded(old.name, old.version, False)
+            _log.info("endpoint %s serves %s v%s (%s)", ep.name, m.name, m.version, ep.ref)
+        elif ep.error is not None and ep.model is None: _log.warning("endpoint %s is not ready: %s", ep.name, ep.error)
+
+@patch
+async def _reload_loop(self: Gateway):
     while True:
-        for ep in self.endpoints.values():
-            old = ep.model
-            if await loop.run_in_executor(None, ep.refresh, self.ws):
-                m = ep.model
-                self.audit("gateway", "model.load", f"model:{m.name}", "ok", {"endpoint": ep.name, "version": m.version, "ref": ep.ref,
-                                                                              "replaced": None if old is None else old.version})
-                self.metrics.set_model_loaded(m.name, m.version)
-                if old is not None: self.metrics.set_model_loaded(old.name, old.version, False)
-                _log.info("endpoint %s serves %s v%s (%s)", ep.name, m.name, m.version, ep.ref)
-            elif ep.error is not None and ep.model is None: _log.warning("endpoint %s is not ready: %s", ep.name, ep.error)
         await asyncio.sleep(self.settings.reload_s)
+        await self._refresh()
 
 def _announcement(ws: Workspace) -> "Path":
     from pathlib import Path
@@ -383,9 +391,10 @@ def _announcement(ws: Workspace) -> "Path":
 
 @patch
 async def start(self: Gateway):
-    "Open the inference log and audit writer, announce the process, start loading models."
+    "Open the inference log and audit writer, load the models, announce the process, start following aliases."
     self.audit, self.started_at = _Audit(self.ws), utcnow()
     self.log = InferenceLog(self.ws, table=self.settings.log_table, flush_interval_s=self.settings.log_flush_s)
+    await self._refresh()  # before the first request: a worker takes connections only once its models are loaded (or failed to)
     self._reloader = asyncio.create_task(self._reload_loop())
     self._announced = _announcement(self.ws)
     self._announced.parent.mkdir(parents=True, exist_ok=True)

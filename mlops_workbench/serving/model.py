@@ -14,8 +14,8 @@ from .refs import ModelRef, resolve_model
 from .fast import FastPredictor
 
 # %% auto #0
-__all__ = ['MAX_ERRORS', 'RequestInvalid', 'missing_types', 'ModelService', 'ServedModel', 'PreparedRow', 'load_served_model',
-           'Prediction']
+__all__ = ['MAX_ERRORS', 'INT64', 'RequestInvalid', 'missing_types', 'ModelService', 'ServedModel', 'PreparedRow',
+           'load_served_model', 'Prediction']
 
 # %% ../../nbs/serving/40b_model.ipynb #ca112588
 MAX_ERRORS = 100  # problems collected per request; a body with more stops there (its message says so)
@@ -161,6 +161,8 @@ class _Bad(Exception): "A value a check refused; the message says why."
 
 _NAN = float("nan")
 
+INT64 = (-2**63, 2**63 - 1)  # integers a column (and the store, and polars) can hold
+
 def _check(kind: str, nullable: bool, codes: dict | None = None, why_null: str = "") -> callable:
     "A check of one field's JSON value: returns what the model (or the reader) takes, or raises _Bad."
     def null():
@@ -182,10 +184,11 @@ def _check(kind: str, nullable: bool, codes: dict | None = None, why_null: str =
             if t is float:
                 if v - v != 0: raise _Bad(f"is {v!r}; send a finite number" + (" or null for a missing value" if nullable else ""))
                 if integer and not v.is_integer(): raise _Bad(f"expected an integer, got {v!r}")
+                if integer and not INT64[0] <= v < 2.0**63: raise _Bad(f"{v!r} is outside the 64-bit integer range; send a smaller number")
                 return v
             if t is int:
-                try: return float(v)
-                except OverflowError: raise _Bad(f"{str(v)[:30]}... is too large for a float64") from None
+                if not INT64[0] <= v <= INT64[1]: raise _Bad(f"{str(v)[:30]} is outside the 64-bit integer range; send a smaller number")
+                return float(v)
             if v is None: return null()
             raise _Bad(f"expected {'an integer' if integer else 'a number'}, got {_json_name(v)}")
     elif kind == "boolean":
@@ -204,13 +207,16 @@ def _raw(kind: str, nullable: bool) -> callable:
         t = type(v)
         if t in types:
             if t is float and v - v != 0: raise _Bad(f"is {v!r}; send a finite number")
+            if t is int and not INT64[0] <= v <= INT64[1]: raise _Bad(f"{str(v)[:30]} is outside the 64-bit integer range; send a smaller number")
             if kind == "datetime":
                 try: d = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
                 except ValueError: raise _Bad(f"{v[:40]!r} is not an ISO 8601 date-time") from None
                 if d.tzinfo is None: raise _Bad(f"{v!r} has no time zone; add one (e.g. Z)")
                 return d
             return v
-        if t is float and kind == "integer" and v.is_integer(): return int(v)
+        if t is float and kind == "integer" and v.is_integer():
+            if not INT64[0] <= v < 2.0**63: raise _Bad(f"{v!r} is outside the 64-bit integer range; send a smaller number")
+            return int(v)
         if v is None:
             if nullable: return None
             raise _Bad("is null; send a value")
@@ -232,25 +238,27 @@ def _what(self: ServedModel, f: str) -> str:
     return (f"one of the model's levels of {f!r}" if f in self.categorical else {"integer": "an integer", "boolean": "a boolean"}.get(t, "a number")) + \
            (" or null" if f in self.nullable else "")
 
+_AS_DECLARED = {"int": int, "float": float}  # request data that is also a model input reaches the reader as its declared type
+
 @patch
 def _compile(self: ServedModel):
-    "Build the per-field checks of both row shapes, once."
+    "Build the per-field checks of both row shapes, once: field -> (model column or -1, check, goes to the reader, cast for the reader)."
     codes = {f: {v: float(i) for i, v in enumerate(lv)} for f, lv in self.categorical.items()}
     why = "is null, but the model learned no rule for a missing value here (LightGBM would read it as 0); send a value"
     checks = {f: _check(self.types[f], f in self.nullable, codes.get(f), why) for f in self.features}
-    self._by_features = {f: (j, checks[f], False) for j, f in enumerate(self.features)}
+    self._by_features = {f: (j, checks[f], False, None) for j, f in enumerate(self.features)}
     self._template = [_NAN] * len(self.features)
     self._required = {"features": {f: self._what(f) for f in self.features}}
     self._codes = codes
     if not self.service: self._by_key, self._keys = {}, ()
     else:
         slots = {}
-        for k in self.entity_keys: slots[k] = (-1, _raw(self.service.key_types[k], True), True)
+        for k in self.entity_keys: slots[k] = (-1, _raw(self.service.key_types[k], True), True, None)
         for c, t in self.service.request.items():
             j = self.features.index(c) if c in self.features else -1
-            slots[c] = (j, checks[c], True) if j >= 0 else (-1, _raw(_REQUEST_TYPES[t] if t != "datetime" else "datetime", False), True)
+            slots[c] = (j, checks[c], True, _AS_DECLARED.get(t)) if j >= 0 else (-1, _raw(_REQUEST_TYPES[t] if t != "datetime" else "datetime", False), True, None)
         for f in self.request_features:
-            if f not in slots: slots[f] = (self.features.index(f), checks[f], False)
+            if f not in slots: slots[f] = (self.features.index(f), checks[f], False, None)
         self._by_key = slots
         self._keys = tuple(k for k in self.entity_keys if k not in self.features) or ()
         self._required["key"] = {c: (self._what(c) if c in self.types else "a value" if c not in self.entity_keys else
@@ -284,7 +292,7 @@ def _row(self: ServedModel, i: int, row: dict, errors: list) -> PreparedRow | No
         try:
             out = s[1](v)
             if s[0] >= 0: x[s[0]] = out
-            if s[2]: entity[k] = v if s[0] >= 0 else out
+            if s[2]: entity[k] = out if s[0] < 0 else v if v is None or s[3] is None else s[3](v)
         except _Bad as e: errors.append({"loc": ["rows", i, k], "msg": str(e)}); bad = True
     if bad or len(row) != len(slots):
         for f, what in self._required["key" if by_key else "features"].items():
@@ -330,6 +338,7 @@ def _field_schema(self: ServedModel, f: str) -> dict:
     t, null = self.types[f], f in self.nullable
     s = {"type": [t, "null"] if null else t}
     if f in self.categorical: s["enum"] = self.categorical[f] + ([None] if null else [])
+    if t == "integer": s["minimum"], s["maximum"] = INT64
     s["description"] = (f"model input {f!r}" + (f": one of the {len(self.categorical[f])} levels seen in training" if f in self.categorical else
                         "" if t == "boolean" else f": a finite {t}") + ("; null: missing" if null else ""))
     return s
@@ -340,11 +349,12 @@ def _row_schemas(self: ServedModel) -> list[dict]:
     by_features = {"title": "row by features", "type": "object", "properties": {f: self._field_schema(f) for f in self.features},
                    "required": list(self.features), "additionalProperties": False}
     if not self.service: return [by_features]
-    props = {k: {"type": [self.service.key_types[k], "null"], "description": f"join key {k!r}; null: no entity (its features are missing)"}
-             for k in self.entity_keys}
+    props = {k: {"type": [self.service.key_types[k], "null"], "description": f"join key {k!r}; null: no entity (its features are missing)",
+                 **(dict(zip(("minimum", "maximum"), INT64)) if self.service.key_types[k] == "integer" else {})} for k in self.entity_keys}
     for c, t in self.service.request.items():
         props[c] = self._field_schema(c) if c in self.types else {"type": _REQUEST_TYPES[t], "description": f"request data {c!r} ({t})",
-                                                                   **({"format": "date-time"} if t == "datetime" else {})}
+                                                                   **({"format": "date-time"} if t == "datetime" else {}),
+                                                                   **(dict(zip(("minimum", "maximum"), INT64)) if t == "int" else {})}
     for f in self.request_features: props.setdefault(f, self._field_schema(f))
     by_key = {"title": "row by entity key", "description": f"features {', '.join(self.service.features)} are read from the online store "
               f"(feature service {self.service.name!r})", "type": "object", "properties": props, "required": list(props), "additionalProperties": False}
