@@ -59,6 +59,20 @@ requirements = [
     "plotly>=5.20",
     # lightgbm.dask's estimators and the training plots' calibration/ROC helpers use it; mlflow only brings it along by chance
     "scikit-learn>=1.3",
+    # the serving gateway: Starlette (FastAPI's core without its pydantic layer: our validation is compiled per model) on
+    # uvicorn with uvloop + httptools ([standard]), which bench/serving.py measured ahead of granian on tail latency
+    "starlette>=0.40",
+    "uvicorn[standard]>=0.30",
+    # the gateway's /metrics (its own registry; multi-process mode for --workers) and its spans (OTLP over HTTP when an
+    # endpoint is configured: no grpcio)
+    "prometheus-client>=0.20",
+    "opentelemetry-api>=1.25",
+    "opentelemetry-sdk>=1.25",
+    "opentelemetry-exporter-otlp-proto-http>=1.25",
+    # OIDC bearer tokens: JWKS and JWT verification with algorithm allow-lists bound to key types (security.oidc says why)
+    "joserfc>=1.0",
+    # secrets encrypted at rest (Fernet / MultiFernet, key rotation)
+    "cryptography>=42",
 ]
 extras = {
     # PostgreSQL metadata backend (psycopg 3, binary wheels need no libpq build).
@@ -77,6 +91,11 @@ extras = {
         "pandera>=0.20",
         # property tests of point-in-time correctness against a brute-force reference
         "hypothesis>=6.100",
+        # the gateway's lessons call it in-process (Starlette's TestClient) and its tests over HTTP
+        "httpx>=0.27",
+        # the gateway fuzzed from its OpenAPI document (zero 5xx), and its request validator checked against JSON Schema
+        "schemathesis>=4.0",
+        "jsonschema>=4.20",
         # the layering contract (.importlinter): stages import one way, no cycles between modules; checked by `make test`
         "import-linter>=2.3",
         "hatchling>=1.21",

@@ -15,6 +15,14 @@ from .core.storage import *
 from .core.tracking import *
 from .core.compute import *
 from .core.progress import *
+from .observability.metrics import *
+from .observability.logs import *
+from .observability.traces import *
+from .security.rbac import *
+from .security.keys import *
+from .security.audit import *
+from .security.secrets import *
+from .security.oidc import *
 from .alerts import *
 from .data.synthetic import *
 from .data.sources import *
@@ -37,6 +45,12 @@ from .training.fit import *
 from .registry.gates import *
 from .registry.validation import *
 from .registry.versions import *
+from .serving.refs import *
+from .serving.fast import *
+from .serving.model import *
+from .serving.inference_log import *
+from .serving.batch import *
+from .serving.gateway import *
 from .pipelines.runner import *
 
 _MODULES = ['core.errors',
@@ -47,6 +61,14 @@ _MODULES = ['core.errors',
             'core.tracking',
             'core.compute',
             'core.progress',
+            'observability.metrics',
+            'observability.logs',
+            'observability.traces',
+            'security.rbac',
+            'security.keys',
+            'security.audit',
+            'security.secrets',
+            'security.oidc',
             'alerts',
             'data.synthetic',
             'data.sources',
@@ -69,6 +91,12 @@ _MODULES = ['core.errors',
             'registry.gates',
             'registry.validation',
             'registry.versions',
+            'serving.refs',
+            'serving.fast',
+            'serving.model',
+            'serving.inference_log',
+            'serving.batch',
+            'serving.gateway',
             'pipelines.runner']
 
 # %% ../nbs/99_all.ipynb #f1adb596

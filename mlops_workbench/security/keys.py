@@ -16,8 +16,8 @@ from .rbac import ROLES, Principal
 from . import audit
 
 # %% auto #0
-__all__ = ['KEY_PREFIX', 'REJECT_REASONS', 'key_hash', 'parse_duration', 'IssuedKey', 'create_key', 'list_keys', 'revoke_key',
-           'rotate_key', 'KeyRejected', 'authenticate_key', 'KeyAuthenticator']
+__all__ = ['KEY_PREFIX', 'REJECT_REASONS', 'key_hash', 'IssuedKey', 'create_key', 'list_keys', 'revoke_key', 'rotate_key',
+           'KeyRejected', 'authenticate_key', 'KeyAuthenticator']
 
 # %% ../../nbs/security/80a_keys.ipynb #cd6f9e24
 KEY_PREFIX = "mlw_"
@@ -29,7 +29,7 @@ def key_hash(key: str) -> str:
     "The SHA-256 hex digest of a whole key: what `api_keys.hash` stores."
     return hashlib.sha256(key.encode()).hexdigest()
 
-def parse_duration(text: str | dt.timedelta) -> dt.timedelta:
+def _duration(text: str | dt.timedelta) -> dt.timedelta:
     "A duration such as `30d`, `24h`, `90m`, `45s` or `2w` as a timedelta."
     if isinstance(text, dt.timedelta): return text
     m = _DURATION.fullmatch(str(text))
@@ -83,7 +83,7 @@ def _check_models(models) -> list | None:
 
 def _expiry(expires, now) -> dt.datetime | None:
     if expires is None: return None
-    if isinstance(expires, str): expires = parse_duration(expires)
+    if isinstance(expires, str): expires = _duration(expires)
     if isinstance(expires, dt.timedelta):
         if expires <= dt.timedelta(0): raise InvalidInput(f"expires {expires} is not in the future; pass a positive duration such as 30d")
         return now + expires
@@ -154,7 +154,7 @@ def rotate_key(ws: Workspace, key_id: str,
                who: str | None = None,  # who rotates it, for the audit log (default: the OS user)
               ) -> IssuedKey:
     "Replace key `key_id` by a new one with the same principal, roles and scope; the old one works for `overlap` more."
-    who, overlap = _who(who), parse_duration(overlap)
+    who, overlap = _who(who), _duration(overlap)
     if overlap < dt.timedelta(0): raise InvalidInput(f"overlap {overlap} is negative; pass 0 to stop the old key now, or a duration such as 24h")
     with audit.transaction(ws) as c:
         now = utcnow()

@@ -14,7 +14,7 @@ from ..core.metadata import datasets
 from ..core.storage import check_name
 
 # %% auto #0
-__all__ = ['INFERENCE_LOG_SCHEMA', 'NULLABLE', 'PARTITION', 'log_uri', 'InferenceLog', 'compact', 'flush', 'close',
+__all__ = ['INFERENCE_LOG_SCHEMA', 'NULLABLE', 'LOG_PARTITION', 'log_uri', 'InferenceLog', 'compact', 'flush', 'close',
            'read_inference_log']
 
 # %% ../../nbs/serving/40c_inference_log.ipynb #e5859bdf
@@ -23,7 +23,7 @@ INFERENCE_LOG_SCHEMA = pl.Schema({
     "endpoint": pl.String, "caller": pl.String, "inputs": pl.String, "features": pl.String, "output": pl.String,
     "prediction": pl.Float64, "label": pl.String, "latency_us": pl.Int64, "status": pl.Int64})
 NULLABLE = ("features", "prediction", "label")  # may be None; `at` may be left out (then: the time of .log)
-PARTITION = "date"  # pl.Date, the UTC day of `at`
+LOG_PARTITION = "date"  # pl.Date, the UTC day of `at`
 
 _REQUIRED = (("request_id", str), ("row", int), ("model", str), ("version", int), ("endpoint", str), ("caller", str),
              ("latency_us", int), ("status", int))
@@ -127,7 +127,7 @@ def _frame(rows: list) -> pl.DataFrame:
     now = dt.datetime.now(dt.timezone.utc)
     cols["at"] = [now if v is None else v for v in cols["at"]]
     df = pl.DataFrame(cols, schema=INFERENCE_LOG_SCHEMA, strict=True)  # not strict=False: that would null an out-of-range value silently
-    return df.with_columns(pl.col("at").dt.date().alias(PARTITION))
+    return df.with_columns(pl.col("at").dt.date().alias(LOG_PARTITION))
 
 def _storable_rows(self: InferenceLog, rows: list) -> pl.DataFrame:
     "The batch as a frame; rows that cannot be stored (checked at .log but out of range) are set aside and counted."
@@ -145,7 +145,7 @@ def _append(self: InferenceLog, df: pl.DataFrame, drained_at: float):
     from deltalake import write_deltalake, CommitProperties
     if self.before_write is not None: self.before_write(df.height)
     store = self.ws.backend("storage")
-    write_deltalake(self.uri, df.to_arrow(), mode="append", partition_by=[PARTITION], storage_options=store.storage_options,
+    write_deltalake(self.uri, df.to_arrow(), mode="append", partition_by=[LOG_PARTITION], storage_options=store.storage_options,
                     commit_properties=CommitProperties(max_commit_retries=100, custom_metadata={
                         "mlw.drained_at": dt.datetime.fromtimestamp(drained_at, dt.timezone.utc).isoformat(), "mlw.writer": str(os.getpid())}))
 
@@ -159,7 +159,7 @@ def _write_batch(self: InferenceLog) -> bool:
         try:
             if df.height: self._append(df, self._drained_at)
             self.written += df.height; self.last_error = None
-            if df.height: self._days |= set(df[PARTITION].unique().to_list())
+            if df.height: self._days |= set(df[LOG_PARTITION].unique().to_list())
             self._batch = []
             return True
         except Exception as e:
@@ -208,7 +208,7 @@ def compact(self: InferenceLog) -> dict:
     stats = {}
     try:
         t = DeltaTable(self.uri, storage_options=self.ws.backend("storage").storage_options)
-        for d in days: stats[str(d)] = t.optimize.compact(partition_filters=[(PARTITION, "=", str(d))])
+        for d in days: stats[str(d)] = t.optimize.compact(partition_filters=[(LOG_PARTITION, "=", str(d))])
         t.vacuum(dry_run=False)  # default retention (7 days): readers of recent versions keep their files
         self._days -= set(days); self.compactions += 1
     except Exception as e:  # another process compacting the same day, or storage trouble: the next round tries again
@@ -266,7 +266,7 @@ def _replay_spill(self: InferenceLog):
         claimed = f.with_suffix(f".{os.getpid()}.replay")
         try: os.rename(f, claimed)  # one process replays each file
         except OSError: continue
-        self._batch, self._drained_at = df.drop(PARTITION).to_dicts(), time.time()
+        self._batch, self._drained_at = df.drop(LOG_PARTITION).to_dicts(), time.time()
         if self._write_batch(): claimed.unlink()
         else: os.rename(claimed, f); self._batch = []  # close came first: the file stays for the next log
 
@@ -287,7 +287,7 @@ def read_inference_log(ws: Workspace, model: str | None = None, version: int | N
     lf, conds = pl.scan_delta(uri, storage_options=opts), []
     if model is not None: conds.append(pl.col("model") == model)
     if version is not None: conds.append(pl.col("version") == int(version))
-    if since is not None: conds += [pl.col(PARTITION) >= since.astimezone(dt.timezone.utc).date(), pl.col("at") >= since]
-    if until is not None: conds += [pl.col(PARTITION) <= until.astimezone(dt.timezone.utc).date(), pl.col("at") < until]
+    if since is not None: conds += [pl.col(LOG_PARTITION) >= since.astimezone(dt.timezone.utc).date(), pl.col("at") >= since]
+    if until is not None: conds += [pl.col(LOG_PARTITION) <= until.astimezone(dt.timezone.utc).date(), pl.col("at") < until]
     if conds: lf = lf.filter(*conds)
     return lf.select(*INFERENCE_LOG_SCHEMA).sort("at", "request_id", "row").collect()
