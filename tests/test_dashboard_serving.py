@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -188,6 +189,43 @@ def test_serving_page_on_an_empty_workspace(tmp_path, browser, shot):
         page.get_by_text(re.compile(r"^No gateway is running on workspace .*Start one with mlw serve credit_default@candidate")).wait_for(timeout=LOAD)
         page.get_by_text(re.compile(r"^No predictions logged yet in workspace .*Start a gateway with mlw serve credit_default@candidate")).wait_for()
         shot(page, "dashboards-serving-empty")
+        assert "Traceback" not in page.content()
+    finally:
+        ctx.close()
+        _stop(proc)
+
+
+def test_serving_page_shows_the_demos_requests(tmp_path, browser, shot):
+    "`mlw demo` ends by serving its candidate and calling it by customer key: the Serving page shows those requests."
+    import polars as pl
+    from playwright.sync_api import expect
+    from mlops_workbench.core.workspace import Workspace
+    from mlops_workbench.serving.inference_log import read_inference_log
+    demo = tmp_path / "demo"
+    p = subprocess.run([str(Path(sys.executable).with_name("mlw")), "demo", "--path", str(demo), "--n_applications", "1000", "--quiet"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    summary = (demo / "reports" / "demo_summary.md").read_text()
+    assert "answered 20 authenticated requests by customer key" in summary and "20 predictions in the inference log" in summary, summary
+    ws = Workspace.open(demo)
+    log = read_inference_log(ws, model="credit_default")
+    assert log.height == 20 and set(log["caller"]) == {"demo-client"} and set(log["status"]) == {200}
+    assert all(json.loads(f)["customer_id"] is not None for f in log["inputs"])  # by key: the client sent ids, the store gave features
+    ws.close()
+    port = free_port()
+    code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
+            "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
+    proc = _serve([sys.executable, "-c", code, str(demo), str(port)], dict(os.environ), port, tmp_path / "panel.log")
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.goto(f"http://127.0.0.1:{port}/serving?window=all")
+        expect(page.locator(".mlw-tile[data-figure=requests] .mlw-tile-value")).to_have_text("20", timeout=LOAD)
+        recent = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="caller"]'))
+        expect(recent.locator(".tabulator-row")).to_have_count(20)
+        expect(recent.locator(".tabulator-row").first.locator('[tabulator-field="caller"]')).to_have_text("demo-client")
+        _fit_viewport(page)
+        shot(page, "dashboards-serving-demo")
         assert "Traceback" not in page.content()
     finally:
         ctx.close()

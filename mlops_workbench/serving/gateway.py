@@ -22,7 +22,8 @@ from .inference_log import InferenceLog
 
 # %% auto #0
 __all__ = ['TOKEN_CACHE', 'PREDICT', 'ENV_WORKSPACE', 'ENV_SETTINGS', 'GatewaySettings', 'Endpoint', 'PayloadTooLarge',
-           'UnsupportedMediaType', 'Gateway', 'served_endpoints', 'create_app', 'app_from_env', 'serve']
+           'UnsupportedMediaType', 'Gateway', 'served_endpoints', 'create_app', 'app_from_env', 'serve',
+           'GatewayProcess', 'gateway_process']
 
 # %% ../../nbs/serving/41_gateway.ipynb #b5c6dd14
 @dataclass
@@ -464,3 +465,55 @@ def serve(ws: Workspace, settings: GatewaySettings, host: str = "127.0.0.1", por
     uvicorn.run("mlops_workbench.serving.gateway:app_from_env", factory=True, host=host, port=port, workers=workers,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None, log_level=log_level,
                 timeout_graceful_shutdown=30)
+
+# %% ../../nbs/serving/41_gateway.ipynb #4f9b3780
+@dataclass
+class GatewayProcess:
+    "A running `mlw serve` child process: where it listens and how to stop it."
+    url: str
+    port: int
+    process: object  # subprocess.Popen
+    log_path: str  # its stdout and stderr (JSON log lines)
+    def stop(self, timeout_s: float = 60) -> int:
+        "SIGTERM (a graceful drain), then SIGKILL after `timeout_s`; the exit status."
+        import signal, subprocess
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try: self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired: self.process.kill(); self.process.wait(10)
+        return self.process.returncode
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+@contextlib.contextmanager
+def gateway_process(ws: Workspace, *models: str,  # refs to serve, as `mlw serve` takes them
+                    port: int | None = None,  # default: a free loopback port
+                    args: tuple = (),  # more `mlw serve` options, e.g. ("--workers", "2")
+                    timeout_s: float = 120):  # to wait for readiness
+    "Run `mlw serve MODELS` in a child process while the block runs; yields a GatewayProcess once it is ready."
+    import subprocess, sys, tempfile, urllib.request
+    from pathlib import Path
+    port = port or _free_port()
+    log_path = Path(tempfile.mkdtemp(prefix="mlw-gateway-")) / "gateway.log"
+    cmd = [sys.executable, "-c", "import sys; from mlops_workbench.cli import main; sys.exit(main())", "serve", *models,
+           "--port", str(port), "--workspace", str(ws.root), *args]
+    with open(log_path, "w") as out: proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    gw = GatewayProcess(f"http://127.0.0.1:{port}", port, proc, str(log_path))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise MLWError(f"the gateway for {', '.join(models)} exited with status {proc.returncode}: {log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{gw.url}/readyz", timeout=2) as r:
+                    if r.status == 200: break
+            except OSError: pass
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the gateway for {', '.join(models)} was not ready after {timeout_s:.0f} s: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield gw
+    finally: gw.stop()
