@@ -16,12 +16,14 @@ from ..core.metadata import feature_builds, feature_services, feature_views, mat
 from ..core.storage import read_dataset
 from .definitions import *
 from .definitions import APPLIED
+from .expressions import Fallback, REQUEST_TYPES, RowFeatures, cast_like_polars, like_polars
 from .offline import get_build, resolve_features, DroppedRows, window_partials
 from .offline import _check_partials, _partial, WINDOW_STATS
 
 # %% auto #0
-__all__ = ['CHUNK', 'CHANGES', 'REFRESH_S', 'Materialization', 'materialize', 'get_materialization', 'list_materializations',
-           'materialize_incremental', 'OnlineFeatures', 'OnlineReader', 'online_reader', 'get_online_features']
+__all__ = ['CHUNK', 'CHANGES', 'REFRESH_S', 'SMALL_LOOKUP', 'Materialization', 'materialize', 'get_materialization',
+           'list_materializations', 'materialize_incremental', 'OnlineFeatures', 'OnlineReader', 'online_reader',
+           'get_online_features']
 
 # %% ../../nbs/features/12b_online.ipynb #45903c0a
 def _store_name(view: FeatureView) -> str:
@@ -184,6 +186,8 @@ def _rows_to_columns(entity_rows) -> dict:
         return cols
     raise InvalidInput(f"entity_rows is a {type(entity_rows).__name__}; pass a list of dicts, a dict of lists, or a polars DataFrame")
 
+SMALL_LOOKUP = 64  # rows: up to this many, on-demand features are computed by row programs (12d), exactly as polars would
+
 class OnlineReader:
     "A feature request resolved once: reads the online store for many lookups."
     def __init__(self, ws: Workspace, features: str | list[str]):
@@ -204,6 +208,7 @@ class OnlineReader:
                                           None if view.ttl is None else view.ttl_delta // _US, view.ttl,
                                           [(a.function, a.window_delta // _US, [1 + parts.index(_partial(a.column, s)) for s in WINDOW_STATS[a.function]],
                                             0.0 if schema.get(_partial(a.column, "sum"), pl.Int64).is_float() else 0) for a in wins]))
+        self.row_features = [RowFeatures(od.features) for od in self.plan.on_demand]  # translated per input types, at first use
 
     def get(self, entity_rows, now: dt.datetime | None = None) -> OnlineFeatures:
         "Feature values, event times, status and the reason for a missing value, for each entity row, as of `now`."
@@ -254,6 +259,34 @@ class OnlineReader:
         return OnlineFeatures({c: out[c] for c in dict.fromkeys(keep)})
 
     def _on_demand(self, out: dict) -> dict:
+        "`out` with the on-demand features added, as `pl.DataFrame(out).with_columns(...).to_dict()` gives it."
+        n = len(next(iter(out.values()), []))
+        if 0 < n <= SMALL_LOOKUP and (rows := self._on_demand_rows(out, n)) is not None: return rows
+        return self._on_demand_polars(out)
+
+    def _on_demand_rows(self, out: dict, n: int) -> dict | None:
+        "The same as `_on_demand_polars`, row programs doing the work; None where it cannot promise polars' answer."
+        got = like_polars(out, n)
+        if got is None: return None
+        vals, types = got
+        try:
+            for od, rf in zip(self.plan.on_demand, self.row_features):
+                if miss := [c for c in od.request if c not in vals]:
+                    raise InvalidInput(f"on-demand view {od.name!r} needs request data {miss} in each entity row")
+                for c, t in od.request.items():
+                    if t != "datetime": vals[c], types[c] = cast_like_polars(vals[c], types[c], REQUEST_TYPES[t]), REQUEST_TYPES[t]
+                progs = rf.programs_for(types)
+                if progs is None:  # this view by polars, on the very values and dtypes the reference frame holds
+                    new = compute_on_demand(od, pl.DataFrame(vals, schema=types)).select(od.feature_names)
+                    vals.update(new.to_dict(as_series=False)); types.update(new.schema)
+                    continue
+                done = [(name, f(vals, n), t) for name, f, t in progs]  # all from the columns before this view, as with_columns
+                for name, v, t in done: vals[name], types[name] = v, t
+        except Fallback: return None
+        return vals
+
+    def _on_demand_polars(self, out: dict) -> dict:
+        "The reference: one polars frame of every column, the request casts, each view's `with_columns`."
         df = pl.DataFrame(out, strict=False)
         for od in self.plan.on_demand:
             if miss := [c for c in od.request if c not in df.columns]:
