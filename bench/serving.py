@@ -274,18 +274,22 @@ def _key(out: str) -> str | None:
     return max(keys, key=len) if keys else None
 
 
-def _batch_views(m: dict) -> list[str]:
-    from mlops_workbench.features.definitions import get_view
-    views = dict.fromkeys(r.split(":", 1)[0] for r in m["info"].get("feature_refs") or [])
-    return [v for v in views if get_view(m["ws"], v).kind == "batch"]
+def _served(m: dict):
+    from mlops_workbench.serving.model import load_served_model
+    return load_served_model(m["ws"], f"{NAME}@candidate")
+
+
+def gateway_row(m: dict, row: dict) -> dict:
+    "The features row as the gateway's schema takes it (booleans as true/false: the training frame holds them as numbers)."
+    sm = _served(m)
+    return {f: bool(v) if sm.types.get(f) == "boolean" else v for f, v in row.items()}
 
 
 def entity_row(m: dict, row: dict) -> dict:
-    "The row as a caller holding only entity keys sends it: join keys and request values, no stored features."
-    from mlops_workbench.features.definitions import get_entity, get_view
-    looked_up = {r.split(":", 1)[1] for r in m["info"].get("feature_refs") or []}
-    keys = list(dict.fromkeys(k for v in _batch_views(m) for k in get_entity(m["ws"], get_view(m["ws"], v).entity).join_keys))
-    return {**{k: row[k] for k in keys}, **{f: row[f] for f in m["info"]["features"] if f not in looked_up}}
+    "The row as a caller holding only entity keys sends it: join keys, request data and the inputs the store does not hold."
+    sm = _served(m)
+    fields = dict.fromkeys(sm.entity_keys + list(sm.service.request) + sm.request_features)
+    return gateway_row(m, {f: row[f] for f in fields})
 
 
 def run_gateway(b: Bench, m: dict, row: dict):
@@ -302,14 +306,14 @@ def run_gateway(b: Bench, m: dict, row: dict):
         why = (made.stderr or made.stdout).strip()[-300:] or "no key in its output"
         raise RuntimeError(f"`mlw keys create bench --role predictor` gave no key: {why}")
     from mlops_workbench.features.online import materialize
-    for view in _batch_views(m): materialize(m["ws"], view)  # what entity-key requests read
+    for view in _served(m).service.views: materialize(m["ws"], view)  # what entity-key requests read
     h = help_.stdout + help_.stderr
     extra = (["--host", "127.0.0.1"] if "--host" in h else []) + (["--workers", "1"] if "--workers" in h else [])
     port = free_port()
     s = b.start(name, [BIN / "mlw", "serve", f"{NAME}@candidate", "--port", port, "--workspace", ws_root, *extra])
     url, headers = f"http://127.0.0.1:{port}/v1/models/{NAME}/predict", {"Authorization": f"Bearer {key}"}
-    b.add(f"{name}, features in the request", "gateway", s, url, {"rows": [row]}, headers, expected=m["expected"], ready_s=90)
-    b.add(f"{name}, entity keys (online features)", "gateway", s, url, {"rows": [entity_row(m, row)]}, headers, ready_s=30,
+    b.add(f"{name}, features in the request", "gateway", s, url, {"rows": [gateway_row(m, row)]}, headers, expected=m["expected"], ready_s=90)
+    b.add(f"{name}, entity keys (online features)", "gateway", s, url, {"rows": [entity_row(m, m["row"])]}, headers, ready_s=30,
           required=False, note="features from the online store; prediction not compared")
 
 

@@ -5,6 +5,7 @@
 # %% ../../nbs/serving/41_gateway.ipynb #e4eb19c2
 from __future__ import annotations
 import asyncio, contextlib, json, logging, os, re, threading, time
+import orjson
 from dataclasses import dataclass, field, asdict
 from fastcore.basics import patch
 from ..core.errors import *
@@ -201,7 +202,7 @@ class Gateway:
 
     def _json(self, status: int, body: dict, headers: dict | None = None):
         from starlette.responses import Response
-        return Response(json.dumps(body, default=str), status, headers, media_type="application/json")
+        return Response(orjson.dumps(body, default=str, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, media_type="application/json")
 
     def _fail(self, e: MLWError, rid: str, route: str, endpoint: str = ""):
         "The JSON error response for `e`, counted, and written to the audit log when access was refused."
@@ -438,9 +439,9 @@ def create_app(ws: Workspace, settings: GatewaySettings):
     async def http_error(request, exc):  # unknown routes and methods: the same JSON shape as every other error
         return gw._json(exc.status_code, {"error": "NotFound" if exc.status_code == 404 else "MethodNotAllowed", "message": f"{request.method} {request.url.path}: {exc.detail}",
                                           "request_id": _request_id(request.headers)}, getattr(exc, "headers", None))
-    routes = [Route("/healthz", gw.health), Route("/readyz", gw.readiness), Route("/metrics", gw.metrics_route),
-              Route("/openapi.json", gw.openapi_route), Route("/v1/models", gw.list_endpoints),
-              Route("/v1/models/{name}", gw.describe_endpoint), Route("/v1/models/{name}/predict", gw.predict, methods=["POST"])]
+    routes = [Route("/v1/models/{name}/predict", gw.predict, methods=["POST"]),  # first: Starlette tries routes in order
+              Route("/healthz", gw.health), Route("/readyz", gw.readiness), Route("/metrics", gw.metrics_route),
+              Route("/openapi.json", gw.openapi_route), Route("/v1/models", gw.list_endpoints), Route("/v1/models/{name}", gw.describe_endpoint)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.gateway = gw
     return app
