@@ -99,6 +99,27 @@ def _ms(v):
     return f"{v:.3g} ms"
 
 
+_FIGURES_JS = "() => window.Bokeh ? Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => m.type == 'Figure') : []"
+
+
+def _charts(page):
+    """The page's Bokeh charts as the browser holds them, by title: the time axis (`x0`, `x1`: ms since the epoch, UTC),
+    the glyphs drawn and how minute ticks are written."""
+    page.wait_for_function(f"() => ({_FIGURES_JS})().length >= 2", timeout=LOAD)
+    return {c["title"]: c for c in page.evaluate(f"""() => ({_FIGURES_JS})().map(m => ({{title: m.title.text, x0: m.x_range.start, x1: m.x_range.end,
+        glyphs: m.renderers.map(r => r.glyph.type), ticks: m.below.filter(a => a.formatter)[0].formatter.minutes}}))""")}
+
+
+def _check_charts(page, minutes: float, ticks: str):
+    "Both charts: a line and a marker per series, a time axis `minutes` wide, ticks written as `ticks`."
+    charts = _charts(page)
+    assert set(charts) == {"Requests per minute", "Latency percentiles (ms)"}, charts
+    for c in charts.values():
+        assert c["glyphs"].count("Line") == c["glyphs"].count("Scatter") >= 1, c
+        assert (c["x1"] - c["x0"]) == minutes * 60_000 and c["ticks"] == ticks, c
+    return charts
+
+
 def test_serving_page(serving, page, shot):
     from playwright.sync_api import expect
     sent = serving.sent
@@ -142,6 +163,7 @@ def test_serving_page(serving, page, shot):
     page.get_by_text("Newest predictions (50 shown; errors in red)").wait_for()
     _fit_viewport(page)
     page.locator("canvas").nth(1).wait_for()
+    _check_charts(page, 62, "%H:%M")  # one-minute points 60 minutes from the first to the last, and a minute each side
     shot(page, "dashboards-serving")
 
     # one endpoint, then the last 15 minutes
@@ -165,6 +187,7 @@ def test_serving_page_query_and_problems(serving, page):
     page.goto(f"{serving.url}/serving?window=24h&endpoint=credit-prod")
     page.get_by_text("requests, last 24 h").wait_for(timeout=LOAD)
     expect(page.locator(".mlw-tile[data-figure=requests] .mlw-tile-value")).to_have_text(f"{sum(s.endpoint == 'credit-prod' for s in serving.sent):,}")
+    _check_charts(page, 24 * 60 + 30, "%m-%d %H:%M")  # 15-minute points over 24 h and one bucket each side; more than a day: dated ticks
     page.goto(f"{serving.url}/serving?endpoint=fraud")
     page.get_by_text("No predictions on endpoint fraud in the last hour; endpoints with predictions: credit, credit-prod.").wait_for(timeout=LOAD)
     page.goto(f"{serving.url}/serving?window=year")
@@ -224,6 +247,11 @@ def test_serving_page_shows_the_demos_requests(tmp_path, browser, shot):
         recent = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="caller"]'))
         expect(recent.locator(".tabulator-row")).to_have_count(20)
         expect(recent.locator(".tabulator-row").first.locator('[tabulator-field="caller"]')).to_have_text("demo-client")
+        # all 20 requests fall in one minute: markers on an axis from a minute before it, at least two minutes wide (not zero wide)
+        charts = _charts(page)
+        first = log["at"].min().replace(second=0, microsecond=0).timestamp() * 1000
+        for c in charts.values():
+            assert "Scatter" in c["glyphs"] and c["x0"] == first - 60_000 and c["x1"] - c["x0"] >= 2 * 60_000 and c["ticks"] == "%H:%M", c
         _fit_viewport(page)
         shot(page, "dashboards-serving-demo")
         assert "Traceback" not in page.content()

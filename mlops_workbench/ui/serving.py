@@ -16,8 +16,8 @@ from .helpers import _MD_CSS, _e, _page_header, _wrap, fmt_share, fmt_time, quer
 # %% auto #0
 __all__ = ['REQUEST_SCHEMA', 'STATS_COLUMNS', 'BUCKETS', 'MAX_POINTS', 'RECENT_COLUMNS', 'WINDOWS', 'SERVE_HINT',
            'GATEWAY_COLUMNS', 'running_gateways', 'served_models', 'requests_frame', 'endpoint_stats', 'traffic_totals',
-           'bucket_minutes', 'rate_series', 'latency_series', 'recent_predictions', 'gateways_frame', 'Serving',
-           'totals_html', 'stats_table']
+           'bucket_minutes', 'rate_series', 'latency_series', 'chart_range', 'tick_format', 'recent_predictions',
+           'gateways_frame', 'Serving', 'totals_html', 'stats_table']
 
 # %% ../../nbs/ui/95f_serving.ipynb #d571db83
 def running_gateways(ws: Workspace) -> list[dict]:
@@ -102,6 +102,15 @@ def latency_series(requests: pl.DataFrame, minutes: int = 1) -> pd.DataFrame:
     out = requests.group_by(pl.col("at").dt.truncate(f"{minutes}m").alias("time")).agg(_figures([])).sort("time")
     return out.select(cols).to_pandas()
 
+def chart_range(first: dt.datetime, last: dt.datetime, minutes: int) -> tuple[dt.datetime, dt.datetime]:
+    "The charts' time axis for points from bucket `first` to bucket `last` of `minutes` each: one bucket more on each side."
+    pad = dt.timedelta(minutes=minutes)
+    return pd.Timestamp(first).to_pydatetime() - pad, pd.Timestamp(last).to_pydatetime() + pad
+
+def tick_format(span: dt.timedelta) -> str:
+    "How the time axis writes its ticks over a range of `span`: hours and minutes within a day, the date too beyond."
+    return "%H:%M" if span <= dt.timedelta(days=1) else "%m-%d %H:%M"
+
 # %% ../../nbs/ui/95f_serving.ipynb #f65d1c37
 RECENT_COLUMNS = ["time", "endpoint", "version", "caller", "prediction", "label", "latency (ms)", "status", "row", "request"]
 
@@ -140,6 +149,7 @@ class Serving(param.Parameterized):
     latency = param.DataFrame(doc="Latency p50/p95/p99 (ms) over the window (`latency_series`)")
     recent = param.DataFrame(doc="The newest predictions, newest first (`recent_predictions`)")
     bucket = param.Integer(1, doc="Minutes per point of `rate` and `latency`")
+    x_range = param.DateRange(None, allow_None=True, doc="The charts' time axis (UTC, `chart_range`); None when there is nothing to draw")
     gateways_note = param.String("", doc="What to do when no gateway runs; '' when one does")
     traffic_note = param.String("", doc="What to do when the window has no predictions; '' when it has some")
     alert = param.String("", doc="A problem to show instead of a traceback; '' when there is none")
@@ -187,9 +197,10 @@ class Serving(param.Parameterized):
         reqs = requests_frame(shown)
         start = end - span if span is not None else (reqs["at"].min() if reqs.height else end)
         minutes = bucket_minutes(end - start)
+        rate = rate_series(reqs, start, end, minutes)  # every bucket of the window: the charts' time axis
         self.param.update(endpoints=endpoints, stats=endpoint_stats(reqs), totals=traffic_totals(reqs, span.total_seconds() / 60 if span else None),
-                          rate=rate_series(reqs, start, end, minutes), latency=latency_series(reqs, minutes), recent=recent_predictions(shown),
-                          bucket=minutes, traffic_note=self._traffic_note(log, reqs))
+                          rate=rate, latency=latency_series(reqs, minutes), recent=recent_predictions(shown), bucket=minutes,
+                          x_range=chart_range(rate.time.min(), rate.time.max(), minutes) if len(rate) else None, traffic_note=self._traffic_note(log, reqs))
 
     def _traffic_note(self, log: pl.DataFrame, reqs: pl.DataFrame) -> str:
         if reqs.height: return ""
@@ -226,23 +237,41 @@ def stats_table(stats: pd.DataFrame) -> pd.DataFrame:
 _TABLE_CSS = [".tabulator {font-size: 13px !important} .tabulator-cell, .tabulator-col-content {padding: 4px 7px !important}"]
 _PALETTE = ["#0072b5", "#e1812c", "#3a923a", "#c03d3e", "#9372b2", "#845b53", "#d684bd", "#7f7f7f"]
 
-def _chart(pn, frame: pd.DataFrame, series: dict, title: str, y_label: str, minutes: int, note: str):
-    "A Bokeh line chart over time: one line per (label, column or endpoint filter) in `series`."
-    from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool, Legend
+def _time_axis(fig, lo: dt.datetime, hi: dt.datetime, minutes: int):
+    "Ticks on whole minutes or more (no point is closer), written as `tick_format` says for the range `lo` to `hi`."
+    from bokeh.models import AdaptiveTicker, DatetimeTicker, DatetimeTickFormatter
+    whole_minutes = AdaptiveTicker(mantissas=[1, 2, 5, 10, 15, 20, 30], base=60, min_interval=60_000, max_interval=30 * 60_000, num_minor_ticks=0)
+    # Bokeh's composite ticker fails in the browser when its first ticker cannot go below the ideal interval (a range of a few minutes);
+    # a first ticker from 0 to 1 ms is never the better choice, so the whole minutes serve any range that short
+    guard = AdaptiveTicker(mantissas=[1], min_interval=0, max_interval=1, num_minor_ticks=0)
+    fig.xaxis.ticker = DatetimeTicker(tickers=[guard, whole_minutes, *DatetimeTicker().tickers[2:]])  # then the default's hours, days, months, years
+    f = tick_format(hi - lo)
+    fig.xaxis.formatter = DatetimeTickFormatter(seconds="%H:%M:%S", minsec="%H:%M:%S", minutes=f, hourmin=f, hours=f, days="%m-%d", months="%Y-%m", years="%Y")
+    day = f" on {lo:%Y-%m-%d}" if f == "%H:%M" and lo.date() == hi.date() else ""
+    fig.xaxis.axis_label = f"time (UTC{day}), {minutes} min per point"
+
+def _chart(pn, frame: pd.DataFrame, series: dict, title: str, y_label: str, minutes: int, x_range, note: str):
+    "A Bokeh chart over time: a line with a marker per point for each (label, (frame, column)) in `series`, over `x_range` (`chart_range`)."
+    from bokeh.models import ColumnDataSource, HoverTool, Legend, Range1d
     from bokeh.plotting import figure
-    if frame.empty: return pn.pane.Markdown(note, stylesheets=[_MD_CSS], sizing_mode="stretch_width")
-    fig = figure(height=300, sizing_mode="stretch_width", toolbar_location=None, x_axis_type="datetime", title=title, y_axis_label=y_label)
-    items, lines = [], []
+    if frame.empty or x_range is None: return pn.pane.Markdown(note, stylesheets=[_MD_CSS], sizing_mode="stretch_width")
+    lo, hi = (pd.Timestamp(t).tz_convert("UTC").tz_localize(None).to_pydatetime() for t in x_range)  # Bokeh reads naive times as UTC
+    top = max((v for data, y in series.values() for v in data[y] if pd.notna(v)), default=0)
+    fig = figure(height=300, sizing_mode="stretch_width", toolbar_location=None, x_axis_type="datetime", title=title, y_axis_label=y_label,
+                 x_range=Range1d(lo, hi), y_range=Range1d(0, top * 1.15 if top > 0 else 1))
+    items, hover = [], []
+    size = max(3, min(7, 300 / max(len(data) for data, _ in series.values())))  # dense series, small markers
     for i, (label, (data, y)) in enumerate(series.items()):
-        src = ColumnDataSource(data.assign(time=data.time.dt.tz_localize(None), shown=data[y].map(lambda v: f"{v:.3g}"), series=label))
-        lines.append(fig.line("time", y, source=src, color=_PALETTE[i % len(_PALETTE)], line_width=2))
-        items.append((label, [lines[-1]]))
+        src = ColumnDataSource(data.assign(time=data.time.dt.tz_convert("UTC").dt.tz_localize(None), shown=data[y].map(lambda v: f"{v:.3g}"), series=label))
+        color = _PALETTE[i % len(_PALETTE)]
+        line = fig.line("time", y, source=src, color=color, line_width=2)
+        dots = fig.scatter("time", y, source=src, color=color, size=size)
+        items.append((label, [line, dots]))
+        hover.append(line if data[y].notna().sum() > 1 else dots)  # a line of one point has no segment to hover
     fig.add_layout(Legend(items=items, location="top_left", orientation="horizontal", background_fill_alpha=0.7), "above")
-    fig.add_tools(HoverTool(renderers=lines, tooltips=[("", "@series"), ("time", "@time{%F %H:%M} UTC"), (y_label, "@shown")],
+    fig.add_tools(HoverTool(renderers=hover, tooltips=[("", "@series"), ("time", "@time{%F %H:%M} UTC"), (y_label, "@shown")],
                             formatters={"@time": "datetime"}, mode="vline"))
-    fig.xaxis.formatter = DatetimeTickFormatter(hours="%H:%M", minutes="%H:%M", days="%d %b", hourmin="%H:%M")
-    fig.xaxis.axis_label = f"time (UTC), {minutes} min per point"
-    fig.y_range.start = 0
+    _time_axis(fig, lo, hi, minutes)
     fig.title.text_font_size = "13px"
     return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
@@ -290,12 +319,12 @@ def _serving_page(pn, Viewer, table):
         def _rate_chart(self, rate):
             s = self.state
             series = {e: (g, "per_minute") for e, g in rate.groupby("endpoint", sort=True)} if len(rate) else {}
-            return _chart(pn, rate, series, "Requests per minute", "requests / min", s.bucket, "")
+            return _chart(pn, rate, series, "Requests per minute", "requests / min", s.bucket, s.x_range, "")
 
         def _latency_chart(self, latency):
             s = self.state
             series = {p: (latency, f"{p}_ms") for p in ("p50", "p95", "p99")}
-            return _chart(pn, latency, series, "Latency percentiles (ms)", "ms", s.bucket, "")
+            return _chart(pn, latency, series, "Latency percentiles (ms)", "ms", s.bucket, s.x_range, "")
 
         def _sync(self, *events):
             "Show the state in the widgets."
