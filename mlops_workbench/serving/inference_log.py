@@ -75,7 +75,7 @@ class InferenceLog:
         self.written = self.failed_batches = self.rejected = self.spilled = self.compactions = 0  # rows, batches, rows, rows, runs
         self.last_error: str | None = None  # the last failed write's error, until a write succeeds
         self.before_write = None  # hook (rows) -> None called before each write: tests make storage slow or fail with it
-        self._q, self._batch = collections.deque(), []
+        self._q, self._batch, self._table = collections.deque(), [], None  # _table: the Delta table, opened once it exists
         self._wake, self._room, self._done = threading.Event(), threading.Condition(), threading.Condition()
         self._closed, self._stop, self._deadline, self._since_compact, self._days = False, False, None, 0, set()
         self._thread = threading.Thread(target=self._run, name=f"inference-log-{table}", daemon=True)
@@ -160,7 +160,12 @@ def _append(self: InferenceLog, df: pl.DataFrame, drained_at: float):
     from deltalake import write_deltalake, CommitProperties
     if self.before_write is not None: self.before_write(df.height)
     store = self.ws.backend("storage")
-    write_deltalake(self.uri, df.to_arrow(), mode="append", partition_by=[LOG_PARTITION], storage_options=store.storage_options,
+    if self._table is None:
+        from deltalake import DeltaTable
+        try: self._table = DeltaTable(self.uri, storage_options=store.storage_options)
+        except Exception: pass  # no table yet: this write creates it by URI; the next one opens it
+    target = self.uri if self._table is None else self._table  # an open table catches up on new commits only: no log replay per write
+    write_deltalake(target, df.to_arrow(), mode="append", partition_by=[LOG_PARTITION], storage_options=store.storage_options,
                     commit_properties=CommitProperties(max_commit_retries=100, custom_metadata={
                         "mlw.drained_at": dt.datetime.fromtimestamp(drained_at, dt.timezone.utc).isoformat(), "mlw.writer": str(os.getpid())}))
 
@@ -184,11 +189,12 @@ def _write_batch(self: InferenceLog) -> bool:
             self._wake.wait(pause); self._wake.clear()
             pause = min(pause * 2, self.max_backoff_s)
 
-def _take(self: InferenceLog) -> list:
-    "Move up to max_batch rows from the queue to the batch; return the flush markers met (set once the batch is written)."
+def _take(self: InferenceLog, limit: int | None = None) -> list:
+    "Move up to max_batch (and `limit`) rows from the queue to the batch; return the flush markers met (set once the batch is written)."
     q, batch, marks = self._q, [], []
     self._drained_at = time.time()
-    while q and len(batch) < self.max_batch:
+    n = self.max_batch if limit is None else min(self.max_batch, limit)
+    while q and len(batch) < n:
         r = q.popleft()
         if type(r) is threading.Event: marks.append(r); break  # every row logged before this flush is in this batch or written
         batch.append(r)
@@ -196,10 +202,15 @@ def _take(self: InferenceLog) -> list:
     with self._room: self._room.notify_all()
     return marks
 
-def _drain(self: InferenceLog) -> bool:
-    "Write everything waiting, batch by batch. False if a write failed past close's deadline."
-    while self._batch or self._q:
-        marks = [] if self._batch else self._take()
+def _drain(self: InferenceLog, everything: bool = True) -> bool:
+    "Write what waits, batch by batch: everything, or only what was queued when called. False if a write failed past close's deadline."
+    left = None if everything else len(self._q)  # a steady stream never keeps the writer busy with ever smaller batches
+    while self._batch or (self._q and (left is None or left > 0)):
+        if self._batch: marks = []
+        else:
+            before = len(self._q)
+            marks = self._take(left)
+            if left is not None: left -= before - len(self._q)
         if not self._write_batch(): return False
         for m in marks: m.set()
         self._since_compact += 1
@@ -210,7 +221,7 @@ def _run(self: InferenceLog):
     self._replay_spill()
     while not self._stop:
         self._wake.wait(self.flush_interval_s); self._wake.clear()
-        self._drain()
+        self._drain(everything=False)
     self._drain()  # close: the last rows, until its deadline
 
 InferenceLog._write_batch, InferenceLog._take, InferenceLog._drain, InferenceLog._run = _write_batch, _take, _drain, _run
