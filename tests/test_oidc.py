@@ -266,3 +266,49 @@ def test_panel_dashboards_log_in_through_the_issuer(oidc_issuer):
         proc.terminate()
         try: proc.wait(10)
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+
+
+def test_mlw_dashboards_oauth_logs_in_through_the_issuer(oidc_issuer, tmp_path):
+    "`mlw dashboards --oauth ISSUER`: the client secret comes from the workspace's secrets; a browser is sent to log in and lands back on the page."
+    import subprocess, sys
+    from pathlib import Path
+    import httpx
+    from conftest import free_port
+    mlw = str(Path(sys.executable).with_name("mlw"))
+    ws = str(tmp_path / "ws")
+    assert subprocess.run([mlw, "init", ws], capture_output=True).returncode == 0
+    put = subprocess.run([mlw, "secrets", "set", "dashboards.oauth_client_secret", "--workspace", ws], input="dashboards-secret", capture_output=True, text=True)
+    assert put.returncode == 0, put.stderr
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([mlw, "dashboards", "--oauth", oidc_issuer.url, "--oauth_client_id", "dashboards", "--port", str(port), "--workspace", ws],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None: pytest.fail(f"mlw dashboards exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+            try: socket.create_connection(("127.0.0.1", port), 0.5).close(); break
+            except OSError:
+                if time.monotonic() > deadline: pytest.fail("mlw dashboards did not listen within 90 s")
+                time.sleep(0.2)
+        with httpx.Client(follow_redirects=False, timeout=30) as anon:
+            r = anon.get(f"{base}/pipelines")
+            assert r.status_code == 302 and "login" in r.headers["location"]
+        with httpx.Client(follow_redirects=True, timeout=60) as browser:
+            r = browser.get(f"{base}/pipelines")
+            assert any(str(h.url).startswith(f"{oidc_issuer.url}/authorize?") for h in r.history)
+            assert r.status_code == 200 and r.url == f"{base}/pipelines"
+        assert oidc_issuer.stats()["token"] == 1
+    finally:
+        proc.terminate()
+        try: out = proc.communicate(timeout=15)[0]
+        except subprocess.TimeoutExpired: proc.kill(); out = proc.communicate()[0]
+    assert "dashboards-secret" not in out  # the client secret is never printed
+
+
+def test_a_token_whose_subject_is_empty_is_401_not_400(oidc_issuer):
+    from mlops_workbench.core.errors import Unauthorized
+    from mlops_workbench.security.oidc import OIDCVerifier
+    v = OIDCVerifier(oidc_issuer.url, oidc_issuer.audience)
+    with pytest.raises(Unauthorized) as e: v.verify(oidc_issuer.mint(oidc_issuer.claims(sub="")))
+    assert e.value.reason == "missing_claim"

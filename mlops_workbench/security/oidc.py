@@ -191,7 +191,8 @@ def verify(self: OIDCVerifier, token: str) -> Principal:
     except ValueError: claims = None
     if not isinstance(claims, dict): raise _reject("malformed", "its payload is not a JSON object of claims")
     self._check_claims(claims)
-    return Principal(name=claims[self.name_claim], roles=self.map_roles(claims), via="oidc", claims=claims)
+    try: return Principal(name=claims[self.name_claim], roles=self.map_roles(claims), via="oidc", claims=claims)
+    except InvalidInput: raise _reject("missing_claim", f"its {self.name_claim!r} claim is not a usable name (an empty or non-text value)") from None
 
 @patch
 def _check_claims(self: OIDCVerifier, claims: dict, now: float | None = None):

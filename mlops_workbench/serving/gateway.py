@@ -420,6 +420,7 @@ def served_endpoints(ws: Workspace) -> list[dict]:
     out = []
     for f in sorted((Path(ws.root) / "serving").glob("gateway-*.json")):
         try: d = json.loads(f.read_text()); os.kill(d["pid"], 0)
+        except PermissionError: pass  # alive, run by another user
         except (OSError, ValueError, KeyError): continue
         out.append(d)
     return out
