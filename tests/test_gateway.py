@@ -20,12 +20,11 @@ import polars as pl
 import pytest
 
 from gateway_server import gateway, log_text, stop
+from toy import jobs_world
 from oidc_issuer import oidc_issuer
-from mlops_workbench.core.storage import write_dataset
 from mlops_workbench.core.workspace import Workspace
-from mlops_workbench.experiments.definition import Experiment, IntParam, KFold, demo_experiment
-from mlops_workbench.features.definitions import Aggregation, Entity, FeatureService, FeatureView, OnDemandFeatureView, apply
-from mlops_workbench.features.offline import build_features, get_training_data
+from mlops_workbench.experiments.definition import demo_experiment
+from mlops_workbench.features.offline import get_training_data
 from mlops_workbench.features.online import materialize
 from mlops_workbench.registry.gates import default_gates
 from mlops_workbench.registry.validation import load_run_model, validate_model
@@ -40,45 +39,6 @@ warnings.filterwarnings("ignore", category=UserWarning)
 AUDIENCE = "mlw-gateway"
 
 
-def _sites_world(ws: Workspace, now: dt.datetime, seed: int = 11) -> str:
-    """Meter readings at sites over the 20 days before `now` (text site codes, some null; times as strings, on whole
-    hours) and jobs to predict a duration for; a feature service by site code with an on-demand view. Returns the run id."""
-    r = np.random.default_rng(seed)
-    sites = [f"site-{i:03d}" for i in range(30)]
-    top = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
-    m = 4000
-    times = [top - dt.timedelta(hours=int(h)) for h in r.integers(0, 24 * 20, m)]
-    readings = pl.DataFrame({
-        "site_code": [None if r.random() < 0.02 else sites[i] for i in r.integers(0, len(sites), m)],
-        "read_at": [t.strftime("%Y-%m-%d %H:%M:%S") for t in times],
-        "temp": [None if r.random() < 0.1 else float(v) for v in r.normal(20, 5, m)],
-        "state": r.choice(["ok", "warn", "fault"], m).tolist()}
-    ).with_columns(pl.col("read_at").str.to_datetime("%Y-%m-%d %H:%M:%S", time_zone="UTC"))
-    write_dataset(ws, "readings", readings, source={"kind": "test", "location": "test_gateway"})
-    n = 1200
-    days = [top - dt.timedelta(hours=int(h)) for h in r.integers(0, 24 * 15, n)]
-    crew_size = r.integers(1, 6, n)
-    jobs = pl.DataFrame({
-        "site_code": [None if r.random() < 0.03 else sites[i] for i in r.integers(0, len(sites), n)],
-        "planned_at": [d.isoformat() for d in days], "crew_size": crew_size.tolist(),
-        "crew": r.choice(["alpha", "beta", "gamma"], n).tolist(), "duration": (30 + 10 * crew_size + r.normal(0, 5, n)).tolist()}
-    ).with_columns(pl.col("planned_at").str.to_datetime(time_zone="UTC").alias("event_timestamp")).drop("planned_at")
-    write_dataset(ws, "jobs", jobs, source={"kind": "test", "location": "test_gateway"})
-    apply(ws, Entity("site", ["site_code"]),
-          FeatureView("site_stats", entity="site", source="readings", timestamp="read_at", ttl="14d",
-                      features={"last_temp": pl.col("temp"), "last_state": pl.col("state")},
-                      aggregations=[Aggregation("temp", "mean", "7d"), Aggregation("temp", "count", "30d")]),
-          OnDemandFeatureView("job_load", sources=["site_stats"], request={"crew_size": "int"},
-                              features={"temp_per_crew": pl.col("last_temp") / pl.col("crew_size")}),
-          FeatureService("site_svc", ["site_stats", "job_load"]))
-    build_features(ws, "site_stats")
-    exp = Experiment(name="job_duration", target="duration", task="regression", feature_service="site_svc", entities="jobs",
-                     split=KFold(k=3), search_space={"num_leaves": IntParam(4, 16)}, params={"num_threads": 1}, trials=1, num_boost_round=30)
-    run_id = train(ws, exp, {"num_leaves": 15, "min_child_samples": 5}, run_name="jobs").run_id
-    register_model(ws, run_id, "job_duration", validate_model(ws, run_id, default_gates("regression")), who="test")
-    return run_id
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     "A workspace with both models registered and materialized, and API keys of every kind."
@@ -86,7 +46,7 @@ def world(tmp_path_factory):
     now = dt.datetime.now(UTC)
     credit = train(ws, demo_experiment(ws, n_applications=1500), {"num_leaves": 7, "n_estimators": 20}, run_name="credit").run_id
     register_model(ws, credit, "credit_default", validate_model(ws, credit, default_gates("binary")), who="test")
-    jobs = _sites_world(ws, now)
+    jobs, _ = jobs_world(ws, base=now - dt.timedelta(days=200))  # readings up to now: served features are present, not expired
     materialize(ws, "customer_spend")
     materialize(ws, "site_stats")
     keys_made = time.monotonic()

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import free_port
+from toy import jobs_world
 from mlops_workbench.core.errors import NotFound, Unavailable
 from mlops_workbench.core.metadata import feature_services
 from mlops_workbench.core.storage import read_dataset, write_dataset
@@ -50,45 +51,6 @@ def online_ws(request, tmp_path):
     w.close()
 
 
-def _jobs_world(ws: Workspace, seed: int = 5):
-    "Site readings (text site codes, some null; times written as strings) and jobs at sites; a duration to predict."
-    r = np.random.default_rng(seed)
-    sites = [f"site-{i:03d}" for i in range(40)]
-    m, base = 6000, dt.datetime(2025, 1, 1, tzinfo=UTC)
-    times = [base + dt.timedelta(minutes=int(x)) for x in r.integers(0, 60 * 24 * 200, m)]
-    readings = pl.DataFrame({
-        "site_code": [None if r.random() < 0.02 else sites[i] for i in r.integers(0, len(sites), m)],
-        "read_at": [t.strftime("%Y-%m-%d %H:%M:%S") for t in times],  # as a CSV export would hold them
-        "temp": [None if r.random() < 0.1 else float(v) for v in r.normal(20, 5, m)],
-        "state": r.choice(["ok", "warn", "fault"], m).tolist()})
-    readings = readings.with_columns(pl.col("read_at").str.to_datetime("%Y-%m-%d %H:%M:%S", time_zone="UTC"))
-    write_dataset(ws, "readings", readings, source={"kind": "test", "location": "test_serving_model"})
-    n = 1500
-    days = [base + dt.timedelta(hours=int(x)) for x in r.integers(24 * 10, 24 * 200, n)]
-    crew_size = r.integers(1, 6, n)
-    jobs = pl.DataFrame({
-        "site_code": [None if r.random() < 0.03 else sites[i] for i in r.integers(0, len(sites), n)],
-        "planned_at": [d.isoformat() for d in days], "visit_day": [d.strftime("%Y-%m-%d") for d in days],
-        "crew_size": crew_size.tolist(), "crew": r.choice(["alpha", "beta", "gamma"], n).tolist(),
-        "duration": (30 + 10 * crew_size + r.normal(0, 5, n)).tolist()})
-    jobs = jobs.with_columns(pl.col("planned_at").str.to_datetime(time_zone="UTC").alias("event_timestamp")).drop("planned_at")
-    write_dataset(ws, "jobs", jobs, source={"kind": "test", "location": "test_serving_model"})
-    apply(ws, Entity("site", ["site_code"]),
-          FeatureView("site_stats", entity="site", source="readings", timestamp="read_at", ttl="14d",
-                      features={"last_temp": pl.col("temp"), "last_state": pl.col("state")},
-                      aggregations=[Aggregation("temp", "mean", "7d"), Aggregation("temp", "count", "30d")]),
-          OnDemandFeatureView("job_load", sources=["site_stats"], request={"crew_size": "int"},
-                              features={"temp_per_crew": pl.col("last_temp") / pl.col("crew_size")}),
-          FeatureService("site_svc", ["site_stats", "job_load"]))
-    build_features(ws, "site_stats")
-    exp = Experiment(name="job_duration", target="duration", task="regression", feature_service="site_svc", entities="jobs",
-                     exclude=["visit_day"], split=KFold(k=3), search_space={"num_leaves": IntParam(4, 16)},
-                     params={"num_threads": 1}, trials=1, num_boost_round=30)
-    run_id = train(ws, exp, {"num_leaves": 15, "min_child_samples": 5}, run_name="jobs").run_id
-    register_model(ws, run_id, "job_duration", validate_model(ws, run_id, default_gates("regression")), who="test")
-    return run_id, sites
-
-
 def _offline(ws, run_id, ents: pl.DataFrame, service: str) -> np.ndarray:
     "The training run's booster on the offline point-in-time training data of `ents` (RunModel.matrix: what validation scores)."
     m = load_run_model(ws, run_id)
@@ -97,7 +59,7 @@ def _offline(ws, run_id, ents: pl.DataFrame, service: str) -> np.ndarray:
 
 def test_served_by_key_equals_offline_on_a_regression_with_text_keys(online_ws):
     ws = online_ws
-    run_id, sites = _jobs_world(ws)
+    run_id, sites = jobs_world(ws)
     sm = load_served_model(ws, "job_duration/1")
     assert (sm.task, sm.entity_keys, sm.service.name, sm.service.key_types) == ("regression", ["site_code"], "site_svc", {"site_code": "string"})
     assert sm.request_features == ["crew_size", "crew"] and "visit_day" not in sm.features and sm.classes is None
@@ -140,7 +102,7 @@ def test_demo_served_by_key_on_redis_equals_offline(tmp_path, redis_uri):
 
 def test_a_dead_online_store_is_a_503_and_rows_by_features_still_score(tmp_path):
     ws = Workspace.init(tmp_path / "ws")
-    run_id, sites = _jobs_world(ws)
+    run_id, sites = jobs_world(ws)
     down = Workspace(ws.root, {**ws.settings, "backends": {**ws.settings["backends"], "online": f"redis://127.0.0.1:{free_port()}/0"}})
     sm = load_served_model(down, "job_duration/1")  # loading reads definitions, never the store
     with pytest.raises(Unavailable, match=r"model 'job_duration' v1: the online store cannot be read \(online store 'redis://127\.0\.0\.1:\d+/0' is unreachable"):
@@ -153,7 +115,7 @@ def test_a_dead_online_store_is_a_503_and_rows_by_features_still_score(tmp_path)
 @pytest.fixture(scope="module")
 def jobs_model(tmp_path_factory):
     ws = Workspace.init(tmp_path_factory.mktemp("jobs") / "ws")
-    _jobs_world(ws)
+    jobs_world(ws)
     yield load_served_model(ws, "job_duration/1")
     ws.close()
 

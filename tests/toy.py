@@ -1,4 +1,6 @@
-"""The small tabular problem the training and registry tests share: `from toy import toy` (pytest puts `tests/` on `sys.path`)."""
+"""Small problems the tests share: `from toy import toy, jobs_world` (pytest puts `tests/` on `sys.path`)."""
+import datetime as dt
+
 import numpy as np
 import polars as pl
 
@@ -17,3 +19,53 @@ def toy(task, n=1500, seed=0, class_names=None) -> pl.DataFrame:
     t = pl.datetime_range(pl.datetime(2025, 1, 1), pl.datetime(2025, 1, 1) + pl.duration(hours=n - 1), "1h", eager=True, time_zone="UTC")
     return pl.DataFrame({f"x{i}": X[:, i] for i in range(4)}).with_columns(plan=pl.Series(plan), region_id=pl.Series(r.integers(1, 6, n)),
                                                                             label=pl.Series(y), t=t)
+
+
+def jobs_world(ws, seed: int = 5, base: dt.datetime = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)):
+    """Site readings over the 200 days from `base` (text site codes, some null; times written as strings) and jobs at
+    sites with a duration to predict; a feature service by site code with an on-demand view; the model `job_duration`
+    trained and registered. Returns (run id, site codes)."""
+    from mlops_workbench.core.storage import write_dataset
+    from mlops_workbench.experiments.definition import Experiment, IntParam, KFold
+    from mlops_workbench.features.definitions import Aggregation, Entity, FeatureService, FeatureView, OnDemandFeatureView, apply
+    from mlops_workbench.features.offline import build_features
+    from mlops_workbench.registry.gates import default_gates
+    from mlops_workbench.registry.validation import validate_model
+    from mlops_workbench.registry.versions import register_model
+    from mlops_workbench.training.fit import train
+    UTC = dt.timezone.utc
+    r = np.random.default_rng(seed)
+    sites = [f"site-{i:03d}" for i in range(40)]
+    m = 6000
+    times = [base + dt.timedelta(minutes=int(x)) for x in r.integers(0, 60 * 24 * 200, m)]
+    readings = pl.DataFrame({
+        "site_code": [None if r.random() < 0.02 else sites[i] for i in r.integers(0, len(sites), m)],
+        "read_at": [t.strftime("%Y-%m-%d %H:%M:%S") for t in times],  # as a CSV export would hold them
+        "temp": [None if r.random() < 0.1 else float(v) for v in r.normal(20, 5, m)],
+        "state": r.choice(["ok", "warn", "fault"], m).tolist()})
+    readings = readings.with_columns(pl.col("read_at").str.to_datetime("%Y-%m-%d %H:%M:%S", time_zone="UTC"))
+    write_dataset(ws, "readings", readings, source={"kind": "test", "location": "toy.jobs_world"})
+    n = 1500
+    days = [base + dt.timedelta(hours=int(x)) for x in r.integers(24 * 10, 24 * 200, n)]
+    crew_size = r.integers(1, 6, n)
+    jobs = pl.DataFrame({
+        "site_code": [None if r.random() < 0.03 else sites[i] for i in r.integers(0, len(sites), n)],
+        "planned_at": [d.isoformat() for d in days], "visit_day": [d.strftime("%Y-%m-%d") for d in days],
+        "crew_size": crew_size.tolist(), "crew": r.choice(["alpha", "beta", "gamma"], n).tolist(),
+        "duration": (30 + 10 * crew_size + r.normal(0, 5, n)).tolist()})
+    jobs = jobs.with_columns(pl.col("planned_at").str.to_datetime(time_zone="UTC").alias("event_timestamp")).drop("planned_at")
+    write_dataset(ws, "jobs", jobs, source={"kind": "test", "location": "toy.jobs_world"})
+    apply(ws, Entity("site", ["site_code"]),
+          FeatureView("site_stats", entity="site", source="readings", timestamp="read_at", ttl="14d",
+                      features={"last_temp": pl.col("temp"), "last_state": pl.col("state")},
+                      aggregations=[Aggregation("temp", "mean", "7d"), Aggregation("temp", "count", "30d")]),
+          OnDemandFeatureView("job_load", sources=["site_stats"], request={"crew_size": "int"},
+                              features={"temp_per_crew": pl.col("last_temp") / pl.col("crew_size")}),
+          FeatureService("site_svc", ["site_stats", "job_load"]))
+    build_features(ws, "site_stats")
+    exp = Experiment(name="job_duration", target="duration", task="regression", feature_service="site_svc", entities="jobs",
+                     exclude=["visit_day"], split=KFold(k=3), search_space={"num_leaves": IntParam(4, 16)},
+                     params={"num_threads": 1}, trials=1, num_boost_round=30)
+    run_id = train(ws, exp, {"num_leaves": 15, "min_child_samples": 5}, run_name="jobs").run_id
+    register_model(ws, run_id, "job_duration", validate_model(ws, run_id, default_gates("regression")), who="test")
+    return run_id, sites
