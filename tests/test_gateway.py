@@ -403,3 +403,33 @@ def test_two_workers_share_the_port_and_both_log(world):
     assert _counter(text, 'route="/v1/models/{name}/predict",status="200"') >= 60
     log = read_inference_log(ws).filter(pl.col("request_id").is_in(list(ids)))
     assert log.height == 60
+
+
+def test_spans_for_each_step_of_a_request(world, tmp_path):
+    "With --tracing, each predict is one trace: a request span (joining the caller's traceparent) over auth, validate, features, predict, log."
+    row, _, _ = _credit_row(world)
+    spans_file = tmp_path / "spans.jsonl"
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with gateway(world["ws"].root, "credit_default@candidate", args=["--tracing", f"file://{spans_file}"]) as (url, proc):
+        r = _post(url, "credit_default", {"rows": [row]}, world["keys"]["predictor"], headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+        assert r.status_code == 200
+        rid = r.json()["request_id"]
+        assert stop(proc) in (0, -15)
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines() if line.strip()]
+    mine = [s for s in spans if s["attributes"].get("request_id") == rid]
+    names = {s["name"]: s for s in mine}
+    assert set(names) == {"POST /v1/models/{name}/predict", "auth", "validate", "features", "predict", "log"}, sorted(names)
+    root = names["POST /v1/models/{name}/predict"]
+    assert root["context"]["trace_id"] == "0x" + trace_id and root["parent_id"] == "0x00f067aa0ba902b7"  # the caller's trace, continued
+    for n in ("auth", "validate", "features", "predict", "log"): assert names[n]["parent_id"] == root["context"]["span_id"], n
+    assert names["predict"]["attributes"]["model"] == "credit_default" and names["predict"]["attributes"]["rows"] == 1
+
+
+def test_serving_an_unknown_model_or_alias_fails_before_listening(world):
+    import subprocess, sys
+    from pathlib import Path
+    mlw = str(Path(sys.executable).with_name("mlw"))
+    for ref, why in [("churn@production", "model 'churn' not found"), ("credit_default@production", "has no alias 'production' (aliases: candidate -> v1)"),
+                     ("credit_default/9", "has no version 9"), ("credit_default", "names no alias or version")]:
+        p = subprocess.run([mlw, "serve", ref, "--workspace", str(world["ws"].root)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and why in p.stderr and "Traceback" not in p.stderr, (ref, p.stderr)  # a user error, as every verb

@@ -15,7 +15,7 @@ from ..security.rbac import Principal, authorize
 from ..security.keys import KeyAuthenticator
 from ..security import audit
 from ..observability.metrics import GatewayMetrics, prepare_multiproc_dir
-from ..observability.traces import span
+from ..observability.traces import span, request_span, configure_tracing, shutdown_tracing
 from ..observability.logs import bind_request_id
 from .refs import resolve_model
 from .model import load_served_model
@@ -241,7 +241,7 @@ async def predict(self: Gateway, request):
     "POST /v1/models/{name}/predict: authenticate, authorise, validate, enrich, predict, log."
     t0 = time.perf_counter_ns()
     rid, name, model, version = _request_id(request.headers), request.path_params["name"], "-", "-"
-    with bind_request_id(rid):
+    with bind_request_id(rid), request_span("POST " + PREDICT, request.headers, endpoint=name):  # joins a caller's traceparent
         try:
             with span("auth", request_id=rid, endpoint=name):
                 p = self.credentials.principal(request.headers)
@@ -394,6 +394,7 @@ def _announcement(ws: Workspace) -> "Path":
 @patch
 async def start(self: Gateway):
     "Open the inference log and audit writer, load the models, announce the process, start following aliases."
+    if self.settings.tracing: configure_tracing("mlw-gateway", self.settings.tracing)
     self.audit, self.started_at = _Audit(self.ws), utcnow()
     self.log = InferenceLog(self.ws, table=self.settings.log_table, flush_interval_s=self.settings.log_flush_s)
     await self._refresh()  # before the first request: a worker takes connections only once its models are loaded (or failed to)
@@ -412,6 +413,7 @@ async def stop(self: Gateway):
     if self.log is not None: await asyncio.get_running_loop().run_in_executor(None, self.log.close)
     if self.audit is not None: self.audit.close()
     if self.settings.metrics_dir: self.metrics.mark_process_dead()
+    if self.settings.tracing: shutdown_tracing()  # the spans still batched are exported
     with contextlib.suppress(FileNotFoundError, AttributeError): self._announced.unlink()
 
 def served_endpoints(ws: Workspace) -> list[dict]:
