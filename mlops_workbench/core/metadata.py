@@ -17,8 +17,9 @@ from .errors import *
 __all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'datasets', 'dataset_versions', 'validation_reports',
            'quality_metrics', 'alerts', 'alert_deliveries', 'feature_entities', 'feature_views', 'feature_services',
            'feature_builds', 'materializations', 'training_sets', 'model_audit', 'api_keys', 'audit_log', 'secrets',
-           'MIGRATIONS', 'MIGRATION_LOCK_KEY', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore', 'file_lock',
-           'sqlite_metadata', 'postgresql_metadata']
+           'environments', 'ACTIVE_DEPLOYMENT', 'deployments', 'environment_endpoints', 'MIGRATIONS',
+           'MIGRATION_LOCK_KEY', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore', 'file_lock', 'sqlite_metadata',
+           'postgresql_metadata']
 
 # %% ../../nbs/core/03_metadata.ipynb #4c8a09de
 class UTCDateTime(sa.types.TypeDecorator):
@@ -254,6 +255,55 @@ secrets = sa.Table("secrets", meta,
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False))
 
+# %% ../../nbs/core/03_metadata.ipynb #5a8e2c47
+environments = sa.Table("environments", meta,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("alias", sa.String(50)),  # the registry alias the environment serves (staging, production), or none
+    sa.Column("slo", sa.JSON, nullable=False),  # {"kind": "slo", "p99_ms", "error_rate", "min_rps"}
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False))
+
+ACTIVE_DEPLOYMENT = "finished_at IS NULL"  # a deployment is active until it finishes (succeeded, failed or rolled back)
+
+deployments = sa.Table("deployments", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("ref", sa.String(300), nullable=False),  # as asked: name@alias or name/version
+    sa.Column("environment", sa.String(100), nullable=False, index=True),
+    sa.Column("endpoint", sa.String(200), nullable=False),
+    sa.Column("strategy", sa.String(20), nullable=False),  # direct | blue_green | canary | shadow
+    sa.Column("state", sa.String(20), nullable=False, index=True),  # pending | staging | testing | rolling_out | succeeded | failed | rolled_back
+    sa.Column("previous_version", sa.Integer),  # what the environment served before: where a rollback goes
+    sa.Column("params", sa.JSON, nullable=False),  # the strategy's parameters (canary steps, warm time, ...)
+    sa.Column("steps", sa.JSON, nullable=False),  # per rollout step: traffic share, analysis, time
+    sa.Column("checks", sa.JSON, nullable=False),  # integration and performance results by name
+    sa.Column("transitions", sa.JSON, nullable=False),  # [{"state", "at", "by", "reason"}], oldest first
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("outcome", sa.String(20)),  # succeeded | failed | rolled_back, once finished
+    sa.Column("reason", sa.Text),  # why it failed or was rolled back
+    sa.Index("deployments_one_active", "environment", unique=True,
+             sqlite_where=sa.text(ACTIVE_DEPLOYMENT), postgresql_where=sa.text(ACTIVE_DEPLOYMENT)))
+
+environment_endpoints = sa.Table("environment_endpoints", meta,
+    sa.Column("environment", sa.String(100), primary_key=True),
+    sa.Column("endpoint", sa.String(200), primary_key=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("primary_version", sa.Integer, nullable=False),
+    sa.Column("candidate_version", sa.Integer),
+    sa.Column("candidate_share", sa.Float, nullable=False, default=0.0),  # 0..1 of requests (split) or copied (shadow)
+    sa.Column("mode", sa.String(20), nullable=False),  # split | shadow
+    sa.Column("generation", sa.BigInteger, nullable=False, index=True),  # rises with every change to any row
+    sa.Column("deployment_id", sa.Integer),  # the deployment that set it, if any
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False))
+
 # %% ../../nbs/core/03_metadata.ipynb #cff2ec24
 @dataclass(frozen=True)
 class Migration:
@@ -280,6 +330,9 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "model registry audit", lambda op: _create(op, model_audit)),
     Migration(6, "feature builds: rows left out and why", lambda op: _add_column(op, feature_builds, "dropped")),
     Migration(7, "security: API keys, audit log, secrets", lambda op: [_create(op, t) for t in (api_keys, audit_log, secrets)]),
+    Migration(8, "deployments, environments, traffic", lambda op: ([_create(op, t) for t in (environments, deployments, environment_endpoints)],
+              op.create_index("deployments_one_active", "deployments", ["environment"], unique=True,
+                              sqlite_where=sa.text(ACTIVE_DEPLOYMENT), postgresql_where=sa.text(ACTIVE_DEPLOYMENT)))),
 ]
 
 # %% ../../nbs/core/03_metadata.ipynb #9713709c
