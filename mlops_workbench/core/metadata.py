@@ -4,7 +4,7 @@
 
 # %% ../../nbs/core/03_metadata.ipynb #d18682cd
 from __future__ import annotations
-import contextlib, fcntl, sqlite3, time
+import contextlib, fcntl, hashlib, random, re, sqlite3, threading, time
 from pathlib import Path
 import datetime as dt
 from dataclasses import dataclass
@@ -18,8 +18,9 @@ __all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'data
            'quality_metrics', 'alerts', 'alert_deliveries', 'feature_entities', 'feature_views', 'feature_services',
            'feature_builds', 'materializations', 'training_sets', 'model_audit', 'api_keys', 'audit_log', 'secrets',
            'environments', 'ACTIVE_DEPLOYMENT', 'deployments', 'environment_endpoints', 'MIGRATIONS',
-           'MIGRATION_LOCK_KEY', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore', 'file_lock', 'sqlite_metadata',
-           'postgresql_metadata']
+           'MIGRATION_LOCK_KEY', 'TRANSIENT_SQLSTATES', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore',
+           'file_lock', 'sqlite_metadata', 'postgresql_metadata', 'is_transient', 'is_integrity', 'driver_error',
+           'db_errors', 'transact']
 
 # %% ../../nbs/core/03_metadata.ipynb #4c8a09de
 class UTCDateTime(sa.types.TypeDecorator):
@@ -353,13 +354,25 @@ def _pass_mlw_errors(ctx):
     "Let our own errors raised while binding values (say, a naive timestamp) through unwrapped."
     if isinstance(ctx.original_exception, MLWError): return ctx.original_exception
 
+class _Held:
+    "A named lock's state in this process: the thread lock, how deep its holder is, the backend's lock while held."
+    def __init__(self): self.rlock, self.depth, self.cm = threading.RLock(), 0, None
+
+_HELD: dict[tuple, _Held] = {}
+_HELD_GUARD = threading.Lock()
+
+def _held_lock(store: str, key: str) -> _Held:
+    with _HELD_GUARD: return _HELD.setdefault((store, key), _Held())
+
 class MetadataStore:
     "SQLAlchemy engine plus migrations for the workspace's metadata database."
     def __init__(self, url: str,
-                 migration_lock=None):  # `migration_lock()` -> context manager held while one migration applies; the backend supplies it
+                 migration_lock=None,  # `migration_lock()` -> context manager held while one migration applies; the backend supplies it
+                 named_lock=None):  # `named_lock(key)` -> context manager: a lock every process using this database shares; the backend supplies it
         self.engine = sa.create_engine(url, pool_pre_ping=True)
         self.name = self.engine.url.render_as_string(hide_password=True)
         self._migration_lock = migration_lock or contextlib.nullcontext
+        self._named_lock = named_lock or (lambda key: contextlib.nullcontext())  # one process (an in-memory database): the in-process lock is enough
         event.listen(self.engine, "handle_error", _pass_mlw_errors)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_connect)
@@ -399,6 +412,18 @@ class MetadataStore:
         return MLWError(f"metadata database {self.name!r} is unreachable or unreadable "
                         f"({type(e.orig).__name__}: {str(e.orig).strip().splitlines()[0]}); check the server or the file")
 
+    @contextlib.contextmanager
+    def lock(self, key: str):
+        "Context manager: the exclusive lock `key` (e.g. 'dataset:orders'), shared by every process on this database; re-entrant in a process."
+        held = _held_lock(self.name, key)
+        with held.rlock:  # threads of this process take turns here; only the outermost holder takes the backend's lock
+            if held.depth == 0: held.cm = self._named_lock(key); held.cm.__enter__()
+            held.depth += 1
+            try: yield
+            finally:
+                held.depth -= 1
+                if held.depth == 0: cm, held.cm = held.cm, None; cm.__exit__(None, None, None)
+
     def close(self): self.engine.dispose()
     def __repr__(self): return f"MetadataStore({self.name!r}, version={self.version})"
 
@@ -412,11 +437,16 @@ def file_lock(path: Path):
         try: yield
         finally: fcntl.flock(fh, fcntl.LOCK_UN)
 
+def _lock_file_name(key: str) -> str:
+    "A file name for lock `key`: readable, and unique even where two keys differ only by characters a file name cannot hold."
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", key)[:80] + "-" + hashlib.sha256(key.encode()).hexdigest()[:8] + ".lock"
+
 def sqlite_metadata(uri: str, ws=None) -> MetadataStore:
-    "The embedded metadata store: one SQLite file; migrations lock a file beside it."
+    "The embedded metadata store: one SQLite file; migrations and named locks lock files beside it."
     db = sa.engine.make_url(uri).database
-    lock = (lambda: file_lock(Path(db + ".migrate.lock"))) if db and db != ":memory:" else None
-    return MetadataStore(uri, migration_lock=lock)
+    if not db or db == ":memory:": return MetadataStore(uri)
+    return MetadataStore(uri, migration_lock=lambda: file_lock(Path(db + ".migrate.lock")),
+                         named_lock=lambda key: file_lock(Path(db + ".locks")/_lock_file_name(key)))
 
 MIGRATION_LOCK_KEY = 0x6d6c77  # 'mlw': the advisory-lock id migrations take on PostgreSQL
 
@@ -432,4 +462,67 @@ def postgresql_metadata(uri: str, ws=None) -> MetadataStore:
             try: yield
             finally: c.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY}); c.commit()
     store._migration_lock = advisory_lock
+    @contextlib.contextmanager
+    def named_lock(key: str):  # a session-level advisory lock on its own autocommit connection: no transaction stays open while held
+        k = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": k})
+            try: yield
+            finally: c.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": k})
+    store._named_lock = named_lock
     return store
+
+# %% ../../nbs/core/03_metadata.ipynb #c0ac1a03
+TRANSIENT_SQLSTATES = {"40001": "serialization failure", "40P01": "deadlock", "55P03": "lock not available"}  # PostgreSQL: run the transaction again
+
+def _orig(e: BaseException): return getattr(e, "orig", None) or e
+
+def _first(e: BaseException) -> str: return (str(_orig(e)).strip().splitlines() or [type(_orig(e)).__name__])[0][:300]
+
+def is_transient(e: BaseException) -> bool:
+    "Whether database error `e` asks for the transaction to run again (SQLite busy or locked; PostgreSQL serialization failure, deadlock, lock timeout)."
+    o = _orig(e)
+    if isinstance(o, sqlite3.OperationalError): return bool(re.search(r"database( table)? is locked|database is busy", str(o)))
+    return getattr(o, "sqlstate", None) in TRANSIENT_SQLSTATES
+
+def is_integrity(e: BaseException) -> bool:
+    "Whether database error `e` is a violated constraint (unique, foreign key, not null, check)."
+    return isinstance(e, (sa.exc.IntegrityError, sqlite3.IntegrityError)) or str(getattr(_orig(e), "sqlstate", "") or "").startswith("23")
+
+def driver_error(e: BaseException, what: str,  # the thing being written, named: "dataset 'orders'"
+                 conflict: str | None = None,  # what an integrity error means here, e.g. "it already exists"
+                 sqlite: bool | None = None,  # the database is SQLite (None: tell by the driver's error)
+                ) -> MLWError | None:
+    "The `Conflict` a user sees for driver error `e` while writing `what`; None when `e` is neither an integrity nor a transient error."
+    sqlite = isinstance(_orig(e), sqlite3.Error) if sqlite is None else sqlite
+    if is_integrity(e):
+        return Conflict(f"{what}: {conflict or 'another writer changed it at the same time'} ({_first(e)}); "
+                        "nothing was written: read its current state and try again")
+    if is_transient(e):
+        return Conflict(f"{what}: the metadata database stayed busy with other writers ({_first(e)}); nothing was written: try again"
+                        + ("; SQLite takes one writer at a time, so for many concurrent writers put the workspace's metadata on "
+                           "PostgreSQL (backends: metadata: postgresql://...)" if sqlite else ""))
+    return None
+
+@contextlib.contextmanager
+def db_errors(what: str, conflict: str | None = None):
+    "Context manager: integrity and transient driver errors raised in the block become `Conflict` naming `what`; others pass."
+    try: yield
+    except sa.exc.DBAPIError as e:
+        if (x := driver_error(e, what, conflict)) is None: raise
+        raise x from None
+
+def transact(store: MetadataStore, fn: Callable,  # `fn(c)`: the transaction's work; it may run more than once
+             *, what: str,  # the thing written, named, for the error: "dataset 'orders'"
+             conflict: str | None = None,  # what an integrity error means here
+             attempts: int = 8,  # tries for transient errors, with back-off (about 0.02s doubling, jittered)
+             ):
+    "Run `fn(c)` in one transaction of `store` and return its result; re-run it on transient errors; integrity errors become `Conflict`."
+    for i in range(attempts):
+        try:
+            with store.begin() as c: return fn(c)
+        except sa.exc.DBAPIError as e:
+            if is_transient(e) and i + 1 < attempts:
+                time.sleep(min(0.02 * 2 ** i, 1.0) * (0.5 + random.random())); continue
+            if (x := driver_error(e, what, conflict, sqlite=store.engine.dialect.name == "sqlite")) is None: raise
+            raise x from None
