@@ -414,12 +414,12 @@ class MetadataStore:
 
     @contextlib.contextmanager
     def lock(self, key: str):
-        "Context manager: the exclusive lock `key` (e.g. 'dataset:orders'), shared by every process on this database; re-entrant in a process."
+        "Context manager: the exclusive lock `key` (e.g. 'dataset:orders') every process on this database shares; re-entrant; yields True to the outermost holder."
         held = _held_lock(self.name, key)
         with held.rlock:  # threads of this process take turns here; only the outermost holder takes the backend's lock
             if held.depth == 0: held.cm = self._named_lock(key); held.cm.__enter__()
             held.depth += 1
-            try: yield
+            try: yield held.depth == 1
             finally:
                 held.depth -= 1
                 if held.depth == 0: cm, held.cm = held.cm, None; cm.__exit__(None, None, None)
