@@ -333,6 +333,13 @@ def _check_refs(ws: Workspace, d, pending: dict):
             if feat and feat not in v.feature_names:
                 raise NotFound(f"feature service {d.name!r}: view {view!r} has no feature {feat!r}; its features: {', '.join(v.feature_names)}")
 
+_APPLY_LOCK = 0x6d6c7766  # 'mlwf': PostgreSQL's advisory lock that applies take turns on
+
+def _take_turns(c):
+    "Hold the definitions' write lock from the first statement of transaction `c`, so concurrent applies run one after another."
+    if c.dialect.name == "postgresql": c.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _APPLY_LOCK})
+    else: c.execute(feature_views.update().where(sa.false()).values(version=feature_views.c.version))  # SQLite: a write first waits for the lock
+
 def apply(ws: Workspace, *definitions) -> list[Applied]:
     "Check every definition, then record new versions of those that changed, in one transaction."
     defs = [x for d in definitions for x in (d if isinstance(d, (list, tuple)) else [d])]
@@ -343,6 +350,7 @@ def apply(ws: Workspace, *definitions) -> list[Applied]:
     for d, _ in specs: _check_refs(ws, d, pending)
     out, now = [], utcnow()
     with ws.metadata.begin() as c:
+        _take_turns(c)  # reads the latest versions only once no other apply can add one: the loser of a race finds the winner's
         for d, spec in specs:
             table, h = _TABLES[d.kind], definition_hash(spec)
             last = _latest(c, table, d.name)

@@ -13,6 +13,7 @@ from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.metadata import feature_builds, training_sets, utcnow
 from ..core.storage import dataset_version, read_dataset, scan_partitions, write_dataset
+from ..data.ingest import dataset_lock, restore_on_failure
 from .definitions import *
 from .definitions import _check_view
 
@@ -118,28 +119,32 @@ def build_features(ws: Workspace, view: str, run_id: str | None = None) -> Featu
     if fv.kind != "batch": raise InvalidInput(f"feature view {view!r} is on-demand: it is computed at lookup time and has nothing to build")
     keys = get_entity(ws, fv.entity).join_keys
     _check_view(ws, fv, keys)  # the source may have changed since apply
-    src = dataset_version(ws, fv.source)
-    data = read_dataset(ws, fv.source, src.version)
-    nulls = _null_keys(data if fv.filter is None else data.filter(_as_expr(fv.filter)), keys)
-    if fv.unique and len(d := _duplicates(data.drop_nulls(keys), [*keys, fv.timestamp])):
-        raise InvalidInput(f"feature view {view!r} declares its rows unique, but dataset {fv.source!r} v{src.version} has several rows "
-                           f"for the same entity and time, e.g. {d.drop('len').row(0, named=True)} ({d['len'][0]} rows); "
-                           f"deduplicate the source or set unique=False (the last row then wins)")
-    # collected: per-entity windows need the entity's history at hand anyway, and an in-memory frame keeps its order in the files
-    rows = compute_view(fv, data, keys).collect()
-    rows = rows.with_columns(_partition_value(rows[fv.timestamp]).alias(PARTITION))
-    out = write_dataset(ws, offline_table(view), rows, kind="features", mode="overwrite", partition_by=[PARTITION],
-                        source={"kind": "feature_view", "location": f"{view} v{fv.version}"},
-                        description=f"offline store of feature view {view!r}",
-                        lineage={"inputs": [{"dataset": fv.source, "version": src.version}],
-                                 "steps": [{"feature_view": view, "version": fv.version, "hash": fv.hash}]}, run_id=run_id)
-    lo, hi = read_dataset(ws, out.dataset, out.version).select(pl.col(fv.timestamp).min().alias("lo"), pl.col(fv.timestamp).max().alias("hi")).collect().row(0)
-    null_keys = [k for k in keys if nulls[k]]
-    dropped = {f"null join key {', '.join(null_keys)}": nulls["__rows"]} if nulls["__rows"] else None
-    with ws.metadata.begin() as c:
-        bid = c.execute(feature_builds.insert().values(view=view, view_version=fv.version, source=fv.source, source_version=src.version,
-                        table=out.dataset, table_version=out.version, rows=out.row_count, min_event_time=lo, max_event_time=hi,
-                        run_id=run_id, created_at=utcnow(), dropped=dropped)).inserted_primary_key[0]
+    # builds of a view take turns on its offline table (a file lock, as every writer of a dataset): three notebooks building it
+    # at once make three versions, each recorded with its build, instead of racing to create the table; a build
+    # that fails removes what it wrote
+    with dataset_lock(ws, offline_table(view)), restore_on_failure(ws, offline_table(view)):
+        src = dataset_version(ws, fv.source)
+        data = read_dataset(ws, fv.source, src.version)
+        nulls = _null_keys(data if fv.filter is None else data.filter(_as_expr(fv.filter)), keys)
+        if fv.unique and len(d := _duplicates(data.drop_nulls(keys), [*keys, fv.timestamp])):
+            raise InvalidInput(f"feature view {view!r} declares its rows unique, but dataset {fv.source!r} v{src.version} has several rows "
+                               f"for the same entity and time, e.g. {d.drop('len').row(0, named=True)} ({d['len'][0]} rows); "
+                               f"deduplicate the source or set unique=False (the last row then wins)")
+        # collected: per-entity windows need the entity's history at hand anyway, and an in-memory frame keeps its order in the files
+        rows = compute_view(fv, data, keys).collect()
+        rows = rows.with_columns(_partition_value(rows[fv.timestamp]).alias(PARTITION))
+        out = write_dataset(ws, offline_table(view), rows, kind="features", mode="overwrite", partition_by=[PARTITION],
+                            source={"kind": "feature_view", "location": f"{view} v{fv.version}"},
+                            description=f"offline store of feature view {view!r}",
+                            lineage={"inputs": [{"dataset": fv.source, "version": src.version}],
+                                     "steps": [{"feature_view": view, "version": fv.version, "hash": fv.hash}]}, run_id=run_id)
+        lo, hi = read_dataset(ws, out.dataset, out.version).select(pl.col(fv.timestamp).min().alias("lo"), pl.col(fv.timestamp).max().alias("hi")).collect().row(0)
+        null_keys = [k for k in keys if nulls[k]]
+        dropped = {f"null join key {', '.join(null_keys)}": nulls["__rows"]} if nulls["__rows"] else None
+        with ws.metadata.begin() as c:
+            bid = c.execute(feature_builds.insert().values(view=view, view_version=fv.version, source=fv.source, source_version=src.version,
+                            table=out.dataset, table_version=out.version, rows=out.row_count, min_event_time=lo, max_event_time=hi,
+                            run_id=run_id, created_at=utcnow(), dropped=dropped)).inserted_primary_key[0]
     if dropped:
         warnings.warn(DroppedRows(
             f"feature view {view!r}: {nulls['__rows']:,} of {nulls['__all']:,} rows of dataset {fv.source!r} v{src.version} have a null join key "
