@@ -512,6 +512,7 @@ def mlw_serve(models: Param("models to serve: name@alias or name/version (or end
               port: Param("port to serve on", int) = 8000,
               host: Param("address to bind", str) = "127.0.0.1",
               workers: Param("processes answering on the port (one core each)", int) = 1,
+              env: Param("also serve what this deployment environment's traffic table says (primary, canary, shadow), following its changes", str) = None,
               oidc_issuer: Param("also accept bearer JWTs from this OIDC issuer (URL)", str) = None,
               oidc_audience: Param("the audience those tokens must carry", str) = None,
               oidc_roles_claim: Param("the claim holding a token's roles (a list, a scope string, or a dotted path)", str) = "roles",
@@ -525,10 +526,11 @@ def mlw_serve(models: Param("models to serve: name@alias or name/version (or end
     "Serve registered models over HTTP: authenticated, validated, enriched from the online store, logged."
     from mlops_workbench.serving.gateway import GatewaySettings, serve, _endpoints
     from mlops_workbench.serving.refs import resolve_model
-    if not models: raise InvalidInput("name a model to serve, e.g. `mlw serve credit_default@candidate`")
+    if not models and not env: raise InvalidInput("name a model to serve, e.g. `mlw serve credit_default@candidate`, or an environment (--env production)")
     ws = _open(workspace)
-    for ep, ref in _endpoints(models).items(): print(f"endpoint {ep}: {resolve_model(ws, ref)} ({ref})")  # unknown models fail here
-    s = GatewaySettings(list(models), max_body_bytes=max_body, max_batch=max_batch, reload_s=reload_s, oidc_issuer=oidc_issuer,
+    for ep, ref in _endpoints(models or [], env).items(): print(f"endpoint {ep}: {resolve_model(ws, ref)} ({ref})")  # unknown models fail here
+    if env: print(f"environment {env}: its endpoints as its traffic table says, followed every {reload_s:g} s")
+    s = GatewaySettings(list(models or []), environment=env, max_body_bytes=max_body, max_batch=max_batch, reload_s=reload_s, oidc_issuer=oidc_issuer,
                         oidc_audience=oidc_audience, oidc_roles_claim=oidc_roles_claim, log_flush_s=log_flush_s, tracing=tracing)
     print(f"gateway for {ws.root} at http://{host}:{port}/ (OpenAPI at /openapi.json; Ctrl-C or SIGTERM to stop)", flush=True)
     serve(ws, s, host=host, port=port, workers=workers, log_level=log_level)
