@@ -296,7 +296,7 @@ environment_endpoints = sa.Table("environment_endpoints", meta,
     sa.Column("environment", sa.String(100), primary_key=True),
     sa.Column("endpoint", sa.String(200), primary_key=True),
     sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("primary_version", sa.Integer, nullable=False),
+    sa.Column("primary_version", sa.Integer),  # null: the endpoint serves nothing (a first deployment that failed)
     sa.Column("candidate_version", sa.Integer),
     sa.Column("candidate_share", sa.Float, nullable=False, default=0.0),  # 0..1 of requests (split) or copied (shadow)
     sa.Column("mode", sa.String(20), nullable=False),  # split | shadow
