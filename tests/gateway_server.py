@@ -10,7 +10,7 @@ MLW = str(Path(sys.executable).with_name("mlw"))
 
 
 @contextlib.contextmanager
-def gateway(workspace, *refs, args=(), env=None, ready=True, timeout_s=90):
+def gateway(workspace, *refs, args=(), env=None, ready=True, timeout_s=180):
     """`mlw serve REFS...` on a free port; yields (base_url, process). Stops it with SIGTERM (drains its inference log)."""
     port = free_port()
     log = open(Path(workspace) / f"gateway-{port}.log", "w")

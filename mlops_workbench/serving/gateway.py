@@ -4,7 +4,7 @@
 
 # %% ../../nbs/serving/41_gateway.ipynb #e4eb19c2
 from __future__ import annotations
-import asyncio, contextlib, json, logging, os, re, threading, time
+import asyncio, contextlib, json, logging, os, re, threading, time, zlib
 import orjson
 from dataclasses import dataclass, field, asdict
 from fastcore.basics import patch
@@ -31,6 +31,7 @@ __all__ = ['TOKEN_CACHE', 'PREDICT', 'ENV_WORKSPACE', 'ENV_SETTINGS', 'GatewaySe
 class GatewaySettings:
     "What a gateway serves and how: models, limits, authentication, logging and telemetry."
     models: list  # refs to serve: 'name@alias', 'name/3', or 'endpoint=name@alias' to choose the endpoint's name
+    environment: str | None = None  # also serve what this deployment environment's traffic table says (deploy stage)
     max_body_bytes: int = 1_000_000  # a larger body is refused with 413 before it is read
     max_batch: int = 1000  # rows per request
     reload_s: float = 2.0  # how often aliases are re-resolved (a moved alias is served within this)
@@ -49,9 +50,9 @@ class GatewaySettings:
 
 _ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 
-def _endpoints(models: list) -> dict:
+def _endpoints(models: list, environment: str | None = None) -> dict:
     "endpoint name -> model ref, from GatewaySettings.models."
-    if not models: raise InvalidInput("the gateway serves no model; name at least one, e.g. credit_default@production")
+    if not models and not environment: raise InvalidInput("the gateway serves no model; name at least one, e.g. credit_default@production, or an environment")
     out = {}
     for m in models:
         name, _, ref = m.rpartition("=") if "=" in m else ("", "", m)
@@ -63,10 +64,16 @@ def _endpoints(models: list) -> dict:
 
 # %% ../../nbs/serving/41_gateway.ipynb #3b1200d5
 class Endpoint:
-    "One served model reference and the model currently loaded for it."
-    def __init__(self, name: str, ref: str, max_batch: int = 1000):
+    "One served endpoint: the model answering it, and (during a rollout) a candidate with its share of traffic."
+    def __init__(self, name: str, ref: str | None, max_batch: int = 1000):
         self.name, self.ref, self.max_batch = name, ref, max_batch
-        self.model, self.error, self.loaded_at, self.loads = None, None, None, 0
+        self.state = (None, None, 0.0, "split")  # primary, candidate, candidate share, mode: one tuple, swapped as one
+        self.error, self.loaded_at, self.loads, self.generation = None, None, 0, None
+
+    @property
+    def model(self): return self.state[0]
+    @property
+    def candidate(self): return self.state[1]
 
     def ready_model(self):
         "The loaded model, or Unavailable (503) saying why it is not loaded."
@@ -74,26 +81,49 @@ class Endpoint:
         if m is None: raise Unavailable(f"endpoint {self.name!r} ({self.ref}) is not ready: " + (str(self.error) if self.error else "its model is still loading"))
         return m
 
-    def refresh(self, ws: Workspace) -> bool:
-        "Load the version `ref` means now if it is not the one served; True when a new model was swapped in."
+    def _swap(self, primary, candidate=None, share: float = 0.0, mode: str = "split"):
+        self.state, self.error, self.loaded_at = (primary, candidate, share if candidate is not None else 0.0, mode), None, utcnow()
+
+    def refresh(self, ws: Workspace) -> list:
+        "Load the version `ref` means now if it is not the one served; the models newly loaded."
         try:
             target = resolve_model(ws, self.ref)
-            if self.model is not None and self.model.version == target.version and self.model.name == target.name: return False
+            m = self.model
+            if m is not None and m.version == target.version and m.name == target.name: return []
             model = load_served_model(ws, target, self.max_batch)  # beside the old one: requests keep using it meanwhile
         except MLWError as e:
             self.error = e
-            return False
-        self.model, self.error, self.loaded_at = model, None, utcnow()  # one reference assignment: the swap
+            return []
+        self._swap(model)  # one reference assignment: the swap
         self.loads += 1
-        return True
+        return [model]
+
+    def follow(self, ws: Workspace, row: dict) -> list:
+        "Serve what an environment's traffic row says (primary, candidate, share, mode); the models newly loaded."
+        have = {(m.name, m.version): m for m in self.state[:2] if m is not None}
+        fresh = []
+        def get(v):
+            if v is None: return None
+            m = have.get((row["model"], v))
+            if m is None: m = load_served_model(ws, f"{row['model']}/{v}", self.max_batch); fresh.append(m)
+            return m
+        try: primary, candidate = get(row["primary_version"]), get(row["candidate_version"])
+        except MLWError as e:
+            self.error = e
+            return []
+        self.ref = f"{row['model']}/{row['primary_version']}"
+        self._swap(primary, candidate, float(row["candidate_share"] or 0.0), row["mode"])
+        self.generation, self.loads = row["generation"], self.loads + len(fresh)
+        return fresh
 
     def describe(self) -> dict:
-        "What a client may know about this endpoint: its model, version, task, inputs and state."
-        m = self.model
+        "What a client may know about this endpoint: its model, version, task, inputs, traffic and state."
+        m, cand, share, mode = self.state
         d = {"endpoint": self.name, "ref": self.ref, "ready": m is not None, "error": None if self.error is None else str(self.error)}
         if m is not None:
             d.update(model=m.name, version=m.version, run_id=m.run_id, task=m.task, features=list(m.features),
-                     feature_service=getattr(m, "service_name", None), loaded_at=self.loaded_at.isoformat())
+                     feature_service=m.service.name if m.service else None, loaded_at=self.loaded_at.isoformat())
+        if cand is not None: d["candidate"] = {"version": cand.version, "share": share, "mode": mode}
         return d
 
 # %% ../../nbs/serving/41_gateway.ipynb #2f248be8
@@ -194,7 +224,8 @@ class Gateway:
     "The shared state and the handlers of one gateway process."
     def __init__(self, ws: Workspace, settings: GatewaySettings, metrics: GatewayMetrics | None = None):
         self.ws, self.settings = ws, settings
-        self.endpoints = {n: Endpoint(n, r, settings.max_batch) for n, r in _endpoints(settings.models).items()}
+        self.endpoints = {n: Endpoint(n, r, settings.max_batch) for n, r in _endpoints(settings.models, settings.environment).items()}
+        self.traffic_generation = None  # of the environment's traffic table, as last read
         self.credentials = _Credentials(ws, settings)
         self.metrics = metrics or GatewayMetrics(multiproc_dir=settings.metrics_dir)
         self.log = self.audit = self._reloader = None
@@ -229,6 +260,34 @@ class Gateway:
         if ep is None: raise NotFound(f"no endpoint {name!r} on this gateway; endpoints: {', '.join(self.endpoints)}")
         return ep
 
+# %% ../../nbs/serving/41_gateway.ipynb #00594717
+def _routing_key(headers, body, m, rid: str) -> str:
+    "What keeps a caller on one model: X-Routing-Key, else the first row's entity key, else the request id."
+    key = headers.get("x-routing-key")
+    if key: return key
+    try:
+        row = body["rows"][0]
+        if m.entity_keys and all(k in row for k in m.entity_keys): return "\x1f".join(str(row[k]) for k in m.entity_keys)
+    except (KeyError, IndexError, TypeError): pass
+    return rid
+
+def _route(state: tuple, headers, body, rid: str):
+    "The model that answers, and the model that shadows (or None), for this request under an endpoint's traffic `state`."
+    m, cand, share, mode = state
+    if cand is None or share <= 0: return m, None
+    picked = zlib.crc32(_routing_key(headers, body, m, rid).encode()) < share * 2**32
+    if mode == "shadow": return m, cand if picked else None
+    return (cand if picked else m), None
+
+@patch
+def _shadow(self: Gateway, m, rid: str, endpoint: str, caller: str, body: dict):
+    "The candidate predicts the same rows; its outputs go to the inference log only. Its failures are logged, never answered."
+    t0 = time.perf_counter_ns()
+    try:
+        rows = m.validate(body); m.enrich(rows); pred = m.score(rows)
+        self._log_rows(rid, f"{endpoint}:shadow", m, caller, body["rows"], pred, (time.perf_counter_ns() - t0) // 1000)
+    except Exception as e: _log.warning("shadow %s v%s failed on request %s: %s", m.name, m.version, rid, e)
+
 # %% ../../nbs/serving/41_gateway.ipynb #619bc147
 def _reason(e: MLWError) -> str:
     "A short label for an authentication failure (for the metric): the reason code keys and OIDC give, else 'missing' or 'invalid'."
@@ -245,18 +304,22 @@ async def predict(self: Gateway, request):
         try:
             with span("auth", request_id=rid, endpoint=name):
                 p = self.credentials.principal(request.headers)
-                m = self.endpoint(name).ready_model()
+                ep = self.endpoint(name)
+                m = ep.ready_model()
                 model, version = m.name, str(m.version)
                 try: authorize(p, "model.predict", f"model:{m.name}")
                 except Forbidden as e:
                     e.principal = p.name
                     raise
             body = await _read_json(request, self.settings.max_body_bytes)
+            m, shadow = _route(ep.state, request.headers, body, rid)
+            model, version = m.name, str(m.version)
             with span("validate", request_id=rid, model=m.name, version=m.version): rows = m.validate(body)
             with span("features", request_id=rid, model=m.name, version=m.version, rows=len(rows)): m.enrich(rows)
             with span("predict", request_id=rid, model=m.name, version=m.version, rows=len(rows)): pred = m.score(rows)
             latency_us = (time.perf_counter_ns() - t0) // 1000
             with span("log", request_id=rid): self._log_rows(rid, name, m, p.name, body["rows"], pred, latency_us)
+            if shadow is not None: self._shadow(shadow, rid, name, p.name, body)
             status, resp = 200, self._json(200, {"request_id": rid, "endpoint": name, **pred.to_dict()},
                                            {"x-request-id": rid})
         except MLWError as e: status, resp = e.http_status, self._fail(e, rid, PREDICT, name)
@@ -366,20 +429,36 @@ def _log_rows(self: Gateway, rid: str, endpoint: str, m, caller: str, sent: list
         self.log.log({**base, "row": i, "at": at, "inputs": row, "features": used, "output": o, "prediction": p, "label": label})
 
 # %% ../../nbs/serving/41_gateway.ipynb #d08aa511
+def _traffic(ws: Workspace, environment: str, since: int | None) -> list[dict] | None:
+    "The environment's traffic rows, or None when nothing changed since generation `since` (one cheap query then)."
+    import sqlalchemy as sa
+    from mlops_workbench.core.metadata import environment_endpoints as t
+    with ws.metadata.begin() as c:
+        top = c.execute(sa.select(sa.func.max(t.c.generation)).where(t.c.environment == environment)).scalar()
+        if top is None or top == since: return None
+        return [r._asdict() for r in c.execute(sa.select(t).where(t.c.environment == environment))]
+
 @patch
 async def _refresh(self: Gateway):
-    "Load what each endpoint's reference means now, where that changed; audit and count each load."
+    "Load what each endpoint should serve now, where that changed; audit and count each load."
     loop = asyncio.get_running_loop()
-    for ep in self.endpoints.values():
-        old = ep.model
-        if await loop.run_in_executor(None, ep.refresh, self.ws):
-            m = ep.model
+    work = [(ep, ep.refresh, ()) for ep in self.endpoints.values() if ep.ref is not None and ep.generation is None]
+    if self.settings.environment:
+        rows = await loop.run_in_executor(None, _traffic, self.ws, self.settings.environment, self.traffic_generation)
+        for row in rows or ():
+            ep = self.endpoints.get(row["endpoint"]) or self.endpoints.setdefault(row["endpoint"], Endpoint(row["endpoint"], None, self.settings.max_batch))
+            if ep.generation != row["generation"]: work.append((ep, ep.follow, (row,)))
+        if rows: self.traffic_generation = max(r["generation"] for r in rows)
+    for ep, step, args in work:
+        before = {(m.name, m.version) for m in ep.state[:2] if m is not None}
+        for m in await loop.run_in_executor(None, step, self.ws, *args):
             self.audit("gateway", "model.load", f"model:{m.name}", "ok", {"endpoint": ep.name, "version": m.version, "ref": ep.ref,
-                                                                          "replaced": None if old is None else old.version})
+                                                                          "environment": self.settings.environment})
             self.metrics.set_model_loaded(m.name, m.version)
-            if old is not None: self.metrics.set_model_loaded(old.name, old.version, False)
-            _log.info("endpoint %s serves %s v%s (%s)", ep.name, m.name, m.version, ep.ref)
-        elif ep.error is not None and ep.model is None: _log.warning("endpoint %s is not ready: %s", ep.name, ep.error)
+            _log.info("endpoint %s loaded %s v%s (%s)", ep.name, m.name, m.version, ep.ref)
+        for name, version in before - {(m.name, m.version) for m in ep.state[:2] if m is not None}: self.metrics.set_model_loaded(name, version, False)
+        if ep.error is not None and ep.model is None: _log.warning("endpoint %s is not ready: %s", ep.name, ep.error)
+        if ep.error is not None and step == ep.follow: self.traffic_generation = None  # read the table again next time: retry
 
 @patch
 async def _reload_loop(self: Gateway):
@@ -461,7 +540,7 @@ def serve(ws: Workspace, settings: GatewaySettings, host: str = "127.0.0.1", por
     "Run the gateway with uvicorn (uvloop, httptools) until SIGTERM/SIGINT; `workers` processes share the port."
     import tempfile, uvicorn
     settings.port = port
-    _endpoints(settings.models)  # bad refs fail here, before any process starts
+    _endpoints(settings.models, settings.environment)  # bad refs fail here, before any process starts
     os.environ[ENV_WORKSPACE], os.environ["MLW_LOG_LEVEL"] = str(ws.root), log_level.upper()
     if workers > 1 and not settings.metrics_dir: settings.metrics_dir = tempfile.mkdtemp(prefix="mlw-metrics-")
     if settings.metrics_dir: os.environ.update(prepare_multiproc_dir(settings.metrics_dir))  # prometheus_client reads it in each worker
