@@ -492,30 +492,32 @@ def is_integrity(e: BaseException) -> bool:
 def driver_error(e: BaseException, what: str,  # the thing being written, named: "dataset 'orders'"
                  conflict: str | None = None,  # what an integrity error means here, e.g. "it already exists"
                  sqlite: bool | None = None,  # the database is SQLite (None: tell by the driver's error)
+                 then: str | None = None,  # what happened and what to do next (default: "nothing was written: ...")
                 ) -> MLWError | None:
     "The `Conflict` a user sees for driver error `e` while writing `what`; None when `e` is neither an integrity nor a transient error."
     sqlite = isinstance(_orig(e), sqlite3.Error) if sqlite is None else sqlite
     if is_integrity(e):
         return Conflict(f"{what}: {conflict or 'another writer changed it at the same time'} ({_first(e)}); "
-                        "nothing was written: read its current state and try again")
+                        f"{then or 'nothing was written: read its current state and try again'}")
     if is_transient(e):
-        return Conflict(f"{what}: the metadata database stayed busy with other writers ({_first(e)}); nothing was written: try again"
+        return Conflict(f"{what}: the metadata database stayed busy with other writers ({_first(e)}); {then or 'nothing was written: try again'}"
                         + ("; SQLite takes one writer at a time, so for many concurrent writers put the workspace's metadata on "
                            "PostgreSQL (backends: metadata: postgresql://...)" if sqlite else ""))
     return None
 
 @contextlib.contextmanager
-def db_errors(what: str, conflict: str | None = None):
+def db_errors(what: str, conflict: str | None = None, then: str | None = None):
     "Context manager: integrity and transient driver errors raised in the block become `Conflict` naming `what`; others pass."
     try: yield
     except sa.exc.DBAPIError as e:
-        if (x := driver_error(e, what, conflict)) is None: raise
+        if (x := driver_error(e, what, conflict, then=then)) is None: raise
         raise x from None
 
 def transact(store: MetadataStore, fn: Callable,  # `fn(c)`: the transaction's work; it may run more than once
              *, what: str,  # the thing written, named, for the error: "dataset 'orders'"
              conflict: str | None = None,  # what an integrity error means here
              attempts: int = 8,  # tries for transient errors, with back-off (about 0.02s doubling, jittered)
+             then: str | None = None,  # the error's last words: what happened and what to do next
              ):
     "Run `fn(c)` in one transaction of `store` and return its result; re-run it on transient errors; integrity errors become `Conflict`."
     for i in range(attempts):
@@ -524,5 +526,5 @@ def transact(store: MetadataStore, fn: Callable,  # `fn(c)`: the transaction's w
         except sa.exc.DBAPIError as e:
             if is_transient(e) and i + 1 < attempts:
                 time.sleep(min(0.02 * 2 ** i, 1.0) * (0.5 + random.random())); continue
-            if (x := driver_error(e, what, conflict, sqlite=store.engine.dialect.name == "sqlite")) is None: raise
+            if (x := driver_error(e, what, conflict, sqlite=store.engine.dialect.name == "sqlite", then=then)) is None: raise
             raise x from None
