@@ -573,17 +573,19 @@ def mlw_serve(models: Param("models to serve: name@alias or name/version (or end
               reload_s: Param("seconds between checks for a moved alias", float) = 2.0,
               log_flush_s: Param("inference log flush interval: a crash loses at most this much", float) = 1.0,
               tracing: Param("OpenTelemetry spans: console, memory, or an OTLP/HTTP endpoint URL", str) = None,
+              fault: Param("CHAOS TESTS ONLY (off unless given): inject errors/delay into a version, e.g. 'version=2,error_rate=0.5,delay_ms=200,after_s=30'", str) = None,
               log_level: Param("log level", str) = "info",
               workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "Serve registered models over HTTP: authenticated, validated, enriched from the online store, logged."
-    from mlops_workbench.serving.gateway import GatewaySettings, serve, _endpoints
+    from mlops_workbench.serving.gateway import GatewaySettings, Fault, serve, _endpoints
     from mlops_workbench.serving.refs import resolve_model
     if not models and not env: raise InvalidInput("name a model to serve, e.g. `mlw serve credit_default@candidate`, or an environment (--env production)")
     ws = _open(workspace)
     for ep, ref in _endpoints(models or [], env).items(): print(f"endpoint {ep}: {resolve_model(ws, ref)} ({ref})")  # unknown models fail here
     if env: print(f"environment {env}: its endpoints as its traffic table says, followed every {reload_s:g} s")
     s = GatewaySettings(list(models or []), environment=env, max_body_bytes=max_body, max_batch=max_batch, reload_s=reload_s, oidc_issuer=oidc_issuer,
-                        oidc_audience=oidc_audience, oidc_roles_claim=oidc_roles_claim, log_flush_s=log_flush_s, tracing=tracing)
+                        oidc_audience=oidc_audience, oidc_roles_claim=oidc_roles_claim, log_flush_s=log_flush_s, tracing=tracing, fault=fault)
+    if fault: print(f"FAULT INJECTION ON (chaos testing): {Fault.parse(fault)}", file=sys.stderr)
     print(f"gateway for {ws.root} at http://{host}:{port}/ (OpenAPI at /openapi.json; Ctrl-C or SIGTERM to stop)", flush=True)
     serve(ws, s, host=host, port=port, workers=workers, log_level=log_level)
 

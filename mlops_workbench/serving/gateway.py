@@ -4,7 +4,7 @@
 
 # %% ../../nbs/serving/41_gateway.ipynb #e4eb19c2
 from __future__ import annotations
-import asyncio, contextlib, json, logging, os, re, threading, time, zlib
+import asyncio, contextlib, json, logging, os, random, re, threading, time, zlib
 import orjson
 from dataclasses import dataclass, field, asdict
 from fastcore.basics import patch
@@ -22,9 +22,9 @@ from .model import load_served_model
 from .inference_log import InferenceLog
 
 # %% auto #0
-__all__ = ['TOKEN_CACHE', 'PREDICT', 'ENV_WORKSPACE', 'ENV_SETTINGS', 'GatewaySettings', 'Endpoint', 'PayloadTooLarge',
-           'UnsupportedMediaType', 'Gateway', 'served_endpoints', 'create_app', 'app_from_env', 'serve',
-           'GatewayProcess', 'gateway_process']
+__all__ = ['TOKEN_CACHE', 'PREDICT', 'ENV_WORKSPACE', 'ENV_SETTINGS', 'GatewaySettings', 'InjectedFault', 'Fault', 'Endpoint',
+           'PayloadTooLarge', 'UnsupportedMediaType', 'Gateway', 'served_endpoints', 'create_app', 'app_from_env',
+           'serve', 'GatewayProcess', 'gateway_process']
 
 # %% ../../nbs/serving/41_gateway.ipynb #b5c6dd14
 @dataclass
@@ -44,6 +44,7 @@ class GatewaySettings:
     tracing: str | None = None  # None (off), 'console', 'memory' or an OTLP endpoint URL
     public_metrics: bool = True  # /metrics without credentials (Prometheus scrapes it on a private network)
     port: int | None = None  # where the server listens (announced for dashboards; the server is started by `serve`)
+    fault: str | None = None  # chaos tests only, never on unless given: e.g. 'version=2,error_rate=0.5,delay_ms=200,after_s=5' (see `Fault`)
     def to_json(self) -> str: return json.dumps(asdict(self))
     @classmethod
     def from_json(cls, s: str) -> GatewaySettings: return cls(**json.loads(s))
@@ -61,6 +62,43 @@ def _endpoints(models: list, environment: str | None = None) -> dict:
         if name in out: raise InvalidInput(f"two models are served as endpoint {name!r} ({out[name]} and {ref}); name one: other={ref}")
         out[name] = ref
     return out
+
+# %% ../../nbs/serving/41_gateway.ipynb #f4u1t0cd
+class InjectedFault(Unavailable):
+    "An error a chaos test asked the gateway to answer (`--fault`)."
+
+@dataclass(frozen=True)
+class Fault:
+    "A fault injected into one served version for chaos tests: errors and/or a delay, from `after_s` after the gateway started."
+    version: int | None = None  # the version hit (None: every version)
+    model: str | None = None  # the model hit (None: any)
+    error_rate: float = 0.0  # share of its predict requests answered 503, 0..1
+    delay_ms: float = 0.0  # added to each of its predict requests
+    after_s: float = 0.0  # seconds after the gateway started
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        "A Fault from 'key=value,...' (keys: version, model, error_rate, delay_ms, after_s)."
+        kinds = {"version": int, "model": str, "error_rate": float, "delay_ms": float, "after_s": float}
+        out = {}
+        for part in (p.strip() for p in str(spec).split(",") if p.strip()):
+            k, eq, v = part.partition("=")
+            k = k.strip()
+            if not eq or k not in kinds: raise InvalidInput(f"fault {spec!r}: {part!r} is not key=value with a key from {', '.join(kinds)}; e.g. 'version=2,error_rate=0.5,after_s=5'")
+            try: out[k] = kinds[k](v.strip())
+            except ValueError: raise InvalidInput(f"fault {spec!r}: {k}={v!r} is not a {kinds[k].__name__}") from None
+        f = cls(**out)
+        if not 0 <= f.error_rate <= 1 or f.delay_ms < 0 or f.after_s < 0: raise InvalidInput(f"fault {spec!r}: error_rate must be 0..1, delay_ms and after_s >= 0")
+        if not (f.error_rate or f.delay_ms): raise InvalidInput(f"fault {spec!r} injects nothing: give error_rate and/or delay_ms")
+        return f
+    def hits(self, m, elapsed_s: float) -> bool:
+        return elapsed_s >= self.after_s and self.version in (None, m.version) and self.model in (None, m.name)
+    async def inject(self, m, elapsed_s: float):
+        "Delay and/or fail this request when the fault hits model `m` now."
+        if not self.hits(m, elapsed_s): return
+        if self.delay_ms: await asyncio.sleep(self.delay_ms / 1000)
+        if self.error_rate and random.random() < self.error_rate:
+            raise InjectedFault(f"injected fault (chaos test, `--fault`): {m.name} v{m.version} answers errors at rate {self.error_rate:g}")
+
 
 # %% ../../nbs/serving/41_gateway.ipynb #3b1200d5
 class Endpoint:
@@ -230,6 +268,7 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics(multiproc_dir=settings.metrics_dir)
         self.log = self.audit = self._reloader = None
         self.started_at = None
+        self.fault, self._t0 = Fault.parse(settings.fault) if settings.fault else None, time.monotonic()
 
     def _json(self, status: int, body: dict, headers: dict | None = None):
         from starlette.responses import Response
@@ -314,6 +353,7 @@ async def predict(self: Gateway, request):
             body = await _read_json(request, self.settings.max_body_bytes)
             m, shadow = _route(ep.state, request.headers, body, rid)
             model, version = m.name, str(m.version)
+            if self.fault is not None: await self.fault.inject(m, time.monotonic() - self._t0)
             with span("validate", request_id=rid, model=m.name, version=m.version): rows = m.validate(body)
             with span("features", request_id=rid, model=m.name, version=m.version, rows=len(rows)): m.enrich(rows)
             with span("predict", request_id=rid, model=m.name, version=m.version, rows=len(rows)): pred = m.score(rows)
@@ -476,12 +516,15 @@ async def start(self: Gateway):
     if self.settings.tracing: configure_tracing("mlw-gateway", self.settings.tracing)
     self.audit, self.started_at = _Audit(self.ws), utcnow()
     self.log = InferenceLog(self.ws, table=self.settings.log_table, flush_interval_s=self.settings.log_flush_s)
+    if self.fault is not None: _log.warning("FAULT INJECTION ON (chaos testing): %s", self.fault)
+    self._t0 = time.monotonic()
     await self._refresh()  # before the first request: a worker takes connections only once its models are loaded (or failed to)
     self._reloader = asyncio.create_task(self._reload_loop())
     self._announced = _announcement(self.ws)
     self._announced.parent.mkdir(parents=True, exist_ok=True)
     self._announced.write_text(json.dumps({"pid": os.getpid(), "port": self.settings.port, "started_at": self.started_at.isoformat(),
-                                           "endpoints": {n: ep.ref for n, ep in self.endpoints.items()}}))
+                                           "endpoints": {n: ep.ref for n, ep in self.endpoints.items()},
+                                           "environment": self.settings.environment, "fault": self.settings.fault}))
 
 @patch
 async def stop(self: Gateway):
