@@ -398,7 +398,10 @@ end
 _RESPONSE = """function response(status, headers, body)
   responses = responses + 1
   if status < 200 or status > 299 then non2xx = non2xx + 1 end
-  if limit > 0 and responses >= limit then wrk.thread:stop() end
+  if limit > 0 and responses == limit then
+    io.write("WRK_THREAD_DONE\\n"); io.flush()  -- run_wrk ends the run (SIGINT) once every thread has said so
+    wrk.thread:stop()
+  end
 end"""
 
 def wrk_script(body: str,  # the JSON body every request POSTs
@@ -445,16 +448,34 @@ def run_wrk(url: str,  # the URL every request goes to
         cmd = [exe, f"-t{threads}", f"-c{int(connections)}", f"-d{max(1, math.ceil(duration_s))}s", "--latency",
                f"--timeout={max(1, math.ceil(timeout_s))}s", "-s", str(script), url]
         if cpu is not None and shutil.which("taskset"): cmd = ["taskset", "-c", str(cpu), *cmd]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
-    line = next((l for l in p.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
-    if p.returncode != 0 or line is None:
-        raise MLWError(f"wrk against {url} failed (status {p.returncode}): {(p.stderr or p.stdout)[-800:]}")
+        out, rc = _wrk_output(cmd, threads, duration_s + 60)
+    line = next((l for l in out.splitlines() if l.startswith("WRK_JSON ")), None)
+    if rc != 0 or line is None:
+        raise MLWError(f"wrk against {url} failed (status {rc}): {out[-800:]}")
     r = json.loads(line[len("WRK_JSON "):])
     errors = {k: int(r[k]) for k in ("connect", "read", "write", "status", "timeout", "non2xx") if r.get(k)}
     secs = r["duration_us"] / 1e6
     return {"rps": r["requests"] / secs if secs else 0.0, "requests": int(r["requests"]), "duration_s": secs,
             **{k: r[f"{k}_us"] / 1e3 for k in ("p50", "p90", "p95", "p99", "max", "mean")},
-            "percentiles": [[p_, us / 1e3] for p_, us in r["percentiles_us"]], "errors": errors, "raw": p.stdout}
+            "percentiles": [[p_, us / 1e3] for p_, us in r["percentiles_us"]], "errors": errors, "raw": out}
+
+def _wrk_output(cmd: list, threads: int, limit_s: float) -> tuple[str, int]:
+    "Run wrk; once every thread has reported its request count reached, SIGINT it (it stops, prints its figures and exits)."
+    import signal, threading
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    guard = threading.Timer(limit_s, p.kill)  # a wrk that hangs is killed, and its run fails
+    guard.start()
+    lines, done = [], 0
+    try:
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("WRK_THREAD_DONE"):
+                done += 1
+                if done == threads and p.poll() is None: p.send_signal(signal.SIGINT)  # wrk's handler ends the run early, figures intact
+        return "".join(lines), p.wait()
+    finally:
+        guard.cancel()
+        if p.poll() is None: p.kill(); p.wait()
 
 # %% ../../nbs/deploy/30a_checks.ipynb #f6844edd
 def _nonneg(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
