@@ -2,25 +2,13 @@
 
 A server runs in its own session (process group), so `Server.stop` ends it and every process it started (MLflow's
 `models serve` runs uvicorn as a child) with one signal; should the bench itself be killed, the kernel sends the server
-SIGTERM (PR_SET_PDEATHSIG), so nothing outlives it. wrk POSTs one JSON body
-from a Lua script whose `done` hook prints the figures as one JSON line (exact microseconds, error counts by kind),
-so nothing depends on parsing wrk's human units.
+SIGTERM (PR_SET_PDEATHSIG), so nothing outlives it. wrk POSTs one JSON body from a Lua script whose `done` hook
+prints the figures as one JSON line (exact microseconds, error counts by kind), so nothing depends on parsing wrk's
+human units: the script and the runner are the package's (`mlops_workbench.deploy.checks.wrk_script` and `run_wrk`,
+which a deployment's performance check uses too); `lua_script` and `wrk` here keep the bench's call shapes.
 """
-import ctypes, json, os, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+import ctypes, os, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
-
-_LUA = """wrk.method = "POST"
-wrk.body = [==[{body}]==]
-{headers}
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('WRK_JSON {{"requests": %.0f, "duration_us": %.0f, "p50_us": %.0f, "p90_us": %.0f, "p99_us": %.0f, '
-    .. '"max_us": %.0f, "mean_us": %.1f, "connect": %.0f, "read": %.0f, "write": %.0f, "status": %.0f, "timeout": %.0f}}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
-end
-"""
-
 
 def _die_with_parent():
     "In the child before exec: SIGTERM when the bench dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG survives exec)."
@@ -93,23 +81,14 @@ class Server:
 
 
 def lua_script(path: Path, body: str, headers: dict | None = None) -> Path:
-    "Write a wrk script that POSTs `body` (JSON) with `headers`."
-    if "]==]" in body: raise ValueError("the request body contains ']==]', which ends the Lua string holding it")
-    hs = "\n".join(f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in {"Content-Type": "application/json", **(headers or {})}.items())
-    path.write_text(_LUA.format(body=body, headers=hs))
+    "Write a wrk script that POSTs `body` (JSON) with `headers` (no per-answer Lua hook: wrk's own 4xx/5xx count only)."
+    from mlops_workbench.deploy.checks import wrk_script
+    path.write_text(wrk_script(body, headers, count_status=False))
     return path
 
 
 def wrk(url: str, script: Path, seconds: float, connections: int = 16, threads: int = 1, cpu: int | None = 1,
         timeout: str = "2s") -> dict:
-    "One wrk run: requests/s, latency percentiles in ms, error counts."
-    cmd = pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", f"--timeout={timeout}",
-                  "-s", str(script), url], cpu)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
-    line = next((l for l in p.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
-    if p.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed (status {p.returncode}): {(p.stderr or p.stdout)[-800:]}")
-    r = json.loads(line[len("WRK_JSON "):])
-    errors = {k: int(r[k]) for k in ("connect", "read", "write", "status", "timeout") if r[k]}
-    return {"rps": r["requests"] / (r["duration_us"] / 1e6), "requests": int(r["requests"]), "p50": r["p50_us"] / 1e3,
-            "p90": r["p90_us"] / 1e3, "p99": r["p99_us"] / 1e3, "max": r["max_us"] / 1e3, "errors": errors, "raw": p.stdout}
+    "One wrk run: requests/s, latency percentiles in ms, error counts (and p95, mean, duration, a spread of percentiles)."
+    from mlops_workbench.deploy.checks import run_wrk
+    return run_wrk(url, script, seconds, connections, threads, cpu, timeout_s=float(timeout.rstrip("s")))
