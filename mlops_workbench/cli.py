@@ -477,6 +477,13 @@ def mlw_deploy(target: Param("MODEL@alias or MODEL/version to deploy; or status,
                env: Param("the environment: staging, production, or one defined by name (required to deploy and roll back)", str) = None,
                strategy: Param("deploy: how the version reaches traffic", str, choices=["direct", "blue_green", "canary", "shadow"]) = "direct",
                endpoint: Param("deploy: the endpoint's name (default: the model's)", str) = None,
+               gateway: Param("deploy: the URL of the gateway following the environment (default: the running `mlw serve --env ENV` found)", str) = None,
+               steps: Param("deploy (canary): traffic shares, e.g. 0.05,0.25,0.5,1", str) = None,
+               step_s: Param("deploy (canary): seconds per step", float) = None,
+               warm_s: Param("deploy (blue_green): seconds the old version stays warm for an instant switch back", float) = None,
+               window_s: Param("deploy (shadow): seconds the candidate gets a copy of traffic", float) = None,
+               promote: Param("deploy (shadow): promote the candidate after a passed window", store_true) = False,
+               record_only: Param("deploy: only record the pending deployment (for a runner elsewhere: deploy.rollout.run_deployment)", store_true) = False,
                reason: Param("rollback: why, for the record and the audit log", str) = None,
                limit: Param("history: the newest this many", int) = 20,
                who: Param("who acts, for the record and the audit log (default: the OS user)", str) = None,
@@ -489,14 +496,25 @@ def mlw_deploy(target: Param("MODEL@alias or MODEL/version to deploy; or status,
     if action in ("deploy", "rollback") and not env:
         raise InvalidInput(f"`mlw deploy {'MODEL@alias' if action == 'deploy' else 'rollback'}` needs --env: staging, production, or an environment defined by name")
     if reason is not None and action != "rollback": raise InvalidInput("--reason is for `mlw deploy rollback`")
-    if action != "deploy" and (strategy != "direct" or endpoint): raise InvalidInput("--strategy and --endpoint are for `mlw deploy MODEL@alias`")
+    if action != "deploy" and (strategy != "direct" or endpoint or gateway or steps or step_s or warm_s or window_s or promote or record_only):
+        raise InvalidInput("--strategy, --endpoint, --gateway, --steps, --step_s, --warm_s, --window_s, --promote and --record_only are for `mlw deploy MODEL@alias`")
     ws = _open(workspace)
     if action == "deploy":
-        d = dep.start_deployment(ws, target, env, strategy, who=who, endpoint=endpoint)
+        from mlops_workbench.deploy.rollout import RolloutPolicy, run_deployment
+        params = {k: v for k, v in dict(step_s=step_s, warm_s=warm_s, window_s=window_s, promote=promote or None).items() if v is not None}
+        if steps: params["steps"] = [float(x) for x in steps.split(",") if x.strip()]
+        RolloutPolicy.from_params(params)  # bad settings fail before anything is recorded
+        d = dep.start_deployment(ws, target, env, strategy, who=who, endpoint=endpoint, params=params)
         print(f"recorded deployment {d.id}: {d.model} v{d.version} ({d.ref}) to {d.environment}/{d.endpoint} by {d.strategy}, "
-              f"replacing {f'v{d.previous_version}' if d.previous_version else 'nothing'}; state {d.state}")
-        print(f"the rollout runner (staging, checks, traffic) is not wired yet: deployment {d.id} stays {d.state}; "
-              f"end it with `mlw deploy rollback --env {d.environment} --reason ...`", file=sys.stderr)
+              f"replacing {f'v{d.previous_version}' if d.previous_version else 'nothing'}; state {d.state}", flush=True)
+        if record_only:
+            print(f"--record_only: deployment {d.id} stays {d.state} for run_deployment(ws, {d.id}); "
+                  f"end it with `mlw deploy rollback --env {d.environment} --reason ...`", file=sys.stderr)
+            return d
+        d = run_deployment(ws, d.id, url=gateway, who=who)
+        for i, st in enumerate(d.steps, 1): print(f"  step {i}: {st['share']:.0%} " + ("passed" if (st.get('analysis') or {}).get('passed', True) else "FAILED"))
+        print(f"deployment {d.id} {d.state}" + (f": {d.reason}" if d.reason else ""))
+        if d.state != "succeeded" and not (d.strategy == "shadow" and d.state == "rolled_back" and (d.reason or "").startswith("shadow only")): sys.exit(1)
         return d
     if action == "rollback":
         d = dep.rollback(ws, env, who=who, reason=reason)

@@ -261,12 +261,12 @@ def mlw(*args, ws):
 
 def test_mlw_deploy(world):
     ws, _ = world
-    p = mlw("deploy", "credit_default@candidate", "--env", "production", "--strategy", "canary", "--who", "carol", ws=ws)
+    p = mlw("deploy", "credit_default@candidate", "--env", "production", "--strategy", "canary", "--who", "carol", "--record_only", ws=ws)
     assert p.returncode == 0, p.stderr
     d = active_deployment(ws, "production")
     assert p.stdout == f"recorded deployment {d.id}: credit_default v1 (credit_default@candidate) to production/credit_default by canary, replacing nothing; state pending\n"
     assert (d.state, d.created_by, d.strategy) == ("pending", "carol", "canary")
-    assert "the rollout runner (staging, checks, traffic) is not wired yet" in p.stderr
+    assert f"--record_only: deployment {d.id} stays pending" in p.stderr
     p = mlw("deploy", "toy_reg/1", "--env", "production", ws=ws)
     assert p.returncode == 2 and p.stderr.startswith(f"mlw: error: environment 'production' already has an unfinished deployment: {d.id}, credit_default v1 by canary, pending, started by carol")
     p = mlw("deploy", "status", "--env", "production", ws=ws)
