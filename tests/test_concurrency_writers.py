@@ -67,6 +67,7 @@ def race(ws, task, args) -> list[dict]:
         if not o["ok"]:
             assert o["mlw"], f"{task}: a raw {o['type']} reached the caller: {o['message']}\n{o['traceback']}"
             assert not any(r in o["message"] for r in RAW), f"{task}: a driver error leaked into the message: {o['message']}"
+    print(task, [(o["ok"], o.get("result") or o["message"][:200]) for o in outs])
     return outs
 
 
@@ -135,6 +136,14 @@ def test_two_validations_of_one_version(with_visits):
     assert held == rep.rows_quarantined > 0
     passed = pl.scan_delta(ws.backend("storage").table_uri("visits_validated"), version=out_versions[-1]).select(pl.len()).collect().item()
     assert passed == rep.rows - rep.rows_quarantined
+    # the report and the metrics alone, from three processes at the same instant: still one report, one point per metric
+    outs = race(ws, "record", ["a", "b", "c"])
+    assert all(o["ok"] for o in outs), outs
+    reports = q(ws, sa.select(validation_reports.c.id).where(validation_reports.c.dataset == "visits"))
+    assert [r.id for r in reports] in [[o["result"]["id"]] for o in outs], f"{len(reports)} reports of visits v0 after three records"
+    dup = q(ws, sa.select(quality_metrics.c.metric, quality_metrics.c.column, sa.func.count()).where(quality_metrics.c.dataset == "visits")
+            .group_by(quality_metrics.c.version, quality_metrics.c.metric, quality_metrics.c.column).having(sa.func.count() > 1))
+    assert not dup, f"quality metrics recorded twice: {dup}"
 
 
 # -- features -------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from ..core.workspace import Workspace
 from ..core.metadata import quality_metrics, utcnow
 from ..core.storage import read_dataset, dataset_version
 from ..alerts import AlertRule, fire
+from .reports import _one_at_a_time
 
 # %% auto #0
 __all__ = ['CHECKS', 'compute_metrics', 'QualityThreshold', 'QualityTrend', 'check_from_dict', 'default_checks',
@@ -165,6 +166,7 @@ def observe(ws: Workspace, dataset: str, version: int | None = None, time_column
     breaches = _breaches(checks, metrics, history)
     created = utcnow()
     with ws.metadata.begin() as c:
+        _one_at_a_time(c, f"quality:{dataset}:{v.version}")  # two observers of a version at once: the second replaces the first
         c.execute(quality_metrics.delete().where(quality_metrics.c.dataset == dataset, quality_metrics.c.version == v.version,
                                                  quality_metrics.c.metric.in_({m["metric"] for m in metrics})))
         c.execute(quality_metrics.insert(), [{"dataset": dataset, "version": v.version, "created_at": created, **m} for m in metrics])

@@ -9,6 +9,7 @@ import json
 import math
 import datetime as dt
 import polars as pl
+import sqlalchemy as sa
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from fastcore.basics import patch
@@ -123,6 +124,10 @@ def sink_parquet(self: ValidationReport, passed: str | Path,  # file for the row
     if quarantined is not None: self.quarantined.sink_parquet(quarantined)
 
 # %% ../../nbs/data/11b_reports.ipynb #7dc92677
+def _one_at_a_time(c, key: str):
+    "Hold a lock on `key` until transaction `c` ends (PostgreSQL's advisory lock; on SQLite the first write holds the whole database)."
+    if c.dialect.name == "postgresql": c.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+
 @patch
 def record(self: ValidationReport, ws,  # the Workspace whose metadata store keeps the report
            dataset: str,  # the dataset validated, e.g. 'applications'
@@ -140,6 +145,7 @@ def record(self: ValidationReport, ws,  # the Workspace whose metadata store kee
     metrics += [("null_rate", c, k / n if n else None) for c, k in self.null_counts.items()]
     metrics += [("rule_failure_rate", r.name, r.failed_share) for r in self.results]
     with ws.metadata.begin() as c:
+        _one_at_a_time(c, f"validation:{dataset}:{version}")  # else two at once each delete nothing and both insert
         this = dict(dataset=dataset, version=version)  # an earlier validation of this version is replaced, with its metrics
         self.replaced = c.execute(validation_reports.delete().filter_by(**this)).rowcount
         c.execute(quality_metrics.delete().filter_by(**this).where(quality_metrics.c.metric.in_({m for m, _, _ in metrics})))

@@ -10,7 +10,7 @@ import polars as pl
 import sqlalchemy as sa
 from ..core.errors import *
 from ..core.workspace import Workspace
-from ..core.metadata import model_audit, utcnow
+from ..core.metadata import file_lock, model_audit, utcnow
 from ..core.storage import check_name
 from ..security import audit
 from .gates import *
@@ -188,6 +188,18 @@ def _model_source(ws, run) -> tuple[str, str | None]:
 def _gate_tag(report: ModelValidationReport) -> str:
     return "; ".join(f"{r.name}={'pass' if r.passed else 'FAIL'}" for r in report.results)[:5000]
 
+def _model_lock(ws, name: str):
+    "The writer lock of model `name` (a file in the workspace): its registrations, promotions and archives take turns."
+    return file_lock(ws.path(".locks", f"model-{name}.lock"))
+
+def _create_model(c, name: str, owner: str) -> bool:
+    "Create registered model `name`; False when it exists already (made by a registry client that is not the workbench's)."
+    from mlflow.exceptions import MlflowException
+    try: c.create_registered_model(name, tags={"mlw.owner": owner}); return True
+    except MlflowException as e:
+        if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS": raise
+        return False  # join it: the version below is added to the model that is there
+
 def register_model(ws: Workspace, run_id: str,
                    name: str,  # the registered model: lowercase letters, digits, underscores
                    report: ModelValidationReport,  # validate_model(ws, run_id, gates, name=name)
@@ -206,11 +218,11 @@ def register_model(ws: Workspace, run_id: str,
     run = _run(ws, run_id)
     source, model_id = _model_source(ws, run)
     c = _client(ws)
-    with _Change(ws, who, reason or report.summary()) as ch:
+    with _model_lock(ws, name), _Change(ws, who, reason or report.summary()) as ch:
         try: c.get_registered_model(name)
         except MlflowException as e:
             if not _missing(e): raise
-            ch.call(lambda: c.create_registered_model(name, tags={"mlw.owner": owner}), lambda: c.delete_registered_model(name))
+            if _create_model(c, name, owner): ch.undos.append(lambda: c.delete_registered_model(name))
         tags = {"mlw.validation": report.status, "mlw.validation_summary": report.summary(), "mlw.gates": _gate_tag(report), "mlw.owner": owner}
         mv = ch.call(lambda: c.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model_id))
         ch.undos.append(lambda: c.delete_model_version(name, mv.version))
@@ -246,22 +258,26 @@ def promote(ws: Workspace, name: str, version, alias: str,
     "Point `alias` (candidate, staging, production) of model `name` at `version`, recording who, why and when."
     _check_alias(alias)
     who, mv = _who(who), get_version(ws, name, version)
-    _promotable(mv, name, alias)
-    if alias in mv.aliases: return mv
-    with _Change(ws, who, reason) as ch: _set_alias(ws, ch, name, int(mv.version), alias)
+    with _model_lock(ws, name):  # read again under the lock: another process may have moved the alias or archived the version
+        mv = get_version(ws, name, mv.version)
+        _promotable(mv, name, alias)
+        if alias in mv.aliases: return mv
+        with _Change(ws, who, reason) as ch: _set_alias(ws, ch, name, int(mv.version), alias)
     return get_version(ws, name, mv.version)
 
 def archive(ws: Workspace, name: str, version, who: str | None = None, reason: str = ""):
     "Retire `version` of model `name`: tag it archived and remove its aliases, recording who, why and when."
     who, mv = _who(who), get_version(ws, name, version)
-    if mv.tags.get("mlw.archived") == "true": return mv
     c, v = _client(ws), str(mv.version)
-    with _Change(ws, who, reason) as ch:
-        ch.call(lambda: c.set_model_version_tag(name, v, "mlw.archived", "true"), lambda: c.delete_model_version_tag(name, v, "mlw.archived"))
-        for a in sorted(mv.aliases, key=_alias_order):
-            ch.call(lambda a=a: c.delete_registered_model_alias(name, a), lambda a=a: c.set_registered_model_alias(name, a, v))
-            ch.audit(name, int(v), "alias_removed", a)
-        ch.audit(name, int(v), "archived")
+    with _model_lock(ws, name):
+        mv = get_version(ws, name, v)
+        if mv.tags.get("mlw.archived") == "true": return mv
+        with _Change(ws, who, reason) as ch:
+            ch.call(lambda: c.set_model_version_tag(name, v, "mlw.archived", "true"), lambda: c.delete_model_version_tag(name, v, "mlw.archived"))
+            for a in sorted(mv.aliases, key=_alias_order):
+                ch.call(lambda a=a: c.delete_registered_model_alias(name, a), lambda a=a: c.set_registered_model_alias(name, a, v))
+                ch.audit(name, int(v), "alias_removed", a)
+            ch.audit(name, int(v), "archived")
     return get_version(ws, name, v)
 
 # %% ../../nbs/registry/22_versions.ipynb #20df5821
