@@ -571,7 +571,7 @@ def judge(self: PerfReport,
     if checks and not checks[0].passed: return _replace(self, checks, slo, baseline, tolerance)
     ok = self.error_rate <= slo.max_error_rate
     checks.append(CheckCase("error rate within SLO", g, ok, f"<= {slo.max_error_rate:.2%}", self.error_rate,
-                            f"{self.error_rate:.2%} of {self.requests:,} requests failed ({self.errors})" + ("" if ok else f", over the SLO's {slo.max_error_rate:.2%}")))
+                            f"{self.error_rate:.2%} of {self.requests:,} requests failed" + (f" ({', '.join(f'{k} {v:,}' for k, v in self.errors.items())})" if self.errors else "") + ("" if ok else f", over the SLO's {slo.max_error_rate:.2%}")))
     if slo.p99_ms is not None:
         ok = self.p99_ms <= slo.p99_ms
         checks.append(CheckCase("p99 latency within SLO", g, ok, f"<= {slo.p99_ms:g} ms", self.p99_ms,
@@ -606,7 +606,7 @@ def latency_svg(percentiles: list,  # [[percentile, ms], ...]
     pts = [(p, ms) for p, ms in percentiles if p >= 50] or list(percentiles)
     if not pts: return ""
     top = max([ms for _, ms in pts] + ([bound_ms] if bound_ms else [])) * 1.1 or 1.0
-    l, r, t, b = 44, 10, 10, 24
+    l, r, t, b = 44, 24, 10, 24
     x = lambda i: l + (width - l - r) * (i / max(1, len(pts) - 1))
     y = lambda ms: t + (height - t - b) * (1 - ms / top)
     line = " ".join(f"{x(i):.1f},{y(ms):.1f}" for i, (_, ms) in enumerate(pts))
