@@ -4,7 +4,7 @@
 
 # %% ../../nbs/core/05_storage.ipynb #af2e3b1d
 from __future__ import annotations
-import hashlib, re
+import contextlib, hashlib, json, logging, os, re, shutil, urllib.parse
 import datetime as dt
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -12,11 +12,12 @@ import polars as pl
 import sqlalchemy as sa
 from .errors import *
 from .workspace import Workspace
-from .metadata import datasets, dataset_versions, utcnow
+from .metadata import datasets, dataset_versions, transact, utcnow
 
 # %% auto #0
-__all__ = ['NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'Storage', 'FileStorage', 'file_storage', 'DatasetVersion', 'check_name',
-           'check_columns', 'check_schema_change', 'write_dataset', 'latest_version', 'dataset_version',
+__all__ = ['NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'RECORD_FAILED', 'COMMIT_TAG_KEY', 'Storage', 'FileStorage', 'file_storage',
+           'DatasetVersion', 'check_name', 'check_columns', 'check_schema_change', 'write_dataset', 'commit_tag',
+           'dataset_lock', 'restore_on_failure', 'reconcile_dataset', 'latest_version', 'dataset_version',
            'dataset_versions_of', 'read_dataset', 'list_datasets', 'scan_partitions']
 
 # %% ../../nbs/core/05_storage.ipynb #69fc5126
@@ -154,32 +155,123 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
     lf = _storable(data.lazy(), f"dataset {name!r}")
     new_schema = _schema(lf)
     check_columns(new_schema, f"dataset {name!r}")
-    parent = latest_version(ws, name)
-    with ws.metadata.begin() as c: ds = c.execute(sa.select(datasets).where(datasets.c.name == name)).first()
-    if ds and schema_policy and schema_policy != ds.schema_policy:
-        raise Conflict(f"dataset {name!r} has schema policy {ds.schema_policy!r}; writing with {schema_policy!r} would silently ignore it")
-    policy = ds.schema_policy if ds else (schema_policy or "allow_added")
-    if parent is not None and mode == "append": check_schema_change(parent.schema, new_schema, policy, f"dataset {name!r} v{parent.version + 1}")
-    store, uri = ws.backend("storage"), ws.backend("storage").table_uri(name)
-    options = {"schema_mode": "merge"} if parent is not None and mode == "append" and set(new_schema) - set(parent.schema) else \
-              {"schema_mode": "overwrite"} if mode == "overwrite" and parent is not None else None
-    from deltalake.exceptions import DeltaError
-    if partition_by: options = {**(options or {}), "partition_by": list(partition_by)}
-    try: lf.sink_delta(uri, mode="append" if parent is None else mode, storage_options=store.storage_options, delta_write_options=options)
-    except (pl.exceptions.PolarsError, DeltaError) as e:
-        raise InvalidInput(f"dataset {name!r}: the data could not be written ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}); "
-                           f"nothing was written, v{parent.version if parent else '-'} stays current") from None
-    from deltalake import DeltaTable
-    version = DeltaTable(uri, storage_options=store.storage_options).version()
-    operation = "create" if parent is None else mode
-    facts = _version_facts(uri, version, parent, operation, store.storage_options)
-    now = utcnow()
-    with ws.metadata.begin() as c:
-        if ds is None: c.execute(datasets.insert().values(name=name, kind=kind, description=description, schema_policy=policy, created_at=now))
-        c.execute(dataset_versions.insert().values(dataset=name, version=version, parent_version=parent.version if parent else None, operation=operation,
-                                                   source=source, schema=_schema(pl.scan_delta(uri, version=version, storage_options=store.storage_options)),
-                                                   lineage=lineage or {"inputs": [], "steps": []}, run_id=run_id, created_at=now, **facts))
+    with dataset_lock(ws, name), restore_on_failure(ws, name):  # writers of `name` take turns; a failure leaves its folder as it was
+        parent = latest_version(ws, name)
+        with ws.metadata.begin() as c: ds = c.execute(sa.select(datasets).where(datasets.c.name == name)).first()
+        if ds and schema_policy and schema_policy != ds.schema_policy:
+            raise Conflict(f"dataset {name!r} has schema policy {ds.schema_policy!r}; writing with {schema_policy!r} would silently ignore it")
+        policy = ds.schema_policy if ds else (schema_policy or "allow_added")
+        if parent is not None and mode == "append": check_schema_change(parent.schema, new_schema, policy, f"dataset {name!r} v{parent.version + 1}")
+        store, uri = ws.backend("storage"), ws.backend("storage").table_uri(name)
+        options = {"schema_mode": "merge"} if parent is not None and mode == "append" and set(new_schema) - set(parent.schema) else \
+                  {"schema_mode": "overwrite"} if mode == "overwrite" and parent is not None else {}
+        from deltalake.exceptions import DeltaError
+        if partition_by: options = {**options, "partition_by": list(partition_by)}
+        try: lf.sink_delta(uri, mode="append" if parent is None else mode, storage_options=store.storage_options,
+                           delta_write_options={**options, "commit_properties": commit_tag(name)})
+        except (pl.exceptions.PolarsError, DeltaError) as e:
+            raise InvalidInput(f"dataset {name!r}: the data could not be written ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}); "
+                               f"nothing was written, v{parent.version if parent else '-'} stays current") from None
+        from deltalake import DeltaTable
+        version = DeltaTable(uri, storage_options=store.storage_options).version()
+        operation = "create" if parent is None else mode
+        facts = _version_facts(uri, version, parent, operation, store.storage_options)
+        schema, now = _schema(pl.scan_delta(uri, version=version, storage_options=store.storage_options)), utcnow()
+        def record(c):  # insert-or-get the dataset's row, then the version's, in one transaction (re-run if the database is busy)
+            if c.execute(sa.select(datasets.c.name).where(datasets.c.name == name)).first() is None:
+                c.execute(datasets.insert().values(name=name, kind=kind, description=description, schema_policy=policy, created_at=now))
+            c.execute(dataset_versions.insert().values(dataset=name, version=version, parent_version=parent.version if parent else None, operation=operation,
+                                                       source=source, schema=schema, lineage=lineage or {"inputs": [], "steps": []}, run_id=run_id,
+                                                       created_at=now, **facts))
+        transact(ws.metadata, record, what=f"dataset {name!r}", conflict="the new version could not be recorded in the metadata database", then=RECORD_FAILED)
     return dataset_version(ws, name, version)
+
+# %% ../../nbs/core/05_storage.ipynb #d5a7c003
+_log = logging.getLogger(__name__)
+RECORD_FAILED = "its Delta commit was removed, nothing was written; check the database (a constraint, a trigger, another writer) and try again"
+COMMIT_TAG_KEY = "mlw.dataset"  # commit-info key naming the dataset a Delta commit was written for
+
+def commit_tag(name: str):
+    "Delta `CommitProperties` marking a commit as written by the workbench for dataset `name`."
+    from deltalake import CommitProperties
+    return CommitProperties(custom_metadata={COMMIT_TAG_KEY: name})
+
+def dataset_lock(ws: Workspace, name: str):
+    "Context manager: the writer lock of dataset `name`, shared by every process on the workspace's metadata; taking it reconciles the table."
+    @contextlib.contextmanager
+    def held():
+        with ws.metadata.lock(f"dataset:{name}") as outermost:
+            if outermost: reconcile_dataset(ws, name)
+            yield
+    return held()
+
+def _tree(root: Path) -> set[str]:
+    "Every file and folder under `root`, relative to it."
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.is_dir() else set()
+
+def _recorded(ws: Workspace, name: str, added: set[str]) -> bool:
+    "Whether one of the Delta commits in `added` is recorded as a version of `name` (the write then succeeded)."
+    commits = [int(Path(p).stem) for p in added if Path(p).parent.name == "_delta_log" and p.endswith(".json") and Path(p).stem.isdigit()]
+    if not commits: return False
+    try:
+        with ws.metadata.begin() as c:
+            return bool(c.execute(sa.select(sa.func.count()).select_from(dataset_versions)
+                                  .where(dataset_versions.c.dataset == name, dataset_versions.c.version.in_(commits))).scalar())
+    except sa.exc.SQLAlchemyError: return False  # the database is down: the failed write could not have recorded it either
+
+def _remove(root: Path, paths):
+    "Remove `paths` (relative to `root`), deepest first, folders only once empty."
+    for p in sorted(paths, key=lambda p: p.count(os.sep), reverse=True):
+        with contextlib.suppress(OSError): (root/p).rmdir() if (root/p).is_dir() else (root/p).unlink()
+
+@contextlib.contextmanager
+def restore_on_failure(ws: Workspace, name: str):
+    "Context manager: if the block raises, remove what it added to dataset `name`'s table folder (the folder itself if it made it)."
+    root = Path(ws.backend("storage").table_uri(name))
+    if not root.is_absolute(): yield; return  # an object store: uncommitted files are invisible to readers and VACUUM removes them
+    existed, before = root.exists(), _tree(root)
+    try: yield
+    except BaseException:
+        added = _tree(root) - before
+        if not _recorded(ws, name, added):
+            if not existed: shutil.rmtree(root, ignore_errors=True)
+            else: _remove(root, added)
+        raise
+
+# %% ../../nbs/core/05_storage.ipynb #d5a7c004
+def _commits(log: Path) -> list[int]:
+    return sorted(int(p.stem) for p in log.glob("*.json") if p.stem.isdigit())
+
+def _commit(log: Path, v: int) -> tuple[dict, list[str]]:
+    "Delta commit `v`'s commit info and the paths of the files it added."
+    info, adds = {}, []
+    for line in (log/f"{v:020d}.json").read_text().splitlines():
+        a = json.loads(line) if line.strip() else {}
+        info = a.get("commitInfo", info)
+        if "add" in a: adds.append(urllib.parse.unquote(a["add"]["path"]))
+    return info, adds
+
+def reconcile_dataset(ws: Workspace, name: str) -> list[int]:
+    "Remove Delta commits of dataset `name` newer than its newest recorded version (a writer died in between); return their versions. Hold `dataset_lock`."
+    root = Path(ws.backend("storage").table_uri(name))
+    log = root/"_delta_log"
+    if not root.is_absolute() or not log.is_dir(): return []
+    latest = latest_version(ws, name)
+    top = latest.version if latest else -1
+    stray = [v for v in _commits(log) if v > top]
+    if not stray: return []
+    commits = {v: _commit(log, v) for v in stray}
+    if latest is None and (foreign := [v for v, (info, _) in commits.items() if info.get(COMMIT_TAG_KEY) != name]):
+        raise Conflict(f"dataset {name!r}: its folder {root} holds a Delta table (versions {foreign}) that the catalog does not record "
+                       "and no workbench writer made; move that folder away, or write the dataset under another name")
+    for v in reversed(stray):
+        _remove(root, commits[v][1])
+        for p in log.glob(f"{v:020d}.*"): p.unlink(missing_ok=True)  # the commit, and a checkpoint or checksum of it
+    last = log/"_last_checkpoint"
+    if last.exists() and json.loads(last.read_text() or "{}").get("version", -1) > top: last.unlink()
+    if latest is None: shutil.rmtree(root, ignore_errors=True)  # no version left: the table never existed as far as readers know
+    _log.warning("dataset %r: removed Delta commit(s) %s that no catalog record vouches for (a writer died between commit and record)", name, stray)
+    return stray
 
 # %% ../../nbs/core/05_storage.ipynb #ce7f9f17
 def latest_version(ws: Workspace, name: str) -> DatasetVersion | None:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from ..core.errors import *
 from ..core.workspace import Workspace
-from ..core.metadata import datasets, dataset_versions, file_lock, utcnow
-from ..core.storage import write_dataset, latest_version, dataset_version, check_name, check_schema_change, DatasetVersion, _schema, _storable, _version_facts
+from ..core.metadata import datasets, dataset_versions, transact, utcnow
+from ..core.storage import write_dataset, latest_version, dataset_version, check_name, check_schema_change, DatasetVersion, _schema, _storable, _version_facts, commit_tag, dataset_lock, restore_on_failure, RECORD_FAILED
 from ..core.progress import report_progress
 from .sources import FILE_KINDS, FolderSource, Source, normalize_name, _Reading, _cast, _check_storable, _dtype, _first_line, _reading, _renames, _translated
 
 # %% auto #0
-__all__ = ['MODES', 'dataset_lock', 'restore_on_failure', 'IngestResult', 'ingest']
+__all__ = ['MODES', 'IngestResult', 'ingest']
 
 # %% ../../nbs/data/10a_ingest.ipynb #19fdd75a
 def _state_key(record: dict) -> str: return f"{record['kind']}:{record['location']}"
@@ -44,40 +44,6 @@ def _save_state(ws: Workspace, dataset: str, key: str, st: dict, r: _Reading, ve
     with ws.metadata.begin() as c:
         row = c.execute(sa.select(datasets.c.watermark).where(datasets.c.name == dataset)).first()
         c.execute(datasets.update().where(datasets.c.name == dataset).values(watermark={**((row.watermark if row else None) or {}), key: st}))
-
-# %% ../../nbs/data/10a_ingest.ipynb #d90385b0
-def dataset_lock(ws: Workspace, name: str):
-    "Context manager: the writer lock of dataset `name` (a file lock in the workspace), so its writers take turns."
-    return file_lock(ws.path(".locks", f"dataset-{name}.lock"))
-
-def _tree(root: Path) -> set[str]:
-    "Every file and folder under `root`, relative to it."
-    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.is_dir() else set()
-
-def _recorded(ws: Workspace, name: str, added: set[str]) -> bool:
-    "Whether one of the Delta commits in `added` is recorded as a version of `name` (the write then succeeded)."
-    commits = [int(Path(p).stem) for p in added if Path(p).parent.name == "_delta_log" and p.endswith(".json") and Path(p).stem.isdigit()]
-    if not commits: return False
-    try:
-        with ws.metadata.begin() as c:
-            return bool(c.execute(sa.select(sa.func.count()).select_from(dataset_versions)
-                                  .where(dataset_versions.c.dataset == name, dataset_versions.c.version.in_(commits))).scalar())
-    except sa.exc.SQLAlchemyError: return False  # the database is down: the failed write could not have recorded it either
-
-@contextlib.contextmanager
-def restore_on_failure(ws: Workspace, name: str):
-    "Context manager: if the block raises, remove what it added to dataset `name`'s table folder (the folder itself if it made it)."
-    root = Path(ws.backend("storage").table_uri(name))
-    if not root.is_absolute(): yield; return  # an object store: uncommitted files are invisible to readers and VACUUM removes them
-    existed, before = root.exists(), _tree(root)
-    try: yield
-    except BaseException:
-        added = _tree(root) - before
-        if not _recorded(ws, name, added):
-            if not existed: shutil.rmtree(root, ignore_errors=True)
-            for p in sorted(added, key=lambda p: p.count(os.sep), reverse=True) if existed else []:
-                with contextlib.suppress(OSError): (root/p).rmdir() if (root/p).is_dir() else (root/p).unlink()
-        raise
 
 # %% ../../nbs/data/10a_ingest.ipynb #3b29d1f6
 MODES = ("append", "overwrite", "merge")
@@ -124,7 +90,8 @@ def _merge(ws: Workspace, name: str, lf: pl.LazyFrame, keys: list, parent: Datas
     uri, opts = store.table_uri(name), store.storage_options
     lf = _storable(lf, f"dataset {name!r}")
     merge = {"predicate": " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys), "source_alias": "s", "target_alias": "t",
-             "merge_schema": bool(set(lf.collect_schema()) - set(parent.schema))}  # new columns: allowed by the schema policy, checked before
+             "merge_schema": bool(set(lf.collect_schema()) - set(parent.schema)),  # new columns: allowed by the schema policy, checked before
+             "commit_properties": commit_tag(name)}
     try: stats = lf.sink_delta(uri, mode="merge", storage_options=opts, delta_merge_options=merge).when_matched_update_all().when_not_matched_insert_all().execute()
     except (pl.exceptions.PolarsError, DeltaError) as e:
         raise InvalidInput(f"dataset {name!r}: the merge could not be written ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}); "
@@ -132,10 +99,10 @@ def _merge(ws: Workspace, name: str, lf: pl.LazyFrame, keys: list, parent: Datas
     version = DeltaTable(uri, storage_options=opts).version()
     inserted, updated = stats["num_target_rows_inserted"], stats["num_target_rows_updated"]
     lineage = {**lineage, "steps": lineage["steps"] + [{"kind": "merge", "keys": keys, "inserted": inserted, "updated": updated}]}
-    with ws.metadata.begin() as c:
-        c.execute(dataset_versions.insert().values(dataset=name, version=version, parent_version=parent.version, operation="merge", source=source,
-                                                   schema=_schema(pl.scan_delta(uri, version=version, storage_options=opts)), lineage=lineage,
-                                                   run_id=run_id, created_at=utcnow(), **_version_facts(uri, version, parent, "merge", opts)))
+    row = dict(dataset=name, version=version, parent_version=parent.version, operation="merge", source=source, lineage=lineage, run_id=run_id,
+               schema=_schema(pl.scan_delta(uri, version=version, storage_options=opts)), created_at=utcnow(), **_version_facts(uri, version, parent, "merge", opts))
+    transact(ws.metadata, lambda c: c.execute(dataset_versions.insert().values(**row)), what=f"dataset {name!r}",
+             conflict="the new version could not be recorded in the metadata database", then=RECORD_FAILED)
     return dataset_version(ws, name, version), inserted, updated
 
 def _write(ws: Workspace, name: str, lf: pl.LazyFrame, mode: str, keys: list, parent: DatasetVersion | None, policy: str, **kw) -> tuple[DatasetVersion, int, int]:
@@ -205,6 +172,7 @@ def ingest(ws: Workspace, dataset: str, source: Source | dict, *,
     key = _state_key(record)
     with dataset_lock(ws, dataset), _reading(ws, incremental=incremental, text_columns=set(casts)) as r:
         parent, r.state = latest_version(ws, dataset), _load_state(ws, dataset, key)
+        with ws.metadata.begin() as c: ds = c.execute(sa.select(datasets.c.schema_policy).where(datasets.c.name == dataset)).first()  # again, locked: another writer may have created it
         try:
             with restore_on_failure(ws, dataset):
                 report_progress(0, None, "rows", note=f"reading {src.kind} {src.location}")  # shown live by a pipeline runner
