@@ -140,12 +140,12 @@ def distribution(ws: Workspace, model: str, versions: list, since: dt.datetime, 
     return out
 
 def score_shift(dist: dict, primary: int, candidate: int) -> float | None:
-    "|mean(candidate) - mean(primary)| / pooled std of the predictions (None without rows)."
+    "|mean(candidate) - mean(primary)| / pooled std of the predictions (None without rows, or when neither varies)."
     p, c = dist.get(str(primary), {}), dist.get(str(candidate), {})
     if not p.get("rows") or not c.get("rows"): return None
     sd = math.sqrt(((p.get("std") or 0) ** 2 + (c.get("std") or 0) ** 2) / 2)
     diff = abs(c["mean"] - p["mean"])
-    return 0.0 if diff == 0 else (diff / sd if sd > 0 else math.inf)
+    return 0.0 if diff == 0 else (diff / sd if sd > 0 else None)
 
 # %% ../../nbs/deploy/30b_rollout.ipynb #rb000017
 def gateway_url(ws: Workspace, environment: str) -> str:

@@ -1,0 +1,148 @@
+"""Rollouts for real (`deploy.rollout`): `mlw serve --env production` gateway processes steered through the
+environment's traffic table while threads send real requests over loopback.
+
+A canary of credit_default v2 passes its staging checks and every step, and the `production` alias moves; a canary
+whose candidate is made to answer errors (the gateway's off-by-default `--fault`), and one made slow part-way through
+the rollout, are each rolled back automatically within one analysis step with the reason in the record; blue-green
+switches under load without one failed request; a second, differently shaped model (`job_duration`: regression,
+text site codes, dates as strings) whose features were never materialized online fails its integration checks in
+staging and is stopped with nothing promoted, then, materialized, goes in. Counts and durations are bounded; no
+wall-clock time is asserted."""
+import collections
+import datetime as dt
+import random
+import threading
+import warnings
+
+import httpx
+import pytest
+
+from gateway_server import gateway
+from toy import jobs_world
+from mlops_workbench.deploy.checks import request_rows
+from mlops_workbench.deploy.deployments import SLO, define_environment, get_traffic
+from mlops_workbench.deploy.rollout import deploy, gateway_url
+from mlops_workbench.experiments.definition import demo_experiment
+from mlops_workbench.features.online import materialize
+from mlops_workbench.core.workspace import Workspace
+from mlops_workbench.registry.gates import default_gates
+from mlops_workbench.registry.validation import validate_model
+from mlops_workbench.registry.versions import get_model, register_model
+from mlops_workbench.security.keys import create_key
+from mlops_workbench.serving.model import load_served_model
+from mlops_workbench.training.fit import load_holdout, train
+
+UTC = dt.timezone.utc
+warnings.filterwarnings("ignore", category=UserWarning)
+FAST = dict(steps=[0.2, 0.5, 1.0], step_s=2.5, poll_s=0.5, min_requests=5, apply_timeout_s=60)
+CHECKS = dict(golden_rows=20, perf_requests=300, perf_duration_s=3, perf_connections=2, baseline=False)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    "Three versions of the credit model (v1 in production), the jobs model (not materialized), a predictor key."
+    ws = Workspace.init(tmp_path_factory.mktemp("rollout") / "ws")
+    exp = demo_experiment(ws, n_applications=1200)
+    runs = [train(ws, exp, {"num_leaves": n, "n_estimators": 15}, run_name=f"v{i}").run_id for i, n in enumerate((5, 9, 13), 1)]
+    for r in runs: register_model(ws, r, "credit_default", validate_model(ws, r, default_gates("binary")), who="test")
+    jobs_world(ws, base=dt.datetime.now(UTC) - dt.timedelta(days=200))
+    materialize(ws, "customer_spend")
+    define_environment(ws, "production", slo=SLO(p99_ms=2000, error_rate=0.05), who="test")  # a shared CI machine: room for noise
+    d = deploy(ws, "credit_default/1", "production", "direct", checks=False, who="test")  # nothing served before: straight in
+    assert d.state == "succeeded" and get_model(ws, "credit_default").aliases["production"] == 1
+    sm = load_served_model(ws, "credit_default/1")
+    _, rows = request_rows(sm, load_holdout(ws, sm.run_id), 1)
+    yield dict(ws=ws, row=rows[0], key=create_key(ws, "traffic", ["predictor"], who="test").key)
+    ws.close()
+
+
+class Load:
+    "Threads sending predict requests (a random routing key each) until stopped or `limit` requests; counts what came back."
+    def __init__(self, url, key, row, threads=2, limit=20_000):
+        self.url, self.key, self.row, self.limit = url, key, row, limit
+        self.status, self.versions, self.lock, self.stopped = collections.Counter(), collections.Counter(), threading.Lock(), threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+    def _run(self):
+        with httpx.Client(timeout=30) as c:
+            while not self.stopped.is_set() and sum(self.status.values()) < self.limit:
+                h = {"X-API-Key": self.key, "X-Routing-Key": f"customer-{random.randrange(10**9)}"}
+                try:
+                    r = c.post(f"{self.url}/v1/models/credit_default/predict", json={"rows": [self.row]}, headers=h)
+                    got, v = r.status_code, r.json()["model"]["version"] if r.status_code == 200 else None
+                except httpx.HTTPError as e: got, v = type(e).__name__, None
+                with self.lock:
+                    self.status[got] += 1
+                    if v is not None: self.versions[v] += 1
+    def __enter__(self):
+        for t in self.threads: t.start()
+        return self
+    def __exit__(self, *exc):
+        self.stopped.set()
+        for t in self.threads: t.join(60)
+
+
+def _serving(ws, version):
+    t = get_traffic(ws, "production", "credit_default")
+    return (t.primary_version, t.candidate_version) == (version, None) and get_model(ws, "credit_default").aliases["production"] == version
+
+
+def test_a_canary_that_holds_is_promoted_step_by_step(world):
+    ws = world["ws"]
+    with gateway(ws.root, args=["--env", "production"]) as (url, _):
+        assert gateway_url(ws, "production") == url  # found through the gateway's announcement
+        with Load(url, world["key"], world["row"]) as load:
+            d = deploy(ws, "credit_default/2", "production", "canary", who="test", **FAST, **CHECKS)
+    assert d.state == "succeeded", d.reason
+    assert d.checks["integration"]["passed"] and d.checks["performance"]["passed"]
+    assert [s["share"] for s in d.steps] == [0.2, 0.5, 1.0]
+    assert all(s["analysis"]["passed"] and s["analysis"]["canary"]["version"] == 2 for s in d.steps)
+    assert all(s["analysis"]["canary"]["requests"] >= 5 for s in d.steps)
+    assert [t["state"] for t in d.transitions] == ["pending", "staging", "testing", "rolling_out", "succeeded"]
+    assert _serving(ws, 2)
+    assert set(load.status) == {200} and {1, 2} <= set(load.versions)
+
+
+@pytest.mark.parametrize("fault, why", [("version=3,error_rate=0.6", "error rate"),  # errors from the start
+                                         ("version=3,delay_ms=300,after_s=6", "p99")])  # slow, starting part-way through
+def test_a_failing_canary_is_rolled_back_within_a_step(world, fault, why):
+    ws = world["ws"]
+    with gateway(ws.root, args=["--env", "production", "--fault", fault]) as (url, _):
+        with Load(url, world["key"], world["row"], threads=3) as load:
+            d = deploy(ws, "credit_default/3", "production", "canary", checks=False, who="test", **{**FAST, "steps": [0.2, 0.4, 0.6, 0.8, 1.0]})
+        assert d.state == "rolled_back" and d.reason.startswith("canary analysis failed at ") and why in d.reason, d.reason
+        last = d.steps[-1]["analysis"]
+        assert not last["passed"] and last["judged"] and last["canary"]["version"] == 3
+        assert len(d.steps) < 5 or last["early"]  # stopped at the failing step's first judged look
+        assert all(s["analysis"]["passed"] for s in d.steps[:-1])
+        assert _serving(ws, 2)  # traffic back to the primary alone, the alias never moved
+        r = httpx.get(f"{url}/v1/models/credit_default", headers={"X-API-Key": world["key"]}).json()
+        assert r["version"] == 2 and "candidate" not in r  # the gateway itself serves v2 alone again
+    assert load.versions[3] >= 5 and load.versions[2] > 0
+
+
+def test_blue_green_switches_under_load_without_dropping_a_request(world):
+    ws = world["ws"]
+    with gateway(ws.root, args=["--env", "production"]) as (url, _):
+        with Load(url, world["key"], world["row"], threads=3) as load:
+            d = deploy(ws, "credit_default/3", "production", "blue_green", checks=False, who="test", warm_s=3, poll_s=0.5, min_requests=5)
+    assert d.state == "succeeded", d.reason
+    assert [s["share"] for s in d.steps] == [0.0, 1.0] and d.steps[1]["analysis"]["passed"]
+    assert _serving(ws, 3)
+    assert set(load.status) == {200}, load.status  # not one request dropped or failed across the switch
+    assert load.versions[2] > 0 and load.versions[3] > 0
+
+
+def test_a_staging_model_failing_integration_is_stopped_then_goes_in_when_fixed(world):
+    "job_duration's features were never materialized online: keyed requests cannot equal offline."
+    ws = world["ws"]
+    d = deploy(ws, "job_duration/1", "production", "canary", who="test", **FAST, **CHECKS)
+    assert d.state == "failed" and d.reason.startswith("integration checks failed: "), d.reason
+    failing = [c["name"] for c in d.checks["integration"]["cases"] if not c["passed"]]
+    assert failing and all(c in d.reason for c in failing[:3])
+    assert "performance" not in d.checks  # stopped at the first failing check
+    assert "production" not in get_model(ws, "job_duration").aliases and get_traffic(ws, "production", "job_duration") is None
+    materialize(ws, "site_stats")
+    d = deploy(ws, "job_duration/1", "production", "canary", who="test", **FAST, **CHECKS)
+    assert d.state == "succeeded", d.reason
+    assert d.checks["integration"]["passed"] and d.checks["performance"]["passed"]
+    assert get_model(ws, "job_duration").aliases["production"] == 1
