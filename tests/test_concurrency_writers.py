@@ -169,6 +169,12 @@ def test_three_processes_apply_build_and_materialize_one_view(with_visits):
     from mlops_workbench.features.online import get_online_features
     got = get_online_features(ws, ["shop_stats:last_spend"], [{"shop_code": "shop-01"}], now=dt.datetime(2025, 3, 1, tzinfo=UTC)).to_dict()
     assert got["shop_code"] == ["shop-01"]
+    # one training set, asked for by three processes at once: one record, the same id for all
+    outs = race(ws, "training_set", ["a", "b", "c"])
+    assert all(o["ok"] for o in outs), outs
+    from mlops_workbench.core.metadata import training_sets
+    ids = {o["result"]["id"] for o in outs}
+    assert len(ids) == 1 and [r.id for r in q(ws, sa.select(training_sets.c.id))] == list(ids)
 
 
 # -- experiment search ----------------------------------------------------------------------------------------------------

@@ -46,6 +46,14 @@ def features(ws, arg):
     return {"applied": [a.status for a in applied], "build": b.id, "table_version": b.table_version, "materialization": m.id}
 
 
+def training_set(ws, arg):
+    from mlops_workbench.features.offline import get_training_data
+    import polars as pl
+    entities = pl.DataFrame({"shop_code": ["shop-01", "shop-02", None], "event_timestamp": ["2025-02-01T00:00:00Z"] * 3}) \
+        .with_columns(pl.col("event_timestamp").str.to_datetime(time_zone="UTC"))
+    return {"id": get_training_data(ws, entities, ["shop_stats:last_spend", "shop_stats:spend_sum_7d"]).id}
+
+
 def search(ws, arg):
     from mlops_workbench.experiments.definition import Experiment
     from mlops_workbench.experiments.search import search as run
@@ -74,7 +82,7 @@ def deliver(ws, arg):
     return deliver_pending(ws, now=dt.datetime.fromisoformat(arg))
 
 
-TASKS = {f.__name__: f for f in (validate, record, features, search, register, deliver)}
+TASKS = {f.__name__: f for f in (validate, record, features, training_set, search, register, deliver)}
 READY = {"register": register_ready, "record": record_ready}  # task -> what it does before the gate; its result is the task's third argument
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 # %% ../../nbs/features/12a_offline.ipynb #fe0008a9
 from __future__ import annotations
 import datetime as dt, hashlib, json, math, warnings
+from importlib import import_module
 from dataclasses import dataclass, field
 import polars as pl
 import psutil
@@ -415,12 +416,15 @@ def _record(ws: Workspace, df: pl.DataFrame, plan: FeaturePlan, builds: dict, ts
                  "source": b.source, "source_version": b.source_version} for n, b in builds.items()}
     tid = hashlib.sha256(json.dumps([fp, plan.refs, views, ts], sort_keys=True).encode()).hexdigest()[:16]
     keys = sorted({k for ks in plan.keys.values() for k in ks})
+    row = dict(id=tid, entity_fingerprint=fp, entity_rows=df.height, rows=rows, features=plan.refs, run_id=run_id, created_at=utcnow(),
+               entity_columns={"keys": keys, "timestamp": ts, "carried": [c for c in df.columns if c not in keys and c != ts], "source": source},
+               service={"name": plan.service.name, "version": plan.service.version} if plan.service else None, views=views)
     with ws.metadata.begin() as c:
-        if c.execute(sa.select(training_sets.c.id).where(training_sets.c.id == tid)).first() is None:
-            c.execute(training_sets.insert().values(
-                id=tid, entity_fingerprint=fp, entity_rows=df.height, rows=rows, features=plan.refs, run_id=run_id, created_at=utcnow(),
-                entity_columns={"keys": keys, "timestamp": ts, "carried": [c for c in df.columns if c not in keys and c != ts], "source": source},
-                service={"name": plan.service.name, "version": plan.service.version} if plan.service else None, views=views))
+        # the id is the content's hash: a set recorded already (by another process a moment ago, say) is the same set, kept as it is.
+        # Insert-or-ignore in one statement: a look-up first would race, and on SQLite turning it into a write can fail 'locked'
+        if c.dialect.name in ("sqlite", "postgresql"):
+            c.execute(import_module(f"sqlalchemy.dialects.{c.dialect.name}").insert(training_sets).values(**row).on_conflict_do_nothing())
+        elif c.execute(sa.select(training_sets.c.id).where(training_sets.c.id == tid)).first() is None: c.execute(training_sets.insert().values(**row))
     return tid, fp, views
 
 def get_training_data(ws: Workspace,
