@@ -146,3 +146,32 @@ def test_a_staging_model_failing_integration_is_stopped_then_goes_in_when_fixed(
     assert d.state == "succeeded", d.reason
     assert d.checks["integration"]["passed"] and d.checks["performance"]["passed"]
     assert get_model(ws, "job_duration").aliases["production"] == 1
+
+
+def test_shadow_logs_the_candidate_and_promotes_nothing(world):
+    ws = world["ws"]
+    cur = get_model(ws, "credit_default").aliases["production"]
+    other = 1 if cur != 1 else 2
+    with gateway(ws.root, args=["--env", "production"]) as (url, _):
+        with Load(url, world["key"], world["row"]) as load:
+            d = deploy(ws, f"credit_default/{other}", "production", "shadow", checks=False, who="test", window_s=3, min_requests=5)
+    assert d.state == "rolled_back" and d.reason.startswith("shadow only"), d.reason
+    a = d.steps[0]["analysis"]
+    assert a["passed"] and a["shadow"]["version"] == other and a["paired_rows"] > 0 and a["mean_abs_diff"] is not None
+    assert _serving(ws, cur) and set(load.versions) == {cur}  # answers came from the primary only
+
+
+def test_the_deploy_pipeline_runs_a_rollout_with_its_outputs_recorded(world):
+    from mlops_workbench.pipelines.runner import run_pipeline
+    ws = world["ws"]
+    cur = get_model(ws, "credit_default").aliases["production"]
+    other = 1 if cur != 1 else 2
+    with gateway(ws.root, args=["--env", "production"]) as (url, _):
+        run = run_pipeline(ws, "deploy", {"model": f"credit_default/{other}", "strategy": "blue_green", "warm_s": 2.0, "checks": False,
+                                          "who": "pipeline"}, progress=False)
+    run.raise_for_status()
+    outs = run.step("deploy").outputs
+    assert (outs["state"], outs["model"], outs["version"], outs["previous_version"], outs["steps"]) == ("succeeded", "credit_default", other, cur, 2)
+    assert _serving(ws, other)
+    bad = run_pipeline(ws, "deploy", {"model": "credit_default/99", "strategy": "canary"}, progress=False)
+    assert bad.status == "failed" and "credit_default" in str(bad.step("deploy").error)
