@@ -175,3 +175,21 @@ def test_the_deploy_pipeline_runs_a_rollout_with_its_outputs_recorded(world):
     assert _serving(ws, other)
     bad = run_pipeline(ws, "deploy", {"model": "credit_default/99", "strategy": "canary"}, progress=False)
     assert bad.status == "failed" and "credit_default" in str(bad.step("deploy").error)
+
+
+def test_mlw_deploy_runs_the_rollout(world):
+    import subprocess, sys
+    from pathlib import Path
+    ws = world["ws"]
+    cur = get_model(ws, "credit_default").aliases["production"]
+    other = 1 if cur != 1 else 2
+    mlw = str(Path(sys.executable).with_name("mlw"))
+    with gateway(ws.root, args=["--env", "production"]) as (url, _):
+        with Load(url, world["key"], world["row"]):
+            p = subprocess.run([mlw, "deploy", f"credit_default/{other}", "--env", "production", "--strategy", "canary", "--steps", "0.5,1",
+                                "--step_s", "2", "--who", "carol", "--workspace", str(ws.root)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("recorded deployment ") and f"credit_default v{other}" in lines[0] and f"replacing v{cur}" in lines[0]
+    assert lines[1:] == ["  step 1: 50% passed", "  step 2: 100% passed", f"deployment {lines[0].split()[2].rstrip(':')} succeeded"], p.stdout
+    assert _serving(ws, other)
