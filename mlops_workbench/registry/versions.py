@@ -10,7 +10,7 @@ import polars as pl
 import sqlalchemy as sa
 from ..core.errors import *
 from ..core.workspace import Workspace
-from ..core.metadata import file_lock, model_audit, utcnow
+from ..core.metadata import model_audit, utcnow
 from ..core.storage import check_name
 from ..security import audit
 from .gates import *
@@ -189,8 +189,8 @@ def _gate_tag(report: ModelValidationReport) -> str:
     return "; ".join(f"{r.name}={'pass' if r.passed else 'FAIL'}" for r in report.results)[:5000]
 
 def _model_lock(ws, name: str):
-    "The writer lock of model `name` (a file in the workspace): its registrations, promotions and archives take turns."
-    return file_lock(ws.path(".locks", f"model-{name}.lock"))
+    "The writer lock of model `name`, shared by every process on the workspace's metadata: its registrations, promotions and archives take turns."
+    return ws.metadata.lock(f"model:{name}")
 
 def _create_model(c, name: str, owner: str) -> bool:
     "Create registered model `name`; False when it exists already (made by a registry client that is not the workbench's)."
