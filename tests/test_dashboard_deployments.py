@@ -109,9 +109,14 @@ def deployed(tmp_path_factory):
 _FIGURES_JS = "() => window.Bokeh ? Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => m.type == 'Figure') : []"
 
 
-def _charts(page):
-    "The page's Bokeh charts as the browser holds them, by title: the glyphs drawn and the y range's top."
-    page.wait_for_function(f"() => ({_FIGURES_JS})().length >= 2", timeout=LOAD)
+STEPS = "Candidate share by rollout step (marker: the step's analysis verdict)"
+
+
+def _charts(page, steps: int):
+    """The page's Bokeh charts as the browser holds them, by title (the glyphs drawn, the time axis in ms), once the
+    steps chart shows the chosen deployment's `steps` markers (a chart is replaced a moment after the HTML above it)."""
+    page.wait_for_function(f"""() => ({_FIGURES_JS})().some(m => m.title.text == "{STEPS}" && (d => d instanceof Map ? d.get("share") : d.share)(m.renderers[1].data_source.data).length == {steps})""",
+                           timeout=LOAD)
     return {c["title"]: c for c in page.evaluate(f"""() => ({_FIGURES_JS})().map(m => ({{title: m.title.text,
         glyphs: m.renderers.map(r => r.glyph.type), x0: m.x_range.start, x1: m.x_range.end}}))""")}
 
@@ -130,7 +135,7 @@ def test_deployments_page(deployed, page, shot):
     expect(envs.locator(".tabulator-row")).to_have_count(2, timeout=LOAD)
     prod = envs.locator(".tabulator-row").nth(1)
     for field, text in (("environment", "production"), ("primary", "v1"), ("candidate", "v2"), ("share", "25%"), ("mode", "split"),
-                        ("active deployment", f"{d.active.id}: credit_default v2 by canary, rolling_out"), ("SLO", "p99 <= 250 ms, errors <= 1.00%")):
+                        ("active deployment", f"{d.active.id}: v2 by canary, rolling_out"), ("SLO", "p99 <= 250 ms, errors <= 1.00%")):
         expect(prod.locator(f'[tabulator-field="{field}"]')).to_have_text(text)
     expect(envs.locator(".tabulator-row").nth(0).locator('[tabulator-field="primary"]')).to_have_text("v2")
     # the history, newest first, each with its outcome
@@ -151,10 +156,10 @@ def test_deployments_page(deployed, page, shot):
     page.get_by_role("cell", name="1,200 req/s").wait_for()
     page.get_by_role("cell", name="<= 250 ms").wait_for()
     page.get_by_role("cell", name="p99_ms 9.6", exact=False).wait_for()
-    charts = _charts(page)
-    assert set(charts) == {"Latency by percentile (performance check)", "Candidate share by rollout step (marker: the step's analysis verdict)"}, charts
-    assert charts["Latency by percentile (performance check)"]["glyphs"] == ["Line", "Scatter", "Line"], charts  # + the SLO's p99
-    assert charts["Candidate share by rollout step (marker: the step's analysis verdict)"]["glyphs"] == ["Step", "Scatter"], charts
+    charts = _charts(page, 3)
+    assert set(charts) == {"Latency by percentile (performance check)", STEPS}, charts
+    assert charts["Latency by percentile (performance check)"]["glyphs"] == ["Line", "Scatter", "Line"], charts  # + the baseline's p99 (the SLO is far above)
+    assert charts[STEPS]["glyphs"] == ["Step", "Scatter"], charts
     _fit_viewport(page)
     page.locator("canvas").nth(1).wait_for()
     shot(page, "dashboards-deployments")
@@ -176,12 +181,11 @@ def test_deployments_page_failed_and_rolled_back(deployed, page, shot):
     _fit_viewport(page)
     shot(page, "dashboards-deployments-failed")
     # the rolled-back one, chosen in the list
-    page.locator("select").select_option(str(d.rolled_back.id))
+    page.locator("select").select_option(label=f"{d.rolled_back.id}: credit_default v2 to production (rolled_back)")
     page.get_by_role("heading", name=f"Deployment {d.rolled_back.id}: credit_default v2 to production").wait_for(timeout=LOAD)
     page.get_by_text("rolled_back: canary analysis failed at 10%: canary v2 p99 410 ms over the SLO's 250 ms").wait_for()
     page.get_by_role("cell", name="canary v2 p99 410 ms over the SLO's 250 ms", exact=True).wait_for()
-    charts = _charts(page)
-    steps = charts["Candidate share by rollout step (marker: the step's analysis verdict)"]
+    steps = _charts(page, 1)[STEPS]
     assert steps["x1"] - steps["x0"] == 10_000, steps  # one step: five seconds each side of it
     _fit_viewport(page)
     page.locator("canvas").nth(1).wait_for()
@@ -194,7 +198,7 @@ def test_deployments_page_bad_query(deployed, page):
     page.goto(f"{deployed.url}/deployments?deployment=latest")
     page.get_by_text("query parameter 'deployment' is 'latest'; expected a deployment id such as 3").wait_for(timeout=LOAD)
     page.goto(f"{deployed.url}/deployments?deployment=999")
-    page.get_by_text("deployment 999 not found; list them with deployment_history(ws) or `mlw deploy history`").wait_for(timeout=LOAD)
+    page.get_by_text("deployment 999 not found; list them with deployment_history(ws) or mlw deploy history").wait_for(timeout=LOAD)
     page.get_by_role("heading", name="Environments: what runs where").wait_for()  # the rest of the page stays
     assert "Traceback" not in page.content()
 
@@ -212,9 +216,12 @@ def test_voila_deployment_report(deployed, page, shot):
     assert "Traceback" not in page.inner_text("body")
     _fit_viewport(page)
     shot(page, "voila-deployment")
-    # the failed one, by its link; the default is the newest
-    page.get_by_role("link", name=f"{d.failed.id}: credit_default v2 to production (failed)").click()
+    # the failed one, by its link (JupyterLab's renderer opens links in a new tab: follow its href here); the default is the newest
+    href = page.get_by_role("link", name=f"{d.failed.id}: credit_default v2 to production (failed)").get_attribute("href")
+    assert href == f"?deployment={d.failed.id}", href
+    page.goto(f"{deployed.voila}/{href}", timeout=LOAD)
     page.get_by_text("4 of 6 cases passed, 2 failed").wait_for(timeout=LOAD)
+    page.get_by_role("cell", name="golden rows equal offline", exact=True).wait_for()
     _fit_viewport(page)
     shot(page, "voila-deployment-failed")
     page.goto(f"{deployed.voila}/", timeout=LOAD)

@@ -36,7 +36,7 @@ def environment_table(ws: Workspace) -> pd.DataFrame:
     rows = []
     for e in list_environments(ws):
         a = active_deployment(ws, e.name)
-        act = f"{a.id}: {a.model} v{a.version} by {a.strategy}, {a.state}" if a else ""
+        act = f"{a.id}: v{a.version} by {a.strategy}, {a.state}" if a else ""
         for t in e.endpoints or (None,):
             cand = t is not None and t.candidate_version is not None
             rows.append({"environment": e.name, "alias": e.alias or "", "SLO": str(e.slo), "endpoint": t.endpoint if t else "",
@@ -128,7 +128,9 @@ def _analysis_text(a) -> str:
     "A step's analysis in one line: its reasons when it gives some (the rollout runner's failing analyses do), else its plain figures (nested parts left out)."
     if not isinstance(a, dict): return ""
     if a.get("reasons"): return "; ".join(map(str, a["reasons"]))
-    plain = [(k, v) for k, v in a.items() if k not in ("verdict", "decision", "passed", "reasons") and not isinstance(v, (dict, list))]
+    skip = ("verdict", "decision", "passed", "judged", "reasons", "version")
+    plain = [(k, v) for k, v in a.items() if k not in skip and not isinstance(v, (dict, list))]
+    plain += [(f"{k} {j}", w) for k, v in a.items() if isinstance(v, dict) and k not in skip for j, w in v.items() if j not in skip and not isinstance(w, (dict, list))]
     return ", ".join(f"{k} {_short(v, 40)}" for k, v in plain[:6])
 
 def steps_frame(d: Deployment) -> pd.DataFrame:
@@ -182,9 +184,10 @@ class Deployments(param.Parameterized):
 
     def refresh(self):
         "Reread environments, traffic and history, then the deployment shown."
-        self.param.update(environments=environment_table(self.ws), history=history_table(self.ws),
-                          history_note="" if self._any() else (f"No deployments yet in workspace {self.ws.root}. Deploy a registered version with "
-                                                               f"`{DEPLOY_HINT}`; each deployment, its checks and its rollout steps show here."))
+        history = history_table(self.ws)
+        self.param.update(environments=environment_table(self.ws), history=history,
+                          history_note="" if len(history) else (f"No deployments yet in workspace {self.ws.root}. Deploy a registered version with "
+                                                                f"`{DEPLOY_HINT}`; each deployment, its checks and its rollout steps show here."))
         self._select()
 
     def _any(self) -> bool: return self.history is not None and len(self.history) > 0
@@ -293,23 +296,27 @@ def deployment_report(query: str | dict | None = None, ws: Workspace | str | Non
 _TABLE_CSS = [".tabulator {font-size: 13px !important} .tabulator-cell, .tabulator-col-content {padding: 4px 7px !important}"]
 
 def _latency_chart(pn, latency: pd.DataFrame, d: Deployment | None, slo: SLO | None):
-    "Latency by percentile as a Bokeh chart: a line with a marker per percentile, the SLO's p99 and the baseline's p99 as dashed lines."
-    from bokeh.models import HoverTool, Legend, Range1d
+    "Latency by percentile as a Bokeh chart: a line with a marker per percentile, the baseline's p99 and the SLO's p99 as dashed lines (an SLO more than twice the chart's height is named in a note instead, so it does not flatten the figures)."
+    from bokeh.models import HoverTool, Label, Legend, Range1d
     from bokeh.plotting import figure
     if latency.empty: return pn.pane.Markdown("")
     r = _report(d, PerfReport)
     bound = (r.slo or {}).get("p99_ms") or (slo.p99_ms if slo else None)
     base = (r.baseline or {}).get("p99_ms")
     labels = list(latency.percentile)
-    top = max([*latency.ms, *(v for v in (bound, base) if v)]) * 1.15
+    top = max([*latency.ms, base or 0]) * 1.25
+    off = bound is not None and bound > 2 * top  # an SLO far above the figures would flatten them: named, not drawn
+    top = top if off or bound is None else max(top, bound * 1.1)
     fig = figure(height=280, sizing_mode="stretch_width", toolbar_location=None, x_range=labels, y_range=Range1d(0, top),
                  title="Latency by percentile (performance check)", y_axis_label="ms", x_axis_label="percentile")
     line = fig.line("percentile", "ms", source=latency, color="#0072b5", line_width=2)
     dots = fig.scatter("percentile", "ms", source=latency, color="#0072b5", size=7)
     items = [("latency", [line, dots])]
-    for value, label, color in ((bound, "SLO p99", "#c03d3e"), (base, "baseline p99", "#7f7f7f")):
+    for value, label, color in ((None if off else bound, "SLO p99", "#c03d3e"), (base, "baseline p99", "#7f7f7f")):
         if value: items.append((f"{label} {_ms(value)}", [fig.line([labels[0], labels[-1]], [value, value], color=color, line_dash="dashed", line_width=1.5)]))
     fig.add_layout(Legend(items=items, location="top_left", orientation="horizontal", background_fill_alpha=0.7), "above")
+    if off: fig.add_layout(Label(x=10, y=8, x_units="screen", y_units="screen", text=f"SLO p99 {_ms(bound)}: far above every figure",
+                                 text_font_size="12px", text_color="#1a7f37", background_fill_color="white", background_fill_alpha=0.8))
     fig.add_tools(HoverTool(renderers=[dots], tooltips=[("", "@percentile"), ("ms", "@ms{0.00}")]))
     fig.title.text_font_size = "13px"
     return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
