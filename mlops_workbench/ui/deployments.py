@@ -39,7 +39,7 @@ def environment_table(ws: Workspace) -> pd.DataFrame:
         act = f"{a.id}: v{a.version} by {a.strategy}, {a.state}" if a else ""
         for t in e.endpoints or (None,):
             cand = t is not None and t.candidate_version is not None
-            rows.append({"environment": e.name, "alias": e.alias or "", "SLO": str(e.slo), "endpoint": t.endpoint if t else "",
+            rows.append({"environment": e.name, "alias": e.alias or "", "SLO": str(e.slo), "endpoint": t.endpoint if t else "(serves nothing yet)",
                          "model": t.model if t else "", "primary": "" if t is None or t.primary_version is None else f"v{t.primary_version}",
                          "candidate": f"v{t.candidate_version}" if cand else "", "share": fmt_share(t.candidate_share) if cand else "",
                          "mode": t.mode if cand else "", "active deployment": act})
@@ -263,8 +263,13 @@ def deployment_html(d: Deployment, slo: SLO | None = None, charts: bool = True) 
         r = _report(d, PerfReport)
         out.append(f"<p>{r.requests:,} requests in {r.duration_s:.1f} s at {r.connections} connections against <code>{_e(r.url)}</code></p>")
         table = _rows(perf, badged=("verdict",), red="verdict")
-        out.append(f"<div style='display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap'>{table}{latency_svg(r.percentiles, (r.slo or {}).get('p99_ms') or (slo.p99_ms if slo else None))}</div>"
-                   if charts else table)
+        if charts:
+            bound, top = (r.slo or {}).get("p99_ms") or (slo.p99_ms if slo else None), max((ms for _, ms in r.percentiles), default=0)
+            off = bound is not None and bound > 2 * top * 1.25  # as the page's chart: an SLO far above the figures would flatten them
+            note = f"<p class='mlw-muted'>SLO p99 {_ms(bound)}: far above every figure</p>" if off and r.percentiles else ""
+            table += note
+            out.append(f"<div style='display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap'><div>{table}</div>{latency_svg(r.percentiles, None if off else bound)}</div>")
+        else: out.append(table)
     steps = steps_frame(d)
     out.append("<h4>Rollout steps</h4>")
     if steps.empty: out.append(f"<p class='mlw-muted'>No rollout steps recorded ({_e(d.strategy)} deployment).</p>")
@@ -356,19 +361,21 @@ def _deployments_page(pn, Viewer, table):
             grid = lambda df, **kw: pn.widgets.Tabulator(df, disabled=True, show_index=False, layout="fit_data_stretch", sizing_mode="stretch_width",
                                                          stylesheets=_TABLE_CSS, configuration={"columnDefaults": {"headerSort": False}}, **kw)
             self._environments = grid(s.environments, name="environments", selectable=False)
-            self._history = grid(self._badged(s.history), name="history", selectable=1, formatters={"state": {"type": "html"}}, max_height=360)
+            self._history = grid(self._badged(s.history), name="history", selectable=1, formatters={"state": {"type": "html"}, "reason": {"type": "textarea"}},
+                                 widths={"reason": 320}, max_height=420)
             self._history.on_click(lambda e: self._pick(int(self._history.value.id.iloc[e.row])) if e.row is not None else None)
             self._history_note = md(styles={"color": "#59636e"})
             self._choice = pn.widgets.Select(name="", options=s.options(), width=420)
             self._choice.param.watch(lambda e: self._pick(e.new), "value")
             self._detail = pn.pane.HTML("", sizing_mode="stretch_width")
+            self._heading = pn.Row(md("## Deployment"), pn.HSpacer(), self._choice, sizing_mode="stretch_width")
             s.param.watch(self._sync, ["environments", "history", "selected", "history_note"])
             self._sync()
             self._layout = pn.Column(
                 *_page_header(pn, "Deployments", s),
                 md("## Environments: what runs where"), self._environments,
                 md("## History"), self._history_note, self._history,
-                pn.Row(md("## Deployment"), pn.HSpacer(), self._choice, sizing_mode="stretch_width"), self._detail,
+                self._heading, self._detail,
                 pn.Row(pn.bind(lambda lat, d: _latency_chart(pn, lat, d, self.state.slo), s.param.latency, s.param.selected),
                        pn.bind(lambda st, xr: _steps_chart(pn, st, xr), s.param.steps, s.param.x_range), sizing_mode="stretch_width"),
                 sizing_mode="stretch_width")
@@ -394,8 +401,8 @@ def _deployments_page(pn, Viewer, table):
                 self._history.selection = [ids.index(s.selected.id)] if s.selected is not None and s.selected.id in ids else []
             finally: self._syncing = False
             self._detail.object = deployment_html(s.selected, s.slo, charts=False) if s.selected is not None else ""
-            self._history_note.visible = bool(s.history_note)
-            for w in (self._history, self._choice, self._detail): w.visible = s.selected is not None or len(s.history) > 0
+            self._history_note.visible = bool(s.history_note)  # the empty state: what to run
+            for w in (self._history, self._heading, self._detail): w.visible = s.selected is not None or len(s.history) > 0
 
         def __panel__(self): return self._layout
 
