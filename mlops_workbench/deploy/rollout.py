@@ -74,6 +74,7 @@ class RolloutPolicy:
     steps: tuple = (0.05, 0.25, 0.5, 1.0)  # canary shares, rising, the last 1.0
     step_s: float = 60.0  # seconds per canary step
     poll_s: float = 1.0  # how often the analysis looks during a step
+    max_step_s: float | None = None  # a step runs past step_s until it has min_requests canary requests, up to this (None: 5 x step_s)
     min_requests: int = 20  # canary requests in a step before the analysis judges it
     max_error_rate: float | None = None  # canary error rate (non-2xx), at most; None: the environment SLO's
     max_error_increase: float = 0.02  # canary error rate minus the primary's, at most
@@ -234,13 +235,15 @@ class _Run:
         dep.set_traffic(self.ws, d.environment, d.endpoint, primary, candidate, share, mode, model=d.model, who=self.who, deployment_id=d.id)
         return wait_serving(self.url, self.key, d.endpoint, primary, candidate, share, mode, self.policy.apply_timeout_s)
     def watch(self, primary, candidate, seconds) -> dict:
-        "Analyse canary vs primary every poll_s for `seconds`; stop at the first failing judged look."
+        "Analyse canary vs primary every poll_s for `seconds` (longer until judged, up to max_step_s); stop at the first failing judged look."
         p, t0, since, before = self.policy, time.monotonic(), utcnow(), scrape(self.url)
-        looks = 0
+        looks, longest = 0, max(seconds, p.max_step_s if p.max_step_s is not None else 5 * seconds)
         while True:
-            time.sleep(max(0.0, min(p.poll_s, seconds - (time.monotonic() - t0))))
+            left = seconds - (time.monotonic() - t0)
+            time.sleep(min(p.poll_s, left) if left > 0 else p.poll_s)
             a, looks = analyse(before, scrape(self.url), self.d.model, primary, candidate, p, self.slo), looks + 1
-            if (a["judged"] and not a["passed"]) or time.monotonic() - t0 >= seconds: break
+            spent = time.monotonic() - t0
+            if (a["judged"] and not a["passed"]) or (spent >= seconds and (a["judged"] or spent >= longest)): break
         a.update(seconds=round(time.monotonic() - t0, 3), looks=looks, early=not a["passed"] and time.monotonic() - t0 < seconds)
         try:
             a["distribution"] = dist = distribution(self.ws, self.d.model, [primary, candidate], since)
