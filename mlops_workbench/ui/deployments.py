@@ -210,7 +210,7 @@ class Deployments(param.Parameterized):
         "The deployments to choose from, label -> id: `7: credit_default v2 to production (succeeded)`, newest first."
         return {f"{r.id}: {r.model} v{r.version} to {r.environment} ({r.state})": int(r.id) for r in self.history.itertuples()}
 
-# %% ../../nbs/ui/95g_deployments.ipynb #49673686
+# %% ../../nbs/ui/95g_deployments.ipynb #32c015df
 _VERDICT_COLORS = {"passed": "#1a7f37", "promote": "#1a7f37", "continue": "#1a7f37", "failed": "#cf222e", "rollback": "#cf222e", "abort": "#cf222e"}
 
 def steps_svg(steps: pd.DataFrame, width: int = 420, height: int = 170) -> str:
@@ -278,7 +278,7 @@ def deployment_html(d: Deployment, slo: SLO | None = None, charts: bool = True) 
         out.append(f"<div style='display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap'>{table}{steps_svg(steps)}</div>" if charts else table)
     return _wrap("".join(out))
 
-# %% ../../nbs/ui/95g_deployments.ipynb #a1fb3e78
+# %% ../../nbs/ui/95g_deployments.ipynb #00502381
 def deployment_report(query: str | dict | None = None, ws: Workspace | str | None = None) -> str:
     "The HTML of the Voila deployment report for `query` (`deployment=<id>`; default the newest) on `ws` (default `$MLW_HOME`); problems as a visible alert."
     hist = pd.DataFrame(columns=HISTORY_COLUMNS)
@@ -297,7 +297,7 @@ def deployment_report(query: str | dict | None = None, ws: Workspace | str | Non
                        for r in hist.head(20).itertuples())
     return body + (_wrap(f"<h4>Deployments in this workspace (newest first)</h4><p>{links}</p>") if links else "")
 
-# %% ../../nbs/ui/95g_deployments.ipynb #58170bbb
+# %% ../../nbs/ui/95g_deployments.ipynb #4478ccee
 _TABLE_CSS = [".tabulator {font-size: 13px !important} .tabulator-cell, .tabulator-col-content {padding: 4px 7px !important}"]
 
 def _latency_chart(pn, latency: pd.DataFrame, d: Deployment | None, slo: SLO | None):
