@@ -193,3 +193,32 @@ def test_mlw_deploy_runs_the_rollout(world):
     assert lines[0].startswith("recorded deployment ") and f"credit_default v{other}" in lines[0] and f"replacing v{cur}" in lines[0]
     assert lines[1:] == ["  step 1: 50% passed", "  step 2: 100% passed", f"deployment {lines[0].split()[2].rstrip(':')} succeeded"], p.stdout
     assert _serving(ws, other)
+
+
+def test_a_gateway_killed_mid_canary_fails_the_deployment_and_restores_traffic(world):
+    import signal, time
+    from mlops_workbench.core.errors import Unavailable
+    from mlops_workbench.deploy.deployments import active_deployment, get_deployment
+    from gateway_server import stop
+    ws = world["ws"]
+    cur = get_model(ws, "credit_default").aliases["production"]
+    other = 1 if cur != 1 else 2
+    got = {}
+    with gateway(ws.root, args=["--env", "production"]) as (url, proc):
+        def run():
+            try: got["d"] = deploy(ws, f"credit_default/{other}", "production", "canary", checks=False, who="test", **{**FAST, "step_s": 30})
+            except Exception as e: got["error"] = e
+        with Load(url, world["key"], world["row"], limit=2000):
+            t = threading.Thread(target=run)
+            t.start()
+            deadline = time.monotonic() + 120
+            while (a := active_deployment(ws, "production")) is None or a.state != "rolling_out":
+                assert time.monotonic() < deadline and t.is_alive(), got
+                time.sleep(0.2)
+            time.sleep(2)  # inside the first step
+            stop(proc, signal.SIGKILL)
+            t.join(120)
+    assert isinstance(got.get("error"), Unavailable), got
+    d = get_deployment(ws, a.id)
+    assert d.state == "failed" and d.reason.startswith("the rollout stopped: Unavailable: the gateway at "), d.reason
+    assert _serving(ws, cur)  # the traffic table serves the primary alone: a restarted gateway serves what it did
