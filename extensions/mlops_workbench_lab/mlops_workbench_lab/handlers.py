@@ -36,6 +36,9 @@ class MLWLab(Configurable):
 _IMPORTING = threading.Lock()
 
 
+_WARMED: set = set()  # modules whose summaries have run once (MLflow's lazy imports done)
+
+
 def _module(name: str, *lazy: str):
     """Import `name`, and the packages in `lazy` that it imports only inside its functions, one import at a time.
 
@@ -123,7 +126,14 @@ class SummariesHandler(MLWHandler):
         def work() -> dict:
             summaries = getattr(_module(self.module, *self.lazy), self.function)
             with self.workspace() as ws:
-                return {"workspace": str(ws.root), self.key: summaries(ws)}
+                if self.lazy and self.module not in _WARMED:
+                    # The first call also imports what MLflow loads only on first use (its SQLAlchemy stores); two
+                    # threads doing that at once can meet a half-initialised sqlalchemy.orm: one first call at a time.
+                    with _IMPORTING:
+                        out = summaries(ws)
+                        _WARMED.add(self.module)
+                else: out = summaries(ws)
+                return {"workspace": str(ws.root), self.key: out}
 
         await self.respond(work)
 
