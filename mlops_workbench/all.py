@@ -51,6 +51,8 @@ from .serving.model import *
 from .serving.inference_log import *
 from .serving.batch import *
 from .serving.gateway import *
+from .deploy.deployments import *
+from .deploy.checks import *
 from .pipelines.runner import *
 
 _MODULES = ['core.errors',
@@ -97,6 +99,8 @@ _MODULES = ['core.errors',
             'serving.inference_log',
             'serving.batch',
             'serving.gateway',
+            'deploy.deployments',
+            'deploy.checks',
             'pipelines.runner']
 
 # %% ../nbs/99_all.ipynb #f1adb596

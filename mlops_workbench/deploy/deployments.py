@@ -18,7 +18,7 @@ from ..registry.versions import ALIASES, get_model, get_version, promote
 from ..serving.refs import parse_model_ref, resolve_model
 
 # %% auto #0
-__all__ = ['BUILTIN_ENVIRONMENTS', 'STRATEGIES', 'MODES', 'STATES', 'ACTIVE_STATES', 'TRANSITIONS', 'SLO', 'Environment',
+__all__ = ['BUILTIN_ENVIRONMENTS', 'STRATEGIES', 'TRAFFIC_MODES', 'STATES', 'ACTIVE_STATES', 'TRANSITIONS', 'SLO', 'Environment',
            'define_environment', 'get_environment', 'list_environments', 'Traffic', 'set_traffic', 'get_traffic',
            'list_traffic', 'traffic_generation', 'Deployment', 'get_deployment', 'active_deployment',
            'start_deployment', 'transition_deployment', 'record_check', 'record_step', 'finish_deployment',
@@ -72,7 +72,7 @@ BUILTIN_ENVIRONMENTS = {
     "production": Environment("production", "production", SLO(p99_ms=250, error_rate=0.01), "what callers use", True),
 }
 STRATEGIES = ("direct", "blue_green", "canary", "shadow")
-MODES = ("split", "shadow")
+TRAFFIC_MODES = ("split", "shadow")
 
 def _who(who) -> str:
     if who is None: return audit.current_user()
@@ -209,7 +209,7 @@ def set_traffic(ws: Workspace, environment: str, endpoint: str,
     _check_endpoint(endpoint)
     primary_version = _version(primary_version, "primary_version")
     if candidate_version is not None: candidate_version = _version(candidate_version, "candidate_version")
-    if mode not in MODES: raise InvalidInput(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode not in TRAFFIC_MODES: raise InvalidInput(f"mode {mode!r} is not one of {', '.join(TRAFFIC_MODES)}")
     if not _num(candidate_share) or not 0 <= candidate_share <= 1: raise InvalidInput(f"candidate_share {candidate_share!r} must be a number from 0 to 1")
     if candidate_version is None and candidate_share: raise InvalidInput(f"candidate_share is {candidate_share} but there is no candidate_version; name one, or pass 0")
     if candidate_version == primary_version: raise InvalidInput(f"candidate_version {candidate_version} is the primary version; name another, or None")
