@@ -58,7 +58,7 @@ def world(tmp_path_factory):
 
 class Load:
     "Threads sending predict requests (a random routing key each) until stopped or `limit` requests; counts what came back."
-    def __init__(self, url, key, row, threads=2, limit=20_000):
+    def __init__(self, url, key, row, threads=2, limit=500_000):
         self.url, self.key, self.row, self.limit = url, key, row, limit
         self.status, self.versions, self.lock, self.stopped = collections.Counter(), collections.Counter(), threading.Lock(), threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]

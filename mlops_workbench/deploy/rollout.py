@@ -188,11 +188,14 @@ def _revoke(ws, k, who):
     try: revoke_key(ws, k.id, who=who)
     except MLWError: pass
 
-def _baseline(ws, d) -> dict | None:
+def _baseline(ws, d, connections: int, limits: dict, floor_ms: float) -> dict | None:
+    "The last succeeded deployment's performance figures on this endpoint, measured under the same load, else None."
     h = dep.deployment_history(ws, d.environment, d.model)
     for r in h.filter((h["state"] == "succeeded") & (h["endpoint"] == d.endpoint)).iter_rows(named=True):
         perf = dep.get_deployment(ws, r["id"]).checks.get("performance")
-        if perf and perf.get("passed"): return perf
+        if perf and perf.get("passed"):
+            if perf.get("connections") != connections or perf.get("limits") != limits: return None  # another load: not comparable
+            return {**perf, "p99_ms": max(perf["p99_ms"], floor_ms)}
     return None
 
 def stage_and_check(ws: Workspace, d: dep.Deployment, who: str | Principal) -> tuple[bool, str]:
@@ -215,11 +218,11 @@ def stage_and_check(ws: Workspace, d: dep.Deployment, who: str | Principal) -> t
             if not p.get("performance", True): return True, ""
             sm = load_served_model(ws, ref)
             _, rows = request_rows(sm, load_holdout(ws, sm.run_id), 1)
-            perf = performance_check(f"{gw.url}/v1/models/{d.endpoint}/predict", k.key, {"rows": rows[:1]},
-                                     requests=int(p.get("perf_requests", 2000)), duration_s=float(p.get("perf_duration_s", 5)),
-                                     connections=int(p.get("perf_connections", 4)),
+            n, secs, conns = int(p.get("perf_requests", 2000)), float(p.get("perf_duration_s", 5)), int(p.get("perf_connections", 4))
+            base = _baseline(ws, d, conns, {"requests": n, "duration_s": secs}, float(p.get("baseline_floor_ms", 25))) if p.get("baseline", True) else None
+            perf = performance_check(f"{gw.url}/v1/models/{d.endpoint}/predict", k.key, {"rows": rows[:1]}, requests=n, duration_s=secs, connections=conns,
                                      slo=PerformanceSLO(p99_ms=env.slo.p99_ms, max_error_rate=env.slo.error_rate, min_rps=env.slo.min_rps or None),
-                                     baseline=_baseline(ws, d) if p.get("baseline", True) else None, tolerance=float(p.get("tolerance", 0.5)))
+                                     baseline=base, tolerance=float(p.get("tolerance", 0.5)))
             dep.record_check(ws, d.id, "performance", perf.to_dict(), who=who)
             return (True, "") if perf.passed else (False, "performance check failed: " + "; ".join(perf.reasons))
     finally: _revoke(ws, k, name)
