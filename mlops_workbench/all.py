@@ -53,6 +53,7 @@ from .serving.batch import *
 from .serving.gateway import *
 from .deploy.deployments import *
 from .deploy.checks import *
+from .deploy.rollout import *
 from .pipelines.runner import *
 
 _MODULES = ['core.errors',
@@ -101,6 +102,7 @@ _MODULES = ['core.errors',
             'serving.gateway',
             'deploy.deployments',
             'deploy.checks',
+            'deploy.rollout',
             'pipelines.runner']
 
 # %% ../nbs/99_all.ipynb #f1adb596
