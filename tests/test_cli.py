@@ -163,7 +163,7 @@ def _write(path: Path, text: str) -> Path:
 # with {t} and {run_id} filled in)
 USER_ERRORS = {
     "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, ingest, validate, datasets, features, models, deploy, serve, predict, keys, audit, secrets, dashboards, lab, mlflow-ui, demo"]),
-    "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: batch_predict, demo, features, train"]),
+    "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: batch_predict, demo, deploy, features, train"]),
     "undeclared parameter": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "m", "1", "--workspace", c.ws],
                              ["pipeline 'count' cannot run", "unknown pipeline parameter 'm'; declared: n"]),
     "parameter of the wrong type": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "n", "ten", "--workspace", c.ws],
