@@ -15,11 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import free_port
-from test_dashboards import _fit_viewport, _serve, _stop
+from test_dashboards import _fit_viewport, _serve, _stop, serve_workspace
 
 LOAD = 60_000  # ms: a Panel page or a Voila kernel starts in seconds, but 2 shared cores are slow
-SERVE = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
-         "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
 CASES = [("schema", "version endpoint names the model"), ("schema", "response matches the OpenAPI schema"), ("predictions", "golden rows equal offline"),
          ("predictions", "keyed rows equal offline"), ("bad requests", "unseen level is 422"), ("auth", "no key is 401")]
 FAILING = ("golden rows equal offline", "unseen level is 422")
@@ -92,7 +90,7 @@ def deployed(tmp_path_factory):
     try:
         ds = write_deployments(ws)
         port, vport = free_port(), free_port()
-        proc = _serve([sys.executable, "-c", SERVE, str(ws.root), str(port)], dict(os.environ), port, d / "panel.log")
+        proc = serve_workspace(ws.root, port, d / "panel.log")
         argv, env = voila_command("deployment", port=vport, ws=ws)
         try:
             voila = _serve(argv, env, vport, d / "voila.log")
@@ -238,7 +236,7 @@ def test_deployments_page_on_an_empty_workspace(tmp_path, browser, shot):
     ws = Workspace.init(tmp_path / "ws")
     ws.close()
     port = free_port()
-    proc = _serve([sys.executable, "-c", SERVE, str(ws.root), str(port)], dict(os.environ), port, tmp_path / "panel.log")
+    proc = serve_workspace(ws.root, port, tmp_path / "panel.log")
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         page = ctx.new_page()

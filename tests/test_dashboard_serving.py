@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import free_port
-from test_dashboards import _fit_viewport, _serve, _stop
+from test_dashboards import _fit_viewport, _stop, serve_workspace
 
 LOAD = 60_000  # ms: a Panel page renders in seconds, but 2 shared cores are slow
 
@@ -82,9 +82,7 @@ def serving(tmp_path_factory):
     try:
         sent = write_serving_data(ws, gateway.pid)
         port = free_port()
-        code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
-                "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
-        proc = _serve([sys.executable, "-c", code, str(ws.root), str(port)], dict(os.environ), port, d / "panel.log")
+        proc = serve_workspace(ws.root, port, d / "panel.log")
         try:
             yield SimpleNamespace(ws=ws, sent=sent, url=f"http://127.0.0.1:{port}", gateway=gateway, dir=d)
         finally:
@@ -202,9 +200,7 @@ def test_serving_page_on_an_empty_workspace(tmp_path, browser, shot):
     ws = Workspace.init(tmp_path / "ws")
     ws.close()
     port = free_port()
-    code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
-            "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
-    proc = _serve([sys.executable, "-c", code, str(ws.root), str(port)], dict(os.environ), port, tmp_path / "panel.log")
+    proc = serve_workspace(ws.root, port, tmp_path / "panel.log")
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         page = ctx.new_page()
@@ -236,9 +232,7 @@ def test_serving_page_shows_the_demos_requests(tmp_path, browser, shot):
     assert all(json.loads(f)["customer_id"] is not None for f in log["inputs"])  # by key: the client sent ids, the store gave features
     ws.close()
     port = free_port()
-    code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
-            "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
-    proc = _serve([sys.executable, "-c", code, str(demo), str(port)], dict(os.environ), port, tmp_path / "panel.log")
+    proc = serve_workspace(demo, port, tmp_path / "panel.log")
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         page = ctx.new_page()

@@ -173,6 +173,15 @@ def _serve(argv, env, port, log: Path):
     _stop(proc)
     pytest.fail(f"server did not open port {port}:\n{log.read_text()[-3000:]}")
 
+SERVE_DASHBOARDS = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
+                    "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
+
+
+def serve_workspace(root, port: int, log: Path):
+    "The dashboards on workspace `root`, as `mlw dashboards` serves them, in a process of their own (stop with `_stop`)."
+    return _serve([sys.executable, "-c", SERVE_DASHBOARDS, str(root), str(port)], dict(os.environ), port, log)
+
+
 
 def _stop(proc):
     "Stop a server and everything it started (Voila's kernels) by its process group."
@@ -187,9 +196,7 @@ def _stop(proc):
 def dashboards(runs):
     "The dashboards as `mlw dashboards` serves them: `serve_dashboards` in a process of its own."
     port = free_port()
-    code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
-            "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
-    proc = _serve([sys.executable, "-c", code, str(runs.ws.root), str(port)], dict(os.environ), port, runs.dir / "panel.log")
+    proc = serve_workspace(runs.ws.root, port, runs.dir / "panel.log")
     yield f"http://127.0.0.1:{port}"
     _stop(proc)
 
@@ -433,9 +440,7 @@ def test_features_page_on_an_empty_workspace(tmp_path, browser):
     from mlops_workbench.core.workspace import Workspace
     Workspace.init(tmp_path / "ws").close()
     port = free_port()
-    code = ("import sys; from mlops_workbench.core.workspace import Workspace; from mlops_workbench.ui.shell import serve_dashboards; "
-            "serve_dashboards(Workspace.open(sys.argv[1]), port=int(sys.argv[2]))")
-    proc = _serve([sys.executable, "-c", code, str(tmp_path / "ws"), str(port)], dict(os.environ), port, tmp_path / "panel.log")
+    proc = serve_workspace(tmp_path / "ws", port, tmp_path / "panel.log")
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         page = ctx.new_page()
