@@ -47,6 +47,9 @@ requirements = [
     "hiredis>=2",
     # online feature rows are packed with msgpack: a C codec for JSON's types, 3-9x faster to decode than json
     "msgpack>=1.0",
+    # monitoring's oracle and drill-down: our drift engine is checked against DataDriftPreset to 1e-9 with the same
+    # verdicts, and its HTML report stays available for a sample (0.7 is the Report/Preset API we test against)
+    "evidently>=0.7.23,<0.8",
     # the model family experiments search and training fits; 4.0 brought `data_sample_strategy` (bagging or GOSS)
     "lightgbm>=4.0",
     # hyperparameter search; 4.0 moved the journal file storage (our study store, resumable) to optuna.storages.journal
