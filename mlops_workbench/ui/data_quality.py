@@ -25,8 +25,8 @@ from .helpers import STATUS_COLORS, alert_html, badge, fmt_bytes, fmt_share, fmt
 # %% auto #0
 __all__ = ['QUALITY_METRICS', 'DATASET_COLUMNS', 'VERSION_COLUMNS', 'RULE_COLUMNS', 'TREND_COLUMNS', 'OPEN', 'COLUMN_METRICS',
            'dataset_summaries', 'datasets_frame', 'versions_frame', 'rule_result', 'example_text', 'rules_frame',
-           'trend_frame', 'DataQuality', 'version_html', 'validation_html', 'rules_html', 'metrics_html',
-           'alert_card_html', 'alerts_html', 'data_quality_report']
+           'trend_frame', 'DataQuality', 'open_alert_summaries', 'version_html', 'validation_html', 'rules_html',
+           'metrics_html', 'alert_card_html', 'alerts_html', 'data_quality_report']
 
 # %% ../../nbs/ui/95b_data_quality.ipynb #401898bb
 QUALITY_METRICS = {"rule_failure_rate": "share of rows failing each rule", "null_rate": "share of null values in each column"}
@@ -239,6 +239,15 @@ def acknowledge(self: DataQuality, alert_id: int):
 def resolve(self: DataQuality, alert_id: int):
     "Resolve alert `alert_id` as `user`; a refusal becomes `alert`."
     self._act("resolved", alert_id)
+
+# %% ../../nbs/ui/95b_data_quality.ipynb #alrtsum2
+def open_alert_summaries(ws: Workspace,
+                         limit: int = 50,  # the newest this many
+                        ) -> list[dict]:
+    "The open (firing or acknowledged) alerts of the workspace, newest first: id, rule, severity, source, title, status, fired_at, last_seen, count."
+    return [{"id": a.id, "rule": a.rule, "severity": a.severity, "source": a.source, "title": a.title, "status": a.status,
+             "fired_at": a.first_seen.isoformat(), "last_seen": a.last_seen.isoformat(), "count": a.count}
+            for a in list_alerts(ws, status="open", limit=limit)]
 
 # %% ../../nbs/ui/95b_data_quality.ipynb #07abfbb9
 COLUMN_METRICS = ["null_rate", "distinct", "mean", "std", "p05", "p50", "p95"]  # per-column metrics, in the order shown

@@ -16,9 +16,9 @@ from .helpers import STATUS_COLORS, _MD_CSS, _e, _link, _page_header, _wrap, ale
 
 # %% auto #0
 __all__ = ['DEPLOY_HINT', 'STATE_COLORS', 'ENVIRONMENT_COLUMNS', 'HISTORY_COLUMNS', 'CASE_COLUMNS', 'PERF_COLUMNS',
-           'STEP_COLUMNS', 'state_badge', 'environment_table', 'history_table', 'integration_cases',
-           'performance_table', 'latency_points', 'step_verdict', 'steps_frame', 'transitions_frame', 'steps_range',
-           'Deployments', 'steps_svg', 'deployment_html', 'deployment_report']
+           'STEP_COLUMNS', 'state_badge', 'environment_table', 'environment_summaries', 'history_table',
+           'integration_cases', 'performance_table', 'latency_points', 'step_verdict', 'steps_frame',
+           'transitions_frame', 'steps_range', 'Deployments', 'steps_svg', 'deployment_html', 'deployment_report']
 
 # %% ../../nbs/ui/95g_deployments.ipynb #ae0c9a3d
 DEPLOY_HINT = "mlw deploy credit_default@candidate --env staging"
@@ -44,6 +44,31 @@ def environment_table(ws: Workspace) -> pd.DataFrame:
                          "candidate": f"v{t.candidate_version}" if cand else "", "share": fmt_share(t.candidate_share) if cand else "",
                          "mode": t.mode if cand else "", "active deployment": act})
     return pd.DataFrame(rows, columns=ENVIRONMENT_COLUMNS)
+
+# %% ../../nbs/ui/95g_deployments.ipynb #envsum02
+def _iso(t) -> str | None: return t.isoformat() if isinstance(t, (dt.datetime, dt.date)) else t
+
+def environment_summaries(ws: Workspace) -> list[dict]:
+    "Each environment for the sidebar: name, alias, SLO, its endpoints' traffic, the active deployment, the last finished one, and its running gateways (JSON-safe)."
+    from mlops_workbench.serving.gateway import served_endpoints  # here: the gateway module is only needed when asked
+    gateways = sorted(served_endpoints(ws), key=lambda g: (g.get("port") or 0, g.get("pid") or 0))
+    out = []
+    for e in list_environments(ws):
+        a = active_deployment(ws, e.name)
+        last = next((r for r in deployment_history(ws, e.name).iter_rows(named=True) if r["finished_at"] is not None), None)
+        out.append({
+            "name": e.name, "alias": e.alias, "slo": str(e.slo), "description": e.description,
+            "endpoints": [{"endpoint": t.endpoint, "model": t.model, "primary_version": t.primary_version, "candidate_version": t.candidate_version,
+                           "candidate_share": t.candidate_share if t.candidate_version is not None else 0.0, "mode": t.mode, "traffic": t.describe(),
+                           "deployment_id": t.deployment_id, "updated_at": _iso(t.updated_at)} for t in e.endpoints],
+            "active": None if a is None else {"id": a.id, "model": a.model, "version": a.version, "endpoint": a.endpoint, "strategy": a.strategy,
+                                              "state": a.state, "started_at": _iso(a.created_at), "who": a.created_by},
+            "last_finished": None if last is None else {"id": last["id"], "model": last["model"], "version": last["version"], "endpoint": last["endpoint"],
+                                                        "strategy": last["strategy"], "outcome": last["state"], "finished_at": _iso(last["finished_at"]),
+                                                        "reason": last["reason"]},
+            "gateways": [{"pid": g.get("pid"), "port": g.get("port"), "started_at": g.get("started_at"), "endpoints": g.get("endpoints") or {}}
+                         for g in gateways if g.get("environment") == e.name]})
+    return out
 
 # %% ../../nbs/ui/95g_deployments.ipynb #dafa23e5
 HISTORY_COLUMNS = ["id", "model", "version", "environment", "strategy", "state", "who", "started", "duration", "reason"]
