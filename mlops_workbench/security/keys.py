@@ -4,7 +4,7 @@
 
 # %% ../../nbs/security/80a_keys.ipynb #ba7d4d1d
 from __future__ import annotations
-import base64, hashlib, hmac, re, secrets, time
+import base64, contextlib, hashlib, hmac, logging, re, secrets, time
 import datetime as dt
 from dataclasses import dataclass, field
 import sqlalchemy as sa
@@ -15,9 +15,11 @@ from ..core.storage import check_name
 from .rbac import ROLES, Principal
 from . import audit
 
+_log = logging.getLogger(__name__)
+
 # %% auto #0
 __all__ = ['KEY_PREFIX', 'REJECT_REASONS', 'key_hash', 'IssuedKey', 'create_key', 'list_keys', 'revoke_key', 'rotate_key',
-           'KeyRejected', 'authenticate_key', 'KeyAuthenticator']
+           'KeyRejected', 'authenticate_key', 'temporary_key', 'KeyAuthenticator']
 
 # %% ../../nbs/security/80a_keys.ipynb #cd6f9e24
 KEY_PREFIX = "mlw_"
@@ -205,6 +207,18 @@ def authenticate_key(ws: Workspace, presented: str | None) -> Principal:
     kid = _parse(presented)
     with ws.metadata.begin() as c: r = c.execute(sa.select(api_keys).where(api_keys.c.id == kid)).first()
     return _verify_row(r, key_hash(presented), kid, utcnow())
+
+# %% ../../nbs/security/80a_keys.ipynb #tk000002
+@contextlib.contextmanager
+def temporary_key(ws: Workspace, principal: str, roles: list, models: list | None = None,
+                  expires: str | dt.timedelta = "6h",  # an upper bound if the process dies before it can revoke
+                  who: str | None = None):
+    "A key created for a `with` block and revoked when it ends, however it ends."
+    k = create_key(ws, principal, roles, models=models, expires=expires, who=who)
+    try: yield k
+    finally:
+        try: revoke_key(ws, k.id, who=who)
+        except MLWError as e: _log.warning("temporary key %s of %s was not revoked: %s", k.id, principal, e)
 
 # %% ../../nbs/security/80a_keys.ipynb #6f0b663e
 class KeyAuthenticator:
