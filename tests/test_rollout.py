@@ -8,9 +8,7 @@ switches under load without one failed request; a second, differently shaped mod
 text site codes, dates as strings) whose features were never materialized online fails its integration checks in
 staging and is stopped with nothing promoted, then, materialized, goes in. Counts and durations are bounded; no
 wall-clock time is asserted."""
-import collections
 import datetime as dt
-import random
 import threading
 import warnings
 
@@ -19,7 +17,7 @@ import pytest
 
 from gateway_server import gateway
 from toy import jobs_world
-from mlops_workbench.deploy.checks import request_rows
+from mlops_workbench.deploy.checks import TrafficReplay, request_rows
 from mlops_workbench.deploy.deployments import SLO, define_environment, get_traffic
 from mlops_workbench.deploy.rollout import deploy, gateway_url
 from mlops_workbench.experiments.definition import demo_experiment
@@ -56,29 +54,9 @@ def world(tmp_path_factory):
     ws.close()
 
 
-class Load:
-    "Threads sending predict requests (a random routing key each) until stopped or `limit` requests; counts what came back."
-    def __init__(self, url, key, row, threads=2, limit=500_000):
-        self.url, self.key, self.row, self.limit = url, key, row, limit
-        self.status, self.versions, self.lock, self.stopped = collections.Counter(), collections.Counter(), threading.Lock(), threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-    def _run(self):
-        with httpx.Client(timeout=30) as c:
-            while not self.stopped.is_set() and sum(self.status.values()) < self.limit:
-                h = {"X-API-Key": self.key, "X-Routing-Key": f"customer-{random.randrange(10**9)}"}
-                try:
-                    r = c.post(f"{self.url}/v1/models/credit_default/predict", json={"rows": [self.row]}, headers=h)
-                    got, v = r.status_code, r.json()["model"]["version"] if r.status_code == 200 else None
-                except httpx.HTTPError as e: got, v = type(e).__name__, None
-                with self.lock:
-                    self.status[got] += 1
-                    if v is not None: self.versions[v] += 1
-    def __enter__(self):
-        for t in self.threads: t.start()
-        return self
-    def __exit__(self, *exc):
-        self.stopped.set()
-        for t in self.threads: t.join(60)
+def Load(url, key, row, threads=2, limit=500_000):
+    "Threads sending `row` (a fresh routing key each) until the block ends or `limit` requests (the library's TrafficReplay)."
+    return TrafficReplay(url, key, "credit_default", [row], threads=threads, limit=limit)
 
 
 def _serving(ws, version):

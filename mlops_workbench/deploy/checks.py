@@ -14,7 +14,7 @@ from ..core.workspace import Workspace
 
 # %% auto #0
 __all__ = ['WRK_PACKAGE', 'CheckCase', 'CheckReport', 'request_rows', 'integration_checks', 'wrk_script', 'run_wrk',
-           'PerformanceSLO', 'PerfReport', 'latency_svg', 'performance_check']
+           'PerformanceSLO', 'PerfReport', 'latency_svg', 'performance_check', 'TrafficReplay']
 
 # %% ../../nbs/deploy/30a_checks.ipynb #e671a8ca
 @dataclass
@@ -328,13 +328,12 @@ def _bad_request_cases(client, url: str, sm, endpoint: str, key: str, row: dict)
     return cases
 
 def _auth_cases(ws: Workspace, client, endpoint: str, row: dict, who: str | None) -> list:
-    from mlops_workbench.security.keys import create_key, revoke_key
+    from mlops_workbench.security.keys import temporary_key
     cases, g = [], "auth"
     _run_case(cases, "no credentials is 401", g, lambda: _status_case("no credentials is 401", g, _predict(client, endpoint, None, {"rows": [row]}), 401))
     _run_case(cases, "unknown key is 401", g, lambda: _status_case("unknown key is 401", g, _predict(client, endpoint, "mlw_000000000000_" + "A" * 43, {"rows": [row]}), 401))
-    viewer = create_key(ws, "deploy-checks", ["viewer"], expires=dt.timedelta(minutes=10), who=who or "deploy-checks")
-    try: _run_case(cases, "viewer key is 403", g, lambda: _status_case("viewer key is 403", g, _predict(client, endpoint, viewer.key, {"rows": [row]}), 403))
-    finally: revoke_key(ws, viewer.id, who=who or "deploy-checks")
+    with temporary_key(ws, "deploy-checks", ["viewer"], expires="10m", who=who or "deploy-checks") as viewer:
+        _run_case(cases, "viewer key is 403", g, lambda: _status_case("viewer key is 403", g, _predict(client, endpoint, viewer.key, {"rows": [row]}), 403))
     return cases
 
 # %% ../../nbs/deploy/30a_checks.ipynb #d7952480
@@ -676,3 +675,64 @@ def performance_check(url: str,  # the URL the load POSTs to, e.g. http://127.0.
                         **{f"{k}_ms": r[k] for k in ("p50", "p90", "p95", "p99", "max", "mean")}, "errors": r["errors"],
                         "error_rate": _errors_rate(r["errors"], r["requests"]), "percentiles": r["percentiles"], "tool": _wrk_version()}, checks=[sample])
     return rep.judge(slo, baseline, tolerance)
+
+# %% ../../nbs/deploy/30a_checks.ipynb #tr000003
+class TrafficReplay:
+    "Threads POSTing recorded rows to a gateway endpoint while the `with` block lasts; counts statuses and answering versions."
+    def __init__(self, url: str,  # the gateway, e.g. http://127.0.0.1:8000
+                 key: str,  # an API key with the predictor role for the endpoint's model
+                 endpoint: str,  # the endpoint name (the model's, by default)
+                 rows: list,  # request rows, e.g. `request_rows(sm, holdout, n)[1]`; sent one per request, round-robin
+                 threads: int = 2,
+                 limit: int = 1_000_000,  # requests in all, at most
+                 routing_key: str | None = None,  # a row field whose value routes the request (sticky per customer); None: a fresh key each
+                 timeout_s: float = 30):
+        import collections, threading
+        if not rows: raise InvalidInput("TrafficReplay needs at least one row to send; pass e.g. request_rows(sm, holdout, 50)[1]")
+        if not isinstance(threads, int) or not 1 <= threads <= 64: raise InvalidInput(f"TrafficReplay threads={threads!r}: pass a count from 1 to 64")
+        self.url, self.key, self.endpoint, self.rows, self.limit = url.rstrip("/"), key, endpoint, list(rows), int(limit)
+        self.routing_key, self.timeout_s, self.n_threads = routing_key, timeout_s, threads
+        self.status, self.versions = collections.Counter(), collections.Counter()
+        self._lock, self._stop, self._sent = threading.Lock(), threading.Event(), 0
+        self._threads = []
+
+    @property
+    def requests(self) -> int: return sum(self.status.values())
+    @property
+    def errors(self) -> int: return sum(n for s, n in self.status.items() if s != 200)
+
+    def _next(self) -> int | None:
+        with self._lock:
+            if self._sent >= self.limit: return None
+            self._sent += 1
+            return self._sent - 1
+
+    def _run(self, worker: int):
+        import httpx, uuid
+        with httpx.Client(base_url=self.url, timeout=self.timeout_s) as c:
+            while not self._stop.is_set() and (i := self._next()) is not None:
+                row = self.rows[i % len(self.rows)]
+                rk = str(row.get(self.routing_key)) if self.routing_key else uuid.uuid4().hex
+                try:
+                    r = c.post(f"/v1/models/{self.endpoint}/predict", json={"rows": [row]}, headers={"X-API-Key": self.key, "X-Routing-Key": rk})
+                    got, v = r.status_code, (r.json().get("model", {}).get("version") if r.status_code == 200 else None)
+                except (httpx.HTTPError, ValueError) as e: got, v = type(e).__name__, None
+                with self._lock:
+                    self.status[got] += 1
+                    if v is not None: self.versions[v] += 1
+
+    def __enter__(self) -> TrafficReplay:
+        import threading
+        self._threads = [threading.Thread(target=self._run, args=(w,), name=f"traffic-replay-{w}", daemon=True) for w in range(self.n_threads)]
+        for t in self._threads: t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads: t.join(self.timeout_s + 5)
+
+    def summary(self) -> dict:
+        "What came back: requests, errors, statuses and answering versions (JSON-safe)."
+        with self._lock:
+            return {"requests": self.requests, "errors": self.errors, "status": {str(k): n for k, n in sorted(self.status.items(), key=str)},
+                    "versions": {str(k): n for k, n in sorted(self.versions.items())}}
