@@ -155,6 +155,11 @@ ROUTES: list[tuple[str, type[MLWHandler], dict]] = [
     ("models", *_summaries("mlops_workbench.ui.models", "model_summaries", "models", lazy=("mlflow",))),
     # each endpoint of each running gateway: its model reference, the version that resolves to now, port, pid (MLflow imported inside)
     ("served", *_summaries("mlops_workbench.ui.serving", "served_models", "served", lazy=("mlflow",))),
+    # each deployment environment: its endpoints' traffic (primary, candidate, share, mode), the active deployment, the last
+    # finished one, and the gateways running for it (the gateway module, imported inside, under the import lock too)
+    ("environments", *_summaries("mlops_workbench.ui.deployments", "environment_summaries", "environments", lazy=("mlops_workbench.serving.gateway",))),
+    # the open (firing or acknowledged) alerts of the workspace, newest first
+    ("alerts", *_summaries("mlops_workbench.ui.data_quality", "open_alert_summaries", "alerts")),
 ]
 
 

@@ -10,7 +10,9 @@ import { refreshIcon } from '@jupyterlab/ui-components';
 
 import { mlwIcon } from './icon';
 import { Section, WorkbenchPanel } from './panel';
+import { AlertsSection } from './alerts';
 import { DatasetsSection } from './datasets';
+import { EnvironmentsSection } from './environments';
 import { ExperimentsSection } from './experiments';
 import { FeaturesSection } from './features';
 import { ModelsSection } from './models';
@@ -24,13 +26,15 @@ export namespace CommandIDs {
   export const refreshFeatures = 'mlw:refresh-features';
   export const refreshExperiments = 'mlw:refresh-experiments';
   export const refreshModels = 'mlw:refresh-models';
+  export const refreshEnvironments = 'mlw:refresh-environments';
+  export const refreshAlerts = 'mlw:refresh-alerts';
 }
 
 const PALETTE_CATEGORY = 'MLOps Workbench';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: '@mlops-workbench/lab:plugin',
-  description: 'MLOps Workbench sidebar: pipeline runs, datasets, feature views, experiments and models from the mlops-workbench server extension.',
+  description: 'MLOps Workbench sidebar: pipeline runs, datasets, feature views, experiments, models, environments and open alerts from the mlops-workbench server extension.',
   autoStart: true,
   optional: [ILayoutRestorer, ICommandPalette],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null): void => {
@@ -49,7 +53,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       [new ExperimentsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshExperiments) }), CommandIDs.refreshExperiments,
        'Refresh Experiments', 'Reload the experiments, their trials and best values in the MLOps Workbench sidebar'],
       [new ModelsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshModels) }), CommandIDs.refreshModels,
-       'Refresh Models', 'Reload the registered models, their aliases and validation status in the MLOps Workbench sidebar']
+       'Refresh Models', 'Reload the registered models, their aliases and validation status in the MLOps Workbench sidebar'],
+      [new EnvironmentsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshEnvironments) }), CommandIDs.refreshEnvironments,
+       'Refresh Environments', 'Reload what each deployment environment serves and its deployments in the MLOps Workbench sidebar'],
+      [new AlertsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshAlerts) }), CommandIDs.refreshAlerts,
+       'Refresh Alerts', 'Reload the open alerts in the MLOps Workbench sidebar']
     ];
     for (const [section, id, label, caption] of sections) {
       panel.addSection(section);
@@ -68,7 +76,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.refreshDatasets,
         CommandIDs.refreshFeatures,
         CommandIDs.refreshExperiments,
-        CommandIDs.refreshModels
+        CommandIDs.refreshModels,
+        CommandIDs.refreshEnvironments,
+        CommandIDs.refreshAlerts
       ]) {
         palette.addItem({ command, category: PALETTE_CATEGORY });
       }

@@ -1,6 +1,6 @@
 /**
- * The "MLOps Workbench" sidebar: a stack of sections (pipeline runs, datasets, feature views, experiments
- * and models), each loading its own data when the sidebar is first shown.
+ * The "MLOps Workbench" sidebar: a stack of sections (pipeline runs, datasets, feature views, experiments,
+ * models, environments and alerts), each loading its own data when the sidebar is first shown.
  */
 import { refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
@@ -122,8 +122,8 @@ export interface IListOptions<R, T> {
   items: (body: R) => T[];
   /** Class of the `<ul>`, e.g. `mlw-dataset-list`. */
   listClass: string;
-  /** What to say when there are none: the text, then the call or command that makes one. */
-  empty: [text: string, code: string];
+  /** What to say when there are none: the text, then the call or command that makes one (if any). */
+  empty: [text: string, code?: string];
   /** One item as a list element. */
   render: (item: T) => HTMLLIElement;
   /** Fetched alongside the route, before the items are rendered (what the renderer also needs, e.g. what is served). */
@@ -152,7 +152,9 @@ export class ListSection<R, T> extends Section {
     this._items = items(body);
     if (this._items.length === 0) {
       const hint = el('p', 'mlw-empty', empty[0]);
-      hint.append(el('code', '', empty[1]), '.');
+      if (empty[1] !== undefined) {
+        hint.append(el('code', '', empty[1]), '.');
+      }
       this.body.replaceChildren(hint);
       return;
     }
