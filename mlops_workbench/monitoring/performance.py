@@ -21,12 +21,17 @@ __all__ = ['PROBA_PREFIX', 'LABEL_STATES', 'TASKS', 'METRICS', 'CBPE_METRICS', '
 _META = ("request_id", "row", "at", "version", "endpoint", "prediction", "predicted_label")
 PROBA_PREFIX = "proba_"  # multiclass: one column per class, `proba_<class>`
 
+def _decode(texts: pl.Series) -> pl.DataFrame:
+    "JSON objects (one per row) -> typed columns, the schema inferred over all rows (not the first hundred)."
+    s = texts.str.json_decode(infer_schema_length=None)
+    return s.struct.unnest() if isinstance(s.dtype, pl.Struct) else pl.DataFrame()
+
 def _feature_columns(log: pl.DataFrame) -> pl.DataFrame:
-    "The model's feature values of each row as typed columns: `features` JSON (after enrichment), else the `inputs` sent."
+    "The model's feature values of each row as typed columns (`features`, else `inputs`), then the request's other fields (an entity key)."
     if log.is_empty(): return pl.DataFrame()
-    f = log.select(pl.coalesce("features", "inputs")).to_series().str.json_decode(infer_schema_length=None)  # the schema of all rows
-    if not isinstance(f.dtype, pl.Struct): return pl.DataFrame()
-    f = f.struct.unnest()
+    f = _decode(log.select(pl.coalesce("features", "inputs")).to_series())
+    sent = _decode(log["inputs"])
+    f = pl.concat([f, sent.select([c for c in sent.columns if c not in f.columns])], how="horizontal") if f.width else sent
     return f.rename({c: f"{c}_feature" for c in f.columns if c in _META})  # a feature named like a log column keeps its value
 
 def _class_probabilities(log: pl.DataFrame) -> pl.DataFrame:
