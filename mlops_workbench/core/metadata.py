@@ -17,10 +17,10 @@ from .errors import *
 __all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'datasets', 'dataset_versions', 'validation_reports',
            'quality_metrics', 'alerts', 'alert_deliveries', 'feature_entities', 'feature_views', 'feature_services',
            'feature_builds', 'materializations', 'training_sets', 'model_audit', 'api_keys', 'audit_log', 'secrets',
-           'environments', 'ACTIVE_DEPLOYMENT', 'deployments', 'environment_endpoints', 'MIGRATIONS',
-           'MIGRATION_LOCK_KEY', 'TRANSIENT_SQLSTATES', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore',
-           'file_lock', 'sqlite_metadata', 'postgresql_metadata', 'is_transient', 'is_integrity', 'driver_error',
-           'db_errors', 'transact']
+           'environments', 'ACTIVE_DEPLOYMENT', 'deployments', 'environment_endpoints', 'monitors', 'monitor_runs',
+           'monitor_results', 'ACTIVE_RETRAINING', 'retrainings', 'MIGRATIONS', 'MIGRATION_LOCK_KEY',
+           'TRANSIENT_SQLSTATES', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore', 'file_lock', 'sqlite_metadata',
+           'postgresql_metadata', 'is_transient', 'is_integrity', 'driver_error', 'db_errors', 'transact']
 
 # %% ../../nbs/core/03_metadata.ipynb #4c8a09de
 class UTCDateTime(sa.types.TypeDecorator):
@@ -305,6 +305,65 @@ environment_endpoints = sa.Table("environment_endpoints", meta,
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False))
 
+# %% ../../nbs/core/03_metadata.ipynb #m9000002
+monitors = sa.Table("monitors", meta,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("environment", sa.String(100), nullable=False),
+    sa.Column("definition", sa.JSON, nullable=False),  # Monitor.to_dict()
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False))
+
+monitor_runs = sa.Table("monitor_runs", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("monitor", sa.String(200), nullable=False, index=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.Integer),  # the version whose predictions were watched (production's at the time)
+    sa.Column("run_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("window_start", UTCDateTime),
+    sa.Column("window_end", UTCDateTime),
+    sa.Column("reference_rows", sa.Integer, nullable=False),
+    sa.Column("current_rows", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # ok | breached | empty
+    sa.Column("report", sa.JSON, nullable=False),  # the drift, performance and concept reports as data
+    sa.Column("alerts", sa.JSON, nullable=False),  # ids of the alerts this run fired
+    sa.Column("pipeline_run_id", sa.String(64)))
+
+monitor_results = sa.Table("monitor_results", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("monitor_runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("monitor", sa.String(200), nullable=False, index=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),  # the run's window end: where the point sits on a time axis
+    sa.Column("kind", sa.String(40), nullable=False),  # data_drift | prediction_drift | performance | estimated_performance | concept_drift
+    sa.Column("metric", sa.String(100), nullable=False),  # the statistic: a drift method, 'drift_share', 'roc_auc', ...
+    sa.Column("column", sa.String(200)),  # the feature, for per-column statistics
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("breached", sa.Boolean, nullable=False))
+
+ACTIVE_RETRAINING = "finished_at IS NULL"
+
+retrainings = sa.Table("retrainings", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("monitor", sa.String(200)),
+    sa.Column("alert_id", sa.Integer),  # the alert that triggered it (None: requested by hand)
+    sa.Column("trigger", sa.String(40), nullable=False),  # the alert kind, or 'manual'
+    sa.Column("state", sa.String(30), nullable=False, index=True),  # awaiting_approval | running | succeeded | refused | failed | rejected
+    sa.Column("window", sa.JSON, nullable=False),  # the data it trains on: entities dataset, version, since, until
+    sa.Column("requested_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("pipeline_run_id", sa.String(64)),
+    sa.Column("training_run_id", sa.String(64)),
+    sa.Column("version", sa.Integer),  # the registered version, if one was
+    sa.Column("deployment_id", sa.Integer),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("outcome", sa.String(30)),
+    sa.Column("reason", sa.Text),
+    sa.Index("retrainings_one_active", "model", unique=True,
+             sqlite_where=sa.text(ACTIVE_RETRAINING), postgresql_where=sa.text(ACTIVE_RETRAINING)))
+
 # %% ../../nbs/core/03_metadata.ipynb #cff2ec24
 @dataclass(frozen=True)
 class Migration:
@@ -334,6 +393,9 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "deployments, environments, traffic", lambda op: ([_create(op, t) for t in (environments, deployments, environment_endpoints)],
               op.create_index("deployments_one_active", "deployments", ["environment"], unique=True,
                               sqlite_where=sa.text(ACTIVE_DEPLOYMENT), postgresql_where=sa.text(ACTIVE_DEPLOYMENT)))),
+    Migration(9, "monitors, monitor runs and results, retrainings", lambda op: ([_create(op, t) for t in (monitors, monitor_runs, monitor_results, retrainings)],
+              op.create_index("retrainings_one_active", "retrainings", ["model"], unique=True,
+                              sqlite_where=sa.text(ACTIVE_RETRAINING), postgresql_where=sa.text(ACTIVE_RETRAINING)))),
 ]
 
 # %% ../../nbs/core/03_metadata.ipynb #9713709c
