@@ -79,7 +79,6 @@ def _same_key_types(pred: pl.DataFrame, lab: pl.DataFrame, keys: list) -> tuple[
     for k in keys:
         a, b = pred.schema[k], lab.schema[k]
         if a == b: continue
-        text = (pl.String, pl.Categorical)
         if a.is_integer() and b.is_integer(): cast = pl.Int64
         elif (a == pl.String or isinstance(a, (pl.Categorical, pl.Enum))) and (b == pl.String or isinstance(b, (pl.Categorical, pl.Enum))): cast = pl.String
         else:
@@ -165,7 +164,9 @@ def _task(task: str) -> str:
 def _binary_y(df: pl.DataFrame, col: str, positive=None, what: str = "target") -> pl.Expr:
     "An expression giving `col` as 0.0/1.0 (null stays null); InvalidInput when it is not binary or its positive class is unclear."
     t, vals = df.schema[col], df.get_column(col).drop_nulls().unique().sort().to_list()
-    if positive is not None: return (pl.col(col).cast(pl.String) == str(positive)).cast(pl.Float64)
+    if positive is not None:
+        text = t == pl.String or isinstance(t, (pl.Categorical, pl.Enum))
+        return (pl.col(col).cast(pl.String) == str(positive) if text else pl.col(col) == positive).cast(pl.Float64)
     if t == pl.Boolean: return pl.col(col).cast(pl.Float64)
     if t.is_numeric():
         if set(vals) <= {0, 1}: return pl.col(col).cast(pl.Float64)
@@ -226,7 +227,7 @@ def _windows(df: pl.DataFrame, time: str, every: str | None, what: str) -> pl.Da
     if every is None: return df.with_columns(_w=pl.col(time).min())
     try: return df.with_columns(_w=pl.col(time).dt.truncate(every))
     except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError, ValueError) as e:
-        raise InvalidInput(f"{what}: every={every!r} is not a polars duration ({e}); pass e.g. '1h', '1d', '1w', '1mo'") from None
+        raise InvalidInput(f"{what}: every={every!r} is not a polars duration ({str(e).splitlines()[0]}); pass e.g. '1h', '1d', '1w', '1mo'") from None
 
 def realised_performance(joined: pl.DataFrame,  # predictions with `actual` (join_labels' result)
                          task: str,  # binary, multiclass or regression
@@ -250,7 +251,8 @@ def realised_performance(joined: pl.DataFrame,  # predictions with `actual` (joi
                             schema_overrides={"window_start": joined.schema[time], "window_end": joined.schema[time], "rows": pl.UInt32,
                                               "labelled": pl.UInt32, "coverage": pl.Float64, **{m: pl.Float64 for m in metrics}, "note": pl.String})
     df = _windows(joined, time, every, what)
-    counts = df.group_by(g).agg(rows=pl.len(), labelled=pl.col(target).is_not_null().sum())
+    scored = pl.col(predicted if task == "multiclass" else prediction).is_not_null()
+    counts = df.group_by(g).agg(rows=pl.len(), labelled=(pl.col(target).is_not_null() & scored).sum())
     if task == "multiclass":
         lab = df.filter(pl.col(target).is_not_null(), pl.col(predicted).is_not_null()).with_columns(
             _a=pl.col(target).cast(pl.String), _q=pl.col(predicted).cast(pl.String))
