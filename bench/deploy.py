@@ -18,7 +18,13 @@ CLOCK_REALTIME (LuaJIT ffi), gives it a unique X-Request-ID (the gateway echoes 
 share splits requests, not connections), and logs the answer's status and model version. A window's figures are
 those of the requests SENT in it: answered (2xx or not), "dropped" = non-2xx answers + requests never answered (the
 connection broke: wrk's socket errors), latency p50/p99 from send to answer, and which version answered. The
-deployment record's timestamps (same clock) place the windows. wrk's own socket-error counts are printed per run too.
+deployment record's timestamps (same clock) place the windows; wrk's own socket-error counts are printed per run too.
+Each window's p99 is shown as a ratio to the baseline run's (p99/base) and to the same run's requests sent while no
+deployment was going on (p99/out: the seconds before it started and after it finished), the in-run control that
+other load on a shared machine hits alike. 'gw wait' is the share of the window's time the gateway's threads spent
+waiting for a CPU (the run queue, from /proc/PID/task/*/schedstat, sampled every 0.1 s): high where the machine's
+other work, not the deployment, took the gateway's core. --timeline prints the canary run in half-second bins beside
+its events, with the gateway's CPU and run-queue wait per bin.
 
   baseline    --seconds of load, v1 alone, nothing changes
   blue-green  the same load for the same time; after 2 s, blue-green v1 -> v2 (green loaded beside blue at share 0,
@@ -124,6 +130,7 @@ def read_log(paths: list) -> dict:
             f = line.split()
             if len(f) == 3 and f[0] == "S": sent[f[1]] = int(f[2])
             elif len(f) == 5 and f[0] == "R": got[f[1]] = (int(f[2]), int(f[3]), int(f[4]) if f[4] != "-" else 0)
+    for rid in [r for r in sent if r.endswith("-1") and r not in got]: del sent[rid]  # wrk calls request() once per thread before it connects: never sent
     rids = list(sent)
     t0 = np.array([sent[r] for r in rids], dtype=np.float64) / 1e6
     ans = [got.get(r) for r in rids]
@@ -134,10 +141,11 @@ def read_log(paths: list) -> dict:
     return {"t0": t0[order], "t1": t1[order], "status": status[order], "version": version[order], "unmatched": len(set(got) - set(sent))}
 
 
-def window(load: Load, a: float, b: float) -> dict:
-    "Figures of the requests sent in [a, b): a request unanswered at wrk's stop counts as in flight, not dropped."
-    L = load.log
-    sel = (L["t0"] >= a) & (L["t0"] < b)
+def window(load: Load, a: float, b: float, *more) -> dict:
+    "Figures of the requests sent in [a, b) (and more spans: a2, b2, ...): one unanswered at wrk's stop is in flight, not dropped."
+    L, spans = load.log, [(a, b), *zip(more[::2], more[1::2])]
+    sel = np.zeros(L["t0"].shape, bool)
+    for x, y in spans: sel |= (L["t0"] >= x) & (L["t0"] < y)
     t0, t1, st, ver = L["t0"][sel], L["t1"][sel], L["status"][sel], L["version"][sel]
     answered = ~np.isnan(t1)
     in_flight = (~answered) & (t0 > load.t_end - 2)  # sent in the last 2 s before wrk stopped: still in flight, not lost
@@ -145,9 +153,50 @@ def window(load: Load, a: float, b: float) -> dict:
     non2xx = int((answered & ((st < 200) | (st > 299))).sum())
     lat = (t1[answered] - t0[answered]) * 1e3
     vs = {int(v): int((ver[answered] == v).sum()) for v in np.unique(ver[answered]) if v}
-    return {"secs": b - a, "requests": int(sel.sum()), "non2xx": non2xx, "lost": lost, "dropped": non2xx + lost,
+    bad = answered & ((st < 200) | (st > 299))
+    vs.update({f"HTTP {int(c)}": int((st[bad] == c).sum()) for c in np.unique(st[bad])})
+    if lost: vs["lost"] = lost
+    cw = [GATEWAY_CPU.between(x, y) for x, y in spans] if GATEWAY_CPU else []
+    wait = sum(w for _, w in cw) if cw and all(w is not None for _, w in cw) else None
+    return {"secs": sum(max(0.0, y - x) for x, y in spans), "requests": int(sel.sum()), "non2xx": non2xx, "lost": lost, "dropped": non2xx + lost,
             "p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
-            "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"), "versions": vs}
+            "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"), "versions": vs, "wait": wait}
+
+
+class CPU(threading.Thread):
+    "Every 0.1 s, the gateway's CPU time and its time waiting for a CPU (run queue), summed over its processes' threads."
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.stopped, self.samples = pid, threading.Event(), []  # (time, cpu s, wait s)
+    def pids(self) -> list:
+        out, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            for t in Path(f"/proc/{p}/task").glob("*/children"):
+                try: todo += [int(c) for c in t.read_text().split()]
+                except OSError: pass
+        return out
+    def read(self) -> tuple:
+        cpu = wait = 0
+        for p in self.pids():
+            for t in Path(f"/proc/{p}/task").glob("*/schedstat"):
+                try: c, w, _ = t.read_text().split()
+                except (OSError, ValueError): continue
+                cpu, wait = cpu + int(c), wait + int(w)
+        return cpu / 1e9, wait / 1e9
+    def run(self):
+        while not self.stopped.is_set():
+            self.samples.append((time.time(), *self.read()))
+            time.sleep(0.1)
+    def between(self, a: float, b: float) -> tuple:
+        "CPU seconds and run-queue wait seconds of the gateway between times a and b (nearest samples), or (None, None)."
+        s = [x for x in self.samples if a <= x[0] <= b]
+        if len(s) < 2: return None, None
+        return s[-1][1] - s[0][1], s[-1][2] - s[0][2]
+
+
+GATEWAY_CPU: CPU | None = None  # set once the gateway runs: windows then show its run-queue wait
 
 
 def ts(iso: str) -> float: return dt.datetime.fromisoformat(iso).timestamp()
@@ -225,23 +274,41 @@ def fmt(x, w=8, d=1):
     return f"{'-':>{w}}" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:>{w}.{d}f}"
 
 
-def row(label: str, f: dict, base: dict | None):
-    vs = " ".join(f"v{v}:{n}" for v, n in sorted(f["versions"].items()))
-    ratio = f["p99"] / base["p99"] if base and base["p99"] else float("nan")
+def row(label: str, f: dict, base: dict | None, out: dict | None = None):
+    vs = " ".join(f"v{v}:{n}" if isinstance(v, int) else f"{v}:{n}" for v, n in f["versions"].items())
+    ratio = lambda b: f["p99"] / b["p99"] if b and b["p99"] else None
     print(f"  {label:34s} {f['secs']:6.1f} {f['requests']:8d} {f['requests'] / f['secs'] if f['secs'] else 0:7.0f} {f['non2xx']:6d} "
-          f"{f['lost']:5d} {f['dropped']:7d} {fmt(f['p50'], 7, 2)} {fmt(f['p99'], 7, 2)} {fmt(ratio, 6, 2)}x  {vs}")
+          f"{f['lost']:5d} {f['dropped']:7d} {fmt(f['p50'], 7, 2)} {fmt(f['p99'], 7, 2)} {fmt(ratio(base), 7, 2)}x {fmt(ratio(out), 6, 2)}x {fmt(None if f['wait'] is None else 100 * f['wait'] / f['secs'], 6, 0)}%  {vs}")
 
 
 HEAD = (f"  {'window':34s} {'secs':>6s} {'requests':>8s} {'req/s':>7s} {'non2xx':>6s} {'lost':>5s} {'dropped':>7s} "
-        f"{'p50 ms':>7s} {'p99 ms':>7s} {'p99/base':>7s}  answered by")
+        f"{'p50 ms':>7s} {'p99 ms':>7s} {'p99/base':>8s} {'p99/out':>7s} {'gw wait':>7s}  answered by")
+
+
+def timeline(load: Load, events: list, cpu: CPU, bin_s: float = 0.5):
+    "The run in bins of `bin_s` seconds: requests, p50/p99, the gateway's CPU and run-queue wait, answers by version, events."
+    print(f"  timeline, {bin_s:g} s bins: {'t s':>6s} {'requests':>8s} {'p50 ms':>7s} {'p99 ms':>7s} {'gw cpu':>6s} {'gw wait':>7s}"
+          f"  answered by / events   (gw cpu, gw wait: the gateway's CPU seconds, and seconds it waited for a CPU, per second)")
+    t = load.t_start
+    while t < load.t_end:
+        f = window(load, t, t + bin_s)
+        ev = [name for at, name in events if t <= at < t + bin_s]
+        vs = " ".join(f"v{v}:{n}" if isinstance(v, int) else f"{v}:{n}" for v, n in f["versions"].items())
+        c, w = cpu.between(t, t + bin_s)
+        print(f"  {'':20s} {t - load.t_start:6.1f} {f['requests']:8d} {fmt(f['p50'], 7, 2)} {fmt(f['p99'], 7, 2)} "
+              f"{fmt(None if c is None else c / bin_s, 6, 2)} {fmt(None if w is None else w / bin_s, 7, 2)}  {vs}"
+              + (f"  <- {', '.join(ev)}" if ev else "") + (f"  dropped {f['dropped']}" if f["dropped"] else ""))
+        t += bin_s
 
 
 def wrk_errors(load: Load) -> str:
     e = {k: int(load.summary[k]) for k in ("connect", "read", "write", "status", "timeout") if load.summary.get(k)}
+    if load.log["unmatched"]: e["answers without a request id the log knows"] = load.log["unmatched"]  # none expected
     return ", ".join(f"{k} {v}" for k, v in e.items()) or "none"
 
 
 def main():
+    global GATEWAY_CPU
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter windows and steps, 2 rollback repeats: about 90 s")
     ap.add_argument("--seconds", type=float, help="baseline and blue-green run length (default 20; quick 12)")
@@ -250,6 +317,7 @@ def main():
     ap.add_argument("--warm_s", type=float, help="blue-green: seconds blue stays warm after the switch (default 5; quick 2)")
     ap.add_argument("--repeat", type=int, help="rollback repeats (default 3; quick 2)")
     ap.add_argument("--reload_s", type=float, default=2.0, help="the gateway's --reload_s (default 2.0, `mlw serve`'s own default)")
+    ap.add_argument("--timeline", action="store_true", help="print the canary run in half-second bins beside its events")
     ap.add_argument("--error_rate", type=float, default=0.6, help="v3's injected error rate in the rollback phase")
     a = ap.parse_args()
     q = a.quick
@@ -275,6 +343,8 @@ def main():
                                     "--fault", fault], tmp / "gateway.log", cpu=gw_cpu)
         url = f"http://127.0.0.1:{port}"
         server.wait_ready(url + ROUTE, body.encode(), {"X-API-Key": key}, timeout=120)
+        GATEWAY_CPU = cpu = CPU(server.proc.pid)
+        cpu.start()
         print(f"gateway: `mlw serve --env {ENV} --reload_s {a.reload_s:g} --fault {fault}` (one process) at {url}")
         mk = lambda tag, s: Load(url, body, key, tmp, tag, s, a.connections, wrk_cpu)
         mk("warmup", 2).wait()
@@ -296,16 +366,18 @@ def main():
         print(f"\n1-2. baseline against blue-green v1 -> v2, {secs:g} s of load each (warm_s {warm_s:g}); "
               f"deployment {d_bg.id} {d_bg.state} in {bg.t_end - bg.t_start:.1f} s{' (ran past the load!)' if spill else ''}")
         print(HEAD)
+        out = window(bg_load, bg_load.t_start + 0.5, bg.t_start, bg.t_end, bg_load.t_end)  # the same run, no deployment going on
         row("baseline, no switch", base, base)
-        row("blue-green run, whole", bg_whole, base)
-        row("  deploy start -> finished", bg_win, base)
+        row("blue-green run, whole", bg_whole, base, out)
+        row("  outside the deployment (out)", out, base, out)
+        row("  deploy start -> finished", bg_win, base, out)
         if switch_at:
-            row("  deploy start -> green loaded", window(bg_load, bg.t_start, switch_at), base)
-            row("  green loaded -> finished", window(bg_load, switch_at, min(bg.t_end, bg_load.t_end)), base)
+            row("  deploy start -> green loaded", window(bg_load, bg.t_start, switch_at), base, out)
+            row("  green loaded -> finished", window(bg_load, switch_at, min(bg.t_end, bg_load.t_end)), base, out)
         L = bg_load.log
         v2 = L["t0"][L["version"] == 2]
         if v2.size:  # the flip itself: the first request v2 answered, half a second either side
-            row("  switch +-0.5 s (first v2 answer)", window(bg_load, v2.min() - 0.5, v2.min() + 0.5), base)
+            row("  switch +-0.5 s (first v2 answer)", window(bg_load, v2.min() - 0.5, v2.min() + 0.5), base, out)
         print(f"  wrk socket errors: baseline {wrk_errors(base_load)}; blue-green {wrk_errors(bg_load)}")
 
         # 3. canary v1 -> v2, step by step
@@ -313,27 +385,31 @@ def main():
         d = deploy(ws, f"{NAME}/1", ENV, "direct", checks=False, who="bench")  # v1 back, no load
         if d.state != "succeeded": raise RuntimeError(f"putting v1 back ended {d.state}: {d.reason}")
         steps = (0.05, 0.25, 0.5, 1.0)
-        cap = 2 + len(steps) * (step_s + a.reload_s + 3) + 10
+        cap = 3 + len(steps) * (step_s + a.reload_s + 3) + 10
         can_load = mk("canary", cap)
-        time.sleep(2)
+        time.sleep(3)
         can = Deploying(ws, f"{NAME}/2", "canary", steps=steps, step_s=step_s, poll_s=0.5, min_requests=5, max_step_s=step_s * 3,
                         latency_slack_ms=250)
         can.start()
         d_can = can.done(cap + 120)
-        can_load.stop(1.0)
+        can_load.stop(2.0)
         print(f"\n3. canary v1 -> v2, steps {' '.join(f'{s:.0%}' for s in steps)}, step_s {step_s:g}: deployment {d_can.id} {d_can.state} "
               f"in {can.t_end - can.t_start:.1f} s{'' if d_can.state == 'succeeded' else ': ' + str(d_can.reason)}")
         print(HEAD)
-        row("canary run, whole", window(can_load, can_load.t_start + 0.5, can_load.t_end), base)
-        row("  before the deployment", window(can_load, can_load.t_start + 0.5, can.t_start), base)
+        out = window(can_load, can_load.t_start + 0.5, can.t_start, can.t_end, can_load.t_end)
+        row("canary run, whole", window(can_load, can_load.t_start + 0.5, can_load.t_end), base, out)
+        row("  outside the deployment (out)", out, base, out)
         prev = can.t_start
         for s in d_can.steps:
             at = ts(s["at"])
-            row(f"  step {s['share']:.0%} (move in + {s['analysis'].get('seconds', 0):.1f} s)", window(can_load, prev, min(at, can_load.t_end)), base)
+            row(f"  step {s['share']:.0%} (move in + {s['analysis'].get('seconds', 0):.1f} s)", window(can_load, prev, min(at, can_load.t_end)), base, out)
             prev = at
-        row("  last step -> finished", window(can_load, prev, min(can.t_end, can_load.t_end)), base)
-        row("  after the deployment", window(can_load, can.t_end, can_load.t_end), base)
+        row("  last step -> finished", window(can_load, prev, min(can.t_end, can_load.t_end)), base, out)
         print(f"  wrk socket errors: {wrk_errors(can_load)}")
+        if a.timeline:
+            events = [(can.t_start, "deploy start"), *((ts(s["at"]), f"step {s['share']:.0%} recorded") for s in d_can.steps),
+                      (can.t_end, "finished")]
+            timeline(can_load, events, cpu)
 
         if not q:  # the same load once more, nothing changing: how far two runs of the baseline differ on this machine now
             again_load = mk("baseline2", secs).wait()
