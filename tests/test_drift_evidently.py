@@ -134,6 +134,8 @@ def test_pinned_methods_large():
     more = {"balance": "psi", "rate": "kl_div", "price": "hellinger", "city": "hellinger", "children": "jensenshannon",
             "rooms": "chisquare"}
     check(ref, cur, methods=more, expect_methods=more)
+    cats = {"segment": "z", "plan": "z", "country": "psi", "tier": "kl_div", "member": "jensenshannon"}  # z on > 2 levels: the smallest against the rest
+    check(categorical(3000, 5), categorical(2000, 6, True), methods=cats, expect_methods=cats)
 
 
 def test_pinned_ks_asymptotic():
