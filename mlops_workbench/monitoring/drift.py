@@ -341,8 +341,9 @@ def column_drift(reference: pl.Series, current: pl.Series,
         n_values = nu_r if nu_r > 5 else len(np.union1d(rw.uniq[0], cw.uniq[0]))
         notes = ["constant in reference"] if nu_r == 1 else []
     else:
-        if r.dtype != c.dtype:
-            r, c = r.cast(pl.String), c.cast(pl.String)
+        if r.dtype != c.dtype:  # 3 and 3.0 are one level (as in pandas); other mixes compare as text
+            t = _num_dtype(r, c) if r.dtype.is_numeric() and c.dtype.is_numeric() else pl.String
+            r, c = r.cast(t), c.cast(t)
         rw, cw = _Cat(r), _Cat(c)
         keys, rc, cc = rw.counts = cw.counts = _counts_cat(r, c)
         n_values = len(keys)
