@@ -2,7 +2,7 @@
 with no switch; and the time from a failed canary analysis to a full rollback (issue 13).
 
 Run: .venv/bin/python bench/deploy.py [--quick] [--seconds 20] [--connections 8] [--step_s 5] [--warm_s 5] [--repeat 3]
-                                      [--reload_s 2] [--error_rate 0.6]
+                                      [--reload_s 2] [--error_rate 0.6] [--timeline]
 
 A temporary workspace with three validated versions of the demo's credit_default model (LightGBM, 15 trees of 5, 9 and
 13 leaves), v1 deployed `direct` to a `production` environment (SLO p99 2000 ms, error rate 5%: room for a shared VM).
@@ -29,19 +29,20 @@ its events, with the gateway's CPU and run-queue wait per bin.
   baseline    --seconds of load, v1 alone, nothing changes
   blue-green  the same load for the same time; after 2 s, blue-green v1 -> v2 (green loaded beside blue at share 0,
               switched, blue kept warm --warm_s, then unloaded). Window: deploy start -> finished
-  control     (full run only) the baseline once more after the canary: the spread two identical runs show now
   canary      (v1 put back first, direct, without load) canary v1 -> v2, steps 5% 25% 50% 100% of --step_s each
               (poll 0.5 s; latency_slack_ms 250 so a busy VM's noise does not roll it back). Step k's window: from
               the previous step's record (deploy start for the first) to step k's record, so it includes the move into
               the step (the apply wait: the gateway picks up a traffic change within --reload_s)
+  control     (full run only) the baseline once more, after the canary: how far two identical runs differ now
   rollback    --repeat times: canary v2 -> v3, v3 answering errors at --error_rate (the gateway's --fault), so the
               first analysis fails. From the verdict (the failing step's record time) to: the traffic table showing v2
               alone (the rolled_back transition's time: the same transaction writes the table), the gateway describing
-              v2 alone (GET /v1/models/credit_default polled every 20 ms), the last answer from v3 in the load. Full
+              v2 alone (GET /v1/models/credit_default polled every 20 ms), the last answer from v3 in the load (2xx or its
+              injected errors). Full
               rollback = the latest of the three; each repeat and the median.
 
 Shared 2-core VMs swing run to run: compare the figures within one run (the load average is printed before and after).
-The gateway and wrk are stopped, and the workspace removed, whatever happens. About 3.5 minutes; --quick about 90 s.
+The gateway and wrk are stopped, and the workspace removed, whatever happens. About 2.5 minutes; --quick about 80 s.
 Nothing is asserted on time.
 """
 import argparse, datetime as dt, json, os, shutil, signal, statistics, subprocess, sys, tempfile, threading, time, warnings
@@ -196,6 +197,21 @@ class CPU(threading.Thread):
         return s[-1][1] - s[0][1], s[-1][2] - s[0][2]
 
 
+CALLS: list = []  # (name, start, end) of the rollout's analysis calls in this process, timed by timed_analysis()
+
+
+def timed_analysis():
+    "Time each call of the rollout's analysis helpers (scrape: the gateway's /metrics; distribution: the inference log read)."
+    from mlops_workbench.deploy import rollout
+    def wrap(name, fn):
+        def timed(*args, **kw):
+            t = time.time()
+            try: return fn(*args, **kw)
+            finally: CALLS.append((name, t, time.time()))
+        return timed
+    for name in ("scrape", "distribution"): setattr(rollout, name, wrap(name, getattr(rollout, name)))
+
+
 GATEWAY_CPU: CPU | None = None  # set once the gateway runs: windows then show its run-queue wait
 
 
@@ -301,6 +317,15 @@ def timeline(load: Load, events: list, cpu: CPU, bin_s: float = 0.5):
         t += bin_s
 
 
+def analysis_costs(a: float, b: float) -> str:
+    "How long the rollout's own analysis calls took between times a and b (they run in this process, on the same 2 cores)."
+    out = []
+    for name in ("scrape", "distribution"):
+        d = [t1 - t0 for n, t0, t1 in CALLS if n == name and a <= t0 <= b]
+        if d: out.append(f"{name} x{len(d)}: median {statistics.median(d) * 1e3:.0f} ms, max {max(d) * 1e3:.0f} ms")
+    return "the rollout's analysis calls: " + ("; ".join(out) or "none")
+
+
 def wrk_errors(load: Load) -> str:
     e = {k: int(load.summary[k]) for k in ("connect", "read", "write", "status", "timeout") if load.summary.get(k)}
     if load.log["unmatched"]: e["answers without a request id the log knows"] = load.log["unmatched"]  # none expected
@@ -343,6 +368,7 @@ def main():
                                     "--fault", fault], tmp / "gateway.log", cpu=gw_cpu)
         url = f"http://127.0.0.1:{port}"
         server.wait_ready(url + ROUTE, body.encode(), {"X-API-Key": key}, timeout=120)
+        timed_analysis()
         GATEWAY_CPU = cpu = CPU(server.proc.pid)
         cpu.start()
         print(f"gateway: `mlw serve --env {ENV} --reload_s {a.reload_s:g} --fault {fault}` (one process) at {url}")
@@ -406,9 +432,11 @@ def main():
             prev = at
         row("  last step -> finished", window(can_load, prev, min(can.t_end, can_load.t_end)), base, out)
         print(f"  wrk socket errors: {wrk_errors(can_load)}")
+        print("  " + analysis_costs(can.t_start, can.t_end))
         if a.timeline:
             events = [(can.t_start, "deploy start"), *((ts(s["at"]), f"step {s['share']:.0%} recorded") for s in d_can.steps),
-                      (can.t_end, "finished")]
+                      (can.t_end, "finished"),
+                      *((t0, f"distribution read {t1 - t0:.2f} s") for name, t0, t1 in CALLS if name == "distribution" and can.t_start <= t0 <= can.t_end)]
             timeline(can_load, events, cpu)
 
         if not q:  # the same load once more, nothing changing: how far two runs of the baseline differ on this machine now
@@ -420,7 +448,7 @@ def main():
         print(f"\n4. canary v2 -> v3 with v3 answering errors at {a.error_rate:.0%} (gateway --fault): failed analysis -> full rollback")
         print(f"  {'#':>2s} {'verdict':>8s} {'v3 first->verdict':>17s} {'->table':>8s} {'->gw v2 alone':>13s} {'->last v3':>9s} "
               f"{'full':>7s}  {'v3 ok':>6s} {'v3 err':>6s} {'err after':>9s}  reason")
-        fulls = []
+        fulls, t_rb = [], time.time()
         probe = Probe(url, key)
         probe.start()
         try:
@@ -451,6 +479,7 @@ def main():
                       f"{f['dropped']:6d} {after['dropped']:9d}  {dr.reason[:80]}")
         finally:
             probe.stopped.set(); probe.join(5)
+        print("  " + analysis_costs(t_rb, time.time()))
         if fulls: print(f"  median full rollback {statistics.median(fulls):.3f} s over {len(fulls)} (gateway --reload_s {a.reload_s:g}: "
                         f"it sees a traffic change within that)")
         print("  verdict: seconds from the deployment's start to the failing step's record; 'v3 first->verdict': from v3's first answer "
