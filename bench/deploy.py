@@ -17,8 +17,10 @@ Figures are exact per request, not histogram estimates: wrk's Lua script stamps 
 CLOCK_REALTIME (LuaJIT ffi), gives it a unique X-Request-ID (the gateway echoes it) and X-Routing-Key (so a canary
 share splits requests, not connections), and logs the answer's status and model version. A window's figures are
 those of the requests SENT in it: answered (2xx or not), "dropped" = non-2xx answers + requests never answered (the
-connection broke: wrk's socket errors), latency p50/p99 from send to answer, and which version answered. The
-deployment record's timestamps (same clock) place the windows; wrk's own socket-error counts are printed per run too.
+connection broke: wrk's socket errors; a request still unanswered when wrk stops counts as in flight, not lost, when it
+was sent within max(0.5 s, 10 x the run's p99) of the stop), latency p50/p99 from send to answer, and which version
+answered. The deployment record's timestamps (same clock) place the windows; wrk's own socket-error counts are printed
+per run too.
 Each window's p99 is shown as a ratio to the baseline run's (p99/base) and to the same run's requests sent while no
 deployment was going on (p99/out: the seconds before it started and after it finished), the in-run control that
 other load on a shared machine hits alike. 'gw wait' is the share of the window's time the gateway's threads spent
@@ -51,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wrk import Server, free_port, pinned, post  # noqa: E402  bench/_wrk.py
+from _wrk import Server, free_port, pinned  # noqa: E402  bench/_wrk.py
 
 BIN = Path(sys.executable).parent
 NAME, ENV = "credit_default", "production"
@@ -114,7 +116,11 @@ class Load:
         if self.proc.returncode != 0 or line is None: raise RuntimeError(f"wrk failed (status {self.proc.returncode}): {out[-800:]}")
         self.summary = json.loads(line[len("WRK_JSON "):])
         self.t_end = min(time.time(), self.t_start + self.summary["duration_us"] / 1e6 + 0.05)  # when the load stopped
-        self.log = read_log(sorted(self.prefix.parent.glob(self.prefix.name + "*.log")))
+        self.log = L = read_log(sorted(self.prefix.parent.glob(self.prefix.name + "*.log")))
+        lat = L["t1"] - L["t0"]
+        lat = lat[~np.isnan(lat)]
+        # unanswered when wrk stopped: in flight if sent within max(0.5 s, 10 x the run's p99) of the stop, else lost
+        self.in_flight_s = max(0.5, 10 * float(np.percentile(lat, 99))) if lat.size else 0.5
         return self
 
     def wait(self):
@@ -143,13 +149,13 @@ def read_log(paths: list) -> dict:
 
 
 def window(load: Load, a: float, b: float, *more) -> dict:
-    "Figures of the requests sent in [a, b) (and more spans: a2, b2, ...): one unanswered at wrk's stop is in flight, not dropped."
+    "Figures of the requests sent in [a, b) (and more spans: a2, b2, ...); one unanswered that was sent just before wrk stopped is in flight, not lost."
     L, spans = load.log, [(a, b), *zip(more[::2], more[1::2])]
     sel = np.zeros(L["t0"].shape, bool)
     for x, y in spans: sel |= (L["t0"] >= x) & (L["t0"] < y)
     t0, t1, st, ver = L["t0"][sel], L["t1"][sel], L["status"][sel], L["version"][sel]
     answered = ~np.isnan(t1)
-    in_flight = (~answered) & (t0 > load.t_end - 2)  # sent in the last 2 s before wrk stopped: still in flight, not lost
+    in_flight = (~answered) & (t0 > load.t_end - load.in_flight_s)  # sent just before wrk stopped: in flight, not lost
     lost = int(((~answered) & ~in_flight).sum())
     non2xx = int((answered & ((st < 200) | (st > 299))).sum())
     lat = (t1[answered] - t0[answered]) * 1e3
