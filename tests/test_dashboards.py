@@ -296,10 +296,10 @@ def test_pipelines_page_errors_are_alerts(dashboards, runs, page):
 def test_stage_pages_and_navigation(dashboards, runs, page):
     page.goto(dashboards)  # the root is the pipelines page
     page.get_by_text(f"Run {runs.bad.id}").wait_for()
-    page.get_by_role("link", name="Monitoring").click()
-    page.wait_for_url("**/monitoring")
+    page.get_by_role("link", name="CI/CD").click()
+    page.wait_for_url("**/cicd")
     page.get_by_text("Not built yet.").wait_for()
-    page.get_by_text("Data, prediction and concept drift").wait_for()
+    page.get_by_text("Model test suites, builds, staging and acceptance results").wait_for()
     page.get_by_role("link", name="Pipelines").click()
     page.wait_for_url("**/pipelines")
     page.get_by_text(f"Run {runs.bad.id}").wait_for()

@@ -20,6 +20,7 @@ from .features import FeatureViews, _features_page
 from .models import Experiments, ModelQuality, _experiments_page, _model_quality_page
 from .serving import Serving, _serving_page
 from .deployments import Deployments, _deployments_page
+from .monitoring import Monitoring, _monitoring_page
 
 # %% auto #0
 __all__ = ['STAGES', 'DASHBOARDS', 'voila_command', 'Navigation', 'pages', 'dashboard_app', 'serve_dashboards']
@@ -106,11 +107,11 @@ def _views() -> SimpleNamespace:
     return SimpleNamespace(pn=pn, PipelinesPage=_pipelines_page(pn, Viewer, _table), PlannedPage=PlannedPage, DataQualityPage=_data_quality_page(pn, Viewer, _table),
                            FeaturesPage=_features_page(pn, Viewer, _table), ExperimentsPage=_experiments_page(pn, Viewer, _table),
                            ModelQualityPage=_model_quality_page(pn, Viewer, _table), ServingPage=_serving_page(pn, Viewer, _table),
-                           DeploymentsPage=_deployments_page(pn, Viewer, _table))
+                           DeploymentsPage=_deployments_page(pn, Viewer, _table), MonitoringPage=_monitoring_page(pn, Viewer, _table))
 
 def __getattr__(name):
     "Build the Panel page classes when first asked for, so importing this module never imports Panel."
-    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage", "ServingPage", "DeploymentsPage"): return getattr(_views(), name)
+    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage", "ServingPage", "DeploymentsPage", "MonitoringPage"): return getattr(_views(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../../nbs/ui/95e_shell.ipynb #5ececc14
@@ -128,6 +129,7 @@ def pages(ws: Workspace) -> dict:
     out["model-quality"] = lambda query=None: V.ModelQualityPage(state=ModelQuality.from_query(ws, query))
     out["serving"] = lambda query=None: V.ServingPage(state=Serving.from_query(ws, query))
     out["deployments"] = lambda query=None: V.DeploymentsPage(state=Deployments.from_query(ws, query))
+    out["monitoring"] = lambda query=None: V.MonitoringPage(state=Monitoring.from_query(ws, query))
     return out
 
 def dashboard_app(ws: Workspace | None = None, query: str | dict | None = None, page: str = "pipelines", link: str = "?page={slug}"):
