@@ -686,12 +686,16 @@ class TrafficReplay:
                  threads: int = 2,
                  limit: int = 1_000_000,  # requests in all, at most
                  routing_key: str | None = None,  # a row field whose value routes the request (sticky per customer); None: a fresh key each
+                 request_ids: list | None = None,  # an X-Request-ID per row (the caller's own ids, to join late labels by); None: the gateway's
+                 start_when=None,  # a callable polled every 0.2 s; sending starts once it returns True (e.g. when a rollout begins)
                  timeout_s: float = 30):
         import collections, threading
         if not rows: raise InvalidInput("TrafficReplay needs at least one row to send; pass e.g. request_rows(sm, holdout, 50)[1]")
+        if request_ids is not None and len(request_ids) != len(rows): raise InvalidInput(f"TrafficReplay: {len(request_ids)} request ids for {len(rows)} rows; pass one per row")
         if not isinstance(threads, int) or not 1 <= threads <= 64: raise InvalidInput(f"TrafficReplay threads={threads!r}: pass a count from 1 to 64")
         self.url, self.key, self.endpoint, self.rows, self.limit = url.rstrip("/"), key, endpoint, list(rows), int(limit)
-        self.routing_key, self.timeout_s, self.n_threads = routing_key, timeout_s, threads
+        self.routing_key, self.timeout_s, self.n_threads, self.start_when = routing_key, timeout_s, threads, start_when
+        self.request_ids = list(request_ids) if request_ids is not None else None
         self.status, self.versions = collections.Counter(), collections.Counter()
         self._lock, self._stop, self._sent = threading.Lock(), threading.Event(), 0
         self._threads = []
@@ -709,17 +713,24 @@ class TrafficReplay:
 
     def _run(self, worker: int):
         import httpx, uuid
+        while self.start_when is not None and not self._stop.is_set() and not self._started(): self._stop.wait(0.2)
         with httpx.Client(base_url=self.url, timeout=self.timeout_s) as c:
             while not self._stop.is_set() and (i := self._next()) is not None:
                 row = self.rows[i % len(self.rows)]
                 rk = str(row.get(self.routing_key)) if self.routing_key else uuid.uuid4().hex
+                h = {"X-API-Key": self.key, "X-Routing-Key": rk}
+                if self.request_ids: h["X-Request-ID"] = str(self.request_ids[i % len(self.rows)])
                 try:
-                    r = c.post(f"/v1/models/{self.endpoint}/predict", json={"rows": [row]}, headers={"X-API-Key": self.key, "X-Routing-Key": rk})
+                    r = c.post(f"/v1/models/{self.endpoint}/predict", json={"rows": [row]}, headers=h)
                     got, v = r.status_code, (r.json().get("model", {}).get("version") if r.status_code == 200 else None)
                 except (httpx.HTTPError, ValueError) as e: got, v = type(e).__name__, None
                 with self._lock:
                     self.status[got] += 1
                     if v is not None: self.versions[v] += 1
+
+    def _started(self) -> bool:
+        try: return bool(self.start_when())
+        except Exception: return False  # not yet: a condition that cannot be read is not met
 
     def __enter__(self) -> TrafficReplay:
         import threading

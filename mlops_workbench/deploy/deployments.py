@@ -8,6 +8,7 @@ import datetime as dt
 import html, json, re
 from dataclasses import dataclass, field, asdict, fields
 import sqlalchemy as sa
+from fastcore.basics import patch
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.metadata import deployments, environments, environment_endpoints, utcnow
@@ -572,3 +573,41 @@ def deployment_history(ws: Workspace, environment: str | None = None, model: str
               "previous_version": i, "created_by": pl.String, "created_at": ts, "finished_at": ts, "reason": pl.String}
     with ws.metadata.begin() as c: rows = [r._asdict() for r in c.execute(q)]
     return pl.DataFrame(rows, schema=schema, orient="row")
+
+# %% ../../nbs/deploy/30_deployments.ipynb #d3p000m2
+def _pct(v) -> str: return "" if v is None else f"{v:.1%}"
+def _ms_text(v) -> str: return "" if v is None else f"{v:.1f} ms"
+
+def _check_line(name: str, c) -> str:
+    if not isinstance(c, dict): return f"- {name}: {c}"
+    verdict = {True: "passed", False: "**failed**"}.get(c.get("passed"), "recorded")
+    cases = c.get("cases")
+    if isinstance(cases, list):
+        ok = sum(1 for x in cases if isinstance(x, dict) and x.get("passed"))
+        return f"- {name}: {verdict}, {ok} of {len(cases)} cases"
+    figs = ", ".join(fmt(c[k]) for k, fmt in (("requests", lambda v: f"{v:,} requests"), ("rps", lambda v: f"{v:,.0f} req/s"),
+                                               ("p50_ms", lambda v: f"p50 {_ms_text(v)}"), ("p99_ms", lambda v: f"p99 {_ms_text(v)}"),
+                                               ("error_rate", lambda v: f"{_pct(v)} errors")) if c.get(k) is not None)
+    return f"- {name}: {verdict}" + (f" ({figs})" if figs else "") + (f": {c['detail']}" if c.get("detail") else "")
+
+def _step_row(i: int, s: dict) -> str:
+    a = s.get("analysis") or {}
+    can, pri = a.get("canary") or {}, a.get("primary") or {}
+    verdict = "" if "passed" not in a else "not judged" if not a.get("judged", True) else "passed" if a["passed"] else "**failed**"
+    why = "; ".join(a.get("reasons") or []) or a.get("note") or a.get("strategy") or ""
+    return (f"| {i} | {s.get('share', 0):.0%} | {can.get('requests', '')} | {_pct(can.get('error_rate'))} | {_ms_text(can.get('p99_ms'))} "
+            f"| {pri.get('requests', '')} | {_ms_text(pri.get('p99_ms'))} | {verdict} | {why} |")
+
+@patch
+def to_markdown(self: Deployment) -> str:
+    "The record as Markdown: headline, checks, and the rollout's steps with their analyses."
+    prev = f"v{self.previous_version}" if self.previous_version else "nothing"
+    out = [f"**Deployment {self.id}**: `{self.model}` v{self.version} to `{self.environment}` by {self.strategy.replace('_', '-')}, "
+           f"replacing {prev}: **{self.state}**" + (f" ({self.reason})" if self.reason else "") +
+           f"; started by {self.created_by} {self.created_at:%Y-%m-%d %H:%M} UTC" +
+           (f", finished after {(self.finished_at - self.created_at).total_seconds():.0f} s" if self.finished_at else "") + "."]
+    if self.checks: out += ["", *[_check_line(k, v) for k, v in self.checks.items()]]
+    if self.steps:
+        out += ["", "| step | share | canary requests | canary errors | canary p99 | primary requests | primary p99 | analysis | note |",
+                "|---:|---:|---:|---:|---:|---:|---:|---|---|", *[_step_row(i, s) for i, s in enumerate(self.steps, 1)]]
+    return "\n".join(out)

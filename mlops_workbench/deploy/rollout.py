@@ -179,14 +179,10 @@ def wait_serving(url: str, key: str, endpoint: str, primary: int, candidate: int
     return round(time.monotonic() - t0, 3)
 
 # %% ../../nbs/deploy/30b_rollout.ipynb #rb000020
-def _key(ws, name: str, who: str, models=None):
-    from mlops_workbench.security.keys import create_key
-    return create_key(ws, name, ["predictor"], models=models, expires=dt.timedelta(hours=6), who=who)
-
-def _revoke(ws, k, who):
-    from mlops_workbench.security.keys import revoke_key
-    try: revoke_key(ws, k.id, who=who)
-    except MLWError: pass
+def _key(ws, name: str, who: str, model: str):
+    "The deployment's own predictor key for `model`, revoked when its block ends."
+    from mlops_workbench.security.keys import temporary_key
+    return temporary_key(ws, name, ["predictor"], models=[model], who=who)
 
 def _baseline(ws, d, connections: int, limits: dict, floor_ms: float) -> dict | None:
     "The last succeeded deployment's performance figures on this endpoint, measured under the same load, else None."
@@ -207,25 +203,22 @@ def stage_and_check(ws: Workspace, d: dep.Deployment, who: str | Principal) -> t
     p, name = d.params, who.name if isinstance(who, Principal) else who
     env = dep.get_environment(ws, d.environment)
     ref = f"{d.model}/{d.version}"
-    k = _key(ws, f"staging-{d.id}", name, [d.model])
-    try:
-        with gateway_process(ws, f"{d.endpoint}={ref}", args=("--reload_s", "3600")) as gw:
-            dep.transition_deployment(ws, d.id, "testing", who=who, reason=f"staging gateway ready at {gw.url}")
-            rep = integration_checks(ws, ref, gw.url, k.key, endpoint=d.endpoint, golden_rows=int(p.get("golden_rows", 50)), who=name)
-            dep.record_check(ws, d.id, "integration", rep.to_dict(), who=who)
-            if not rep.passed:
-                return False, "integration checks failed: " + "; ".join(f"{c.name} ({c.detail[:120]})" for c in rep.failures[:6])
-            if not p.get("performance", True): return True, ""
-            sm = load_served_model(ws, ref)
-            _, rows = request_rows(sm, load_holdout(ws, sm.run_id), 1)
-            n, secs, conns = int(p.get("perf_requests", 2000)), float(p.get("perf_duration_s", 5)), int(p.get("perf_connections", 4))
-            base = _baseline(ws, d, conns, {"requests": n, "duration_s": secs}, float(p.get("baseline_floor_ms", 25))) if p.get("baseline", True) else None
-            perf = performance_check(f"{gw.url}/v1/models/{d.endpoint}/predict", k.key, {"rows": rows[:1]}, requests=n, duration_s=secs, connections=conns,
-                                     slo=PerformanceSLO(p99_ms=env.slo.p99_ms, max_error_rate=env.slo.error_rate, min_rps=env.slo.min_rps or None),
-                                     baseline=base, tolerance=float(p.get("tolerance", 0.5)))
-            dep.record_check(ws, d.id, "performance", perf.to_dict(), who=who)
-            return (True, "") if perf.passed else (False, "performance check failed: " + "; ".join(perf.reasons))
-    finally: _revoke(ws, k, name)
+    with _key(ws, f"staging-{d.id}", name, d.model) as k, gateway_process(ws, f"{d.endpoint}={ref}", args=("--reload_s", "3600")) as gw:
+        dep.transition_deployment(ws, d.id, "testing", who=who, reason=f"staging gateway ready at {gw.url}")
+        rep = integration_checks(ws, ref, gw.url, k.key, endpoint=d.endpoint, golden_rows=int(p.get("golden_rows", 50)), who=name)
+        dep.record_check(ws, d.id, "integration", rep.to_dict(), who=who)
+        if not rep.passed:
+            return False, "integration checks failed: " + "; ".join(f"{c.name} ({c.detail[:120]})" for c in rep.failures[:6])
+        if not p.get("performance", True): return True, ""
+        sm = load_served_model(ws, ref)
+        _, rows = request_rows(sm, load_holdout(ws, sm.run_id), 1)
+        n, secs, conns = int(p.get("perf_requests", 2000)), float(p.get("perf_duration_s", 5)), int(p.get("perf_connections", 4))
+        base = _baseline(ws, d, conns, {"requests": n, "duration_s": secs}, float(p.get("baseline_floor_ms", 25))) if p.get("baseline", True) else None
+        perf = performance_check(f"{gw.url}/v1/models/{d.endpoint}/predict", k.key, {"rows": rows[:1]}, requests=n, duration_s=secs, connections=conns,
+                                 slo=PerformanceSLO(p99_ms=env.slo.p99_ms, max_error_rate=env.slo.error_rate, min_rps=env.slo.min_rps or None),
+                                 baseline=base, tolerance=float(p.get("tolerance", 0.5)))
+        dep.record_check(ws, d.id, "performance", perf.to_dict(), who=who)
+        return (True, "") if perf.passed else (False, "performance check failed: " + "; ".join(perf.reasons))
 
 # %% ../../nbs/deploy/30b_rollout.ipynb #rb000023
 class _Run:
@@ -339,7 +332,6 @@ def run_deployment(ws: Workspace, deployment_id: int,
     if d.state != "pending": raise Conflict(f"deployment {d.id} is {d.state}; only a pending deployment can be run (start another with start_deployment)")
     policy = RolloutPolicy.from_params(d.params)
     name = who.name if isinstance(who, Principal) else (who or audit_user())
-    k = None
     try:
         d = dep.transition_deployment(ws, d.id, "staging", who=who, reason="starting a staging gateway" if checks else "checks skipped")
         if checks:
@@ -354,18 +346,15 @@ def run_deployment(ws: Workspace, deployment_id: int,
             try: url = url or gateway_url(ws, d.environment)
             except NotFound:
                 if not first: raise
-        k = _key(ws, f"deploy-{d.id}", name, [d.model]) if url else None
-        run = _Run(ws, d, who, url.rstrip("/") if url else None, k.key if k else None, policy)
-        d = (_direct if first else _STRATEGY[d.strategy])(run)
-        return d
+        if not url: return _direct(_Run(ws, d, who, None, None, policy))  # nothing served before and no gateway to steer
+        with _key(ws, f"deploy-{d.id}", name, d.model) as k:
+            return (_direct if first else _STRATEGY[d.strategy])(_Run(ws, d, who, url.rstrip("/"), k.key, policy))
     except BaseException as e:
         now = dep.get_deployment(ws, deployment_id)
         if now.active:
             try: dep.fail_deployment(ws, deployment_id, f"the rollout stopped: {type(e).__name__}: {str(e)[:400]}", who=who)
             except Exception as f: e.add_note(f"marking deployment {deployment_id} failed also failed: {f}")
         raise
-    finally:
-        if k is not None: _revoke(ws, k, name)
 
 def audit_user() -> str:
     from mlops_workbench.security import audit
