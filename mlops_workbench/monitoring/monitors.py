@@ -43,14 +43,16 @@ def _strict(cls, d: dict, what: str) -> dict:
     if not isinstance(d, dict): raise InvalidInput(f"{what} must be a mapping, got {type(d).__name__}")
     if d.get("kind", cls.kind) != cls.kind: raise InvalidInput(f"{what}: kind {d['kind']!r} is not {cls.kind!r}")
     names = {f.name for f in fields(cls)}
-    if extra := set(d) - names - {"kind"}: raise InvalidInput(f"{what} has unknown keys {sorted(extra)}; allowed: {', '.join(sorted(names))}")
+    if extra := set(d) - names - {"kind"}:
+        hint = " (YAML reads the keys on, off, yes and no as booleans)" if any(isinstance(k, bool) for k in extra) else ""
+        raise InvalidInput(f"{what} has unknown keys {sorted(map(str, extra))}{hint}; allowed: {', '.join(sorted(names))}")
     return {k: v for k, v in d.items() if k != "kind"}
 
 @dataclass
 class LabelSource:
     "Where a model's true outcomes arrive, and how they join its predictions."
     dataset: str  # the labels dataset (read at its latest version)
-    on: str | list = "request_id"  # key column(s) in both: the request id, or entity key(s)
+    key: str | list = "request_id"  # key column(s) in both: the request id, or entity key(s)  (not `on`: YAML reads `on` as true)
     label: str = "label"  # the dataset's column holding the outcome
     labelled_at: str | None = None  # the dataset's column saying when a label became known
     label_time: str | None = None  # entity joins: the time a label is about (as-of join on the prediction time)
@@ -66,7 +68,7 @@ class LabelSource:
 @dataclass
 class RetrainPolicy:
     "When an alert starts retraining, what runs, and the guards around it (read by monitoring.retraining)."
-    on: list = field(default_factory=lambda: ["data_drift", "performance", "estimated_performance", "concept_drift"])  # alert kinds that trigger it
+    triggers: list = field(default_factory=lambda: ["data_drift", "performance", "estimated_performance", "concept_drift"])  # alert kinds that start it
     pipeline: str = "train"  # the pipeline the orchestrator runs
     parameters: dict = field(default_factory=dict)  # its parameters (experiment definition, trials, ...)
     cooldown: str = "1d"  # after a retraining was requested, later triggers wait this long
@@ -76,8 +78,8 @@ class RetrainPolicy:
     deploy_parameters: dict = field(default_factory=dict)  # the deploy pipeline's parameters (steps, step_s, ...)
     kind = "retrain_policy"
     def __post_init__(self):
-        bad = [k for k in self.on if k not in KINDS] if isinstance(self.on, list) else [self.on]
-        if bad or not self.on: raise InvalidInput(f"retrain policy: on={self.on!r} must list alert kinds among {', '.join(KINDS)}")
+        bad = [k for k in self.triggers if k not in KINDS] if isinstance(self.triggers, list) else [self.triggers]
+        if bad or not self.triggers: raise InvalidInput(f"retrain policy: triggers={self.triggers!r} must list alert kinds among {', '.join(KINDS)}")
         parse_window(self.cooldown, "retrain cooldown")
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1: raise InvalidInput(f"retrain policy: budget {self.budget!r} must be a count >= 1 (retrainings per 30 days)")
         if self.approval not in ("auto", "manual"): raise InvalidInput(f"retrain policy: approval {self.approval!r} must be 'auto' or 'manual'")
@@ -281,7 +283,8 @@ def _data_drift(m: Monitor, ref: pl.DataFrame, cur: pl.DataFrame, features: list
                          "drifted_columns": rep.drifted_columns if rep else [], "share": rep.share if rep else None,
                          "report": rep.to_dict() if rep else None}
     if rep:
-        results += [dict(kind="data_drift", metric=c.method, column=c.column, value=c.statistic, threshold=c.threshold, breached=c.drifted) for c in rep.columns]
+        results += [dict(kind="data_drift", metric=c.method, column=c.column, value=c.statistic, threshold=c.threshold, breached=c.drifted)
+                    for c in rep.columns if c.checked]  # an unchecked column (all missing, text) has its note in the report, no statistic
         results.append(dict(kind="data_drift", metric="drift_share", column=None, value=rep.share, threshold=m.drift_share, breached=rep.drifted))
 
 def _prediction_drift(m: Monitor, ref: pl.DataFrame, cur: pl.DataFrame, out: dict, results: list):
@@ -302,17 +305,17 @@ def _metric_rows(kind: str, values: dict, m: Monitor, out: dict, results: list):
         if v is not None: results.append(dict(kind=kind, metric=metric, column=None, value=v, threshold=b.get("min", b.get("max")), breached=why is not None))
     out[kind].update(breached=bool(reasons), reason="; ".join(reasons) or None)
 
-def _labelled(ws, m: Monitor, cur: pl.DataFrame, until: dt.datetime) -> pl.DataFrame:
+def _labelled(ws, m: Monitor, cur: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
     from mlops_workbench.core.storage import read_dataset
     L = m.labels
     labels = read_dataset(ws, L.dataset).collect()
-    return perf.join_labels(cur, labels, on=L.on, label=L.label, labelled_at=L.labelled_at, as_of=until,
+    return perf.join_labels(cur, labels, on=L.key, label=L.label, labelled_at=L.labelled_at, as_of=as_of,
                             max_delay=parse_window(L.max_delay) if L.max_delay else None, label_time=L.label_time)
 
-def _performance(ws, m: Monitor, task: str, ref: pl.DataFrame, cur: pl.DataFrame, until, out: dict, results: list) -> pl.DataFrame | None:
+def _performance(ws, m: Monitor, task: str, ref: pl.DataFrame, cur: pl.DataFrame, as_of, out: dict, results: list) -> pl.DataFrame | None:
     "Realised performance (labels joined); the labelled current rows for concept drift, or None."
     if m.labels is None: out["performance"] = {"skipped": "no labels source in the monitor"}; return None
-    joined = _labelled(ws, m, cur, until)
+    joined = _labelled(ws, m, cur, as_of)
     arrived = joined.filter(pl.col("label_state") == "arrived")
     counts = {s: int((joined["label_state"] == s).sum()) for s in perf.LABEL_STATES}
     out["performance"] = {"labels": counts}
@@ -399,7 +402,7 @@ def run_monitor(ws: Workspace, name: str,
         _data_drift(m, ref, cur_all, features, report, results)
         if cur.height >= m.min_rows:
             _prediction_drift(m, ref, cur, report, results)
-            arrived = _performance(ws, m, task, ref, cur, until, report, results)
+            arrived = _performance(ws, m, task, ref, cur, now, report, results)  # labels known by now count, whatever the window
             _estimated(m, task, ho, cur, report, results)
             _concept(m, task, ho, arrived, features, report, results)
         else: report["note"] = f"{cur.height} predictions by the watched version v{ref_v.version}, fewer than {m.min_rows}: only the inputs were compared"

@@ -172,14 +172,22 @@ def _outputs(run, step: str) -> dict:
 
 def run_retraining(ws: Workspace, retraining_id: int, who: str | None = None, progress: bool = False) -> Retraining:
     "Run a requested retraining to its end: the training pipeline, then (a winner, by policy) the deploy pipeline."
-    from mlops_workbench.pipelines.runner import describe_failure, run_pipeline
     r = get_retraining(ws, retraining_id)
     who = who or audit.current_user()
     if r.state != "requested": raise Conflict(f"retraining {r.id} is {r.state}; only a requested one runs (approve it first if it awaits approval)")
     policy = RetrainPolicy.from_dict(r.window["policy"])  # the policy as it was when requested
     params = {**policy.parameters}
-    if "model" in _pipeline_params(ws, policy.pipeline): params.setdefault("model", r.model)
+    takes = _pipeline_params(ws, policy.pipeline)
+    if "model" in takes: params.setdefault("model", r.model)  # registered under the monitored model's name
+    if "name" in takes and r.window.get("experiment"): params.setdefault("name", f"{r.window['experiment']}_retrain_{r.id}")  # a study of its own
     r = _set(ws, r.id, who, "retrain.start", state="running")
+    try: return _run(ws, r, policy, params, who, progress)
+    except BaseException as e:  # whatever stopped it, the record ends: a retraining left `running` would block the next one
+        if get_retraining(ws, r.id).active: _finish(ws, r.id, who, "failed", f"stopped by {type(e).__name__}: {str(e)[:500]}")
+        raise
+
+def _run(ws, r: Retraining, policy: RetrainPolicy, params: dict, who: str, progress: bool) -> Retraining:
+    from mlops_workbench.pipelines.runner import describe_failure, run_pipeline
     try: run = run_pipeline(ws, policy.pipeline, params, progress=progress)
     except MLWError as e: return _finish(ws, r.id, who, "failed", f"the {policy.pipeline} pipeline did not start: {e}")
     r = _set(ws, r.id, who, "retrain.trained", pipeline_run_id=run.id, training_run_id=_outputs(run, "train").get("run_id"))
@@ -219,9 +227,9 @@ def trigger_retraining(ws: Workspace, run: MonitorRun, who: str | None = None,
     "Start (or queue for approval) the retraining monitor run `run` calls for under its monitor's policy."
     m = get_monitor(ws, run.monitor)
     if not m.retrain: return Triggered(None, f"monitor {m.name} has no retrain policy")
-    kinds = [k for k in run.breached if k in m.retrain.on]
-    if not kinds: return Triggered(None, f"nothing the retrain policy acts on breached ({', '.join(run.breached) or 'nothing breached'}; it acts on {', '.join(m.retrain.on)})")
-    by_kind = {a.details.get("labels", {}).get("kind"): a.id for a in map(lambda i: _alerts.get_alert(ws, i), run.alerts)}
+    kinds = [k for k in run.breached if k in m.retrain.triggers]
+    if not kinds: return Triggered(None, f"nothing the retrain policy acts on breached ({', '.join(run.breached) or 'nothing breached'}; it acts on {', '.join(m.retrain.triggers)})")
+    by_kind = {a.labels.get("kind"): a.id for a in map(lambda i: _alerts.get_alert(ws, i), run.alerts)}
     try: r = request_retraining(ws, m.model, m.retrain, trigger=kinds[0], monitor=m.name, alert_id=by_kind.get(kinds[0]), who=who)
     except RetrainingRefused as e: return Triggered(None, e.reason)
     if r.state == "awaiting_approval": return Triggered(r, f"retraining {r.id} awaits approval (`mlw monitor approve {r.id}`)")
