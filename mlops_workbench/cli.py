@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #fdabe943
 from __future__ import annotations
-import os, sys, shutil
+import datetime as dt, os, sys, shutil
 from pathlib import Path
 from fastcore.script import call_parse, Param, store_true, anno_parser
 from .core.errors import *
@@ -13,8 +13,8 @@ from .core.workspace import resolve_root, Workspace
 # %% auto #0
 __all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_ingest',
            'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models', 'mlw_keys', 'mlw_audit', 'mlw_secrets',
-           'mlw_deploy', 'mlw_dashboards', 'mlw_lab', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui',
-           'fresh_demo_workspace', 'mlw_demo', 'one_line', 'main']
+           'mlw_deploy', 'mlw_monitor', 'mlw_dashboards', 'mlw_lab', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command',
+           'mlw_mlflow_ui', 'fresh_demo_workspace', 'mlw_demo', 'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
@@ -535,6 +535,82 @@ def mlw_deploy(target: Param("MODEL@alias or MODEL/version to deploy; or status,
         if (a := dep.active_deployment(ws, e.name)) is not None: print(f"  unfinished: {_deployment_line(a).strip()}")
     return envs
 
+# %% ../nbs/90_cli.ipynb #cli0mon2
+_MONITOR_ACTIONS = ("status", "define", "run", "history", "approve", "decline")
+
+def _monitor_run_line(r) -> str:
+    return f"{r.id:>5}  {_when(r.window_end)}  {r.monitor:<28} v{r.version or '-':<4} {r.status:<9} " + (", ".join(r.breached) or "-")
+
+def _retraining_line(r) -> str:
+    return (f"{r.id:>5}  {_when(r.requested_at)}  {r.model:<20} {r.trigger:<22} {r.state:<18} {r.outcome or '-':<18}"
+            + (f" v{r.version}" if r.version else "") + (f"  ({r.reason})" if r.reason else ""))
+
+@call_parse
+def mlw_monitor(action: Param("status, define, run, history, approve or decline", str, choices=list(_MONITOR_ACTIONS), opt=False, nargs="?") = "status",
+                target: Param("define: a monitor .yaml; run: the monitor's name; approve/decline: the retraining's id", str, opt=False, nargs="?") = None,
+                since: Param("run: the current window's start (ISO time; default: the monitor's window up to --until)", str) = None,
+                until: Param("run: the current window's end (ISO time; default: now)", str) = None,
+                retrain: Param("run: start the retraining the monitor's policy calls for", store_true) = False,
+                retrainings: Param("history: the retrainings instead of the runs", store_true) = False,
+                model: Param("status/history: only this model's", str) = None,
+                reason: Param("decline: why, for the record", str) = None,
+                limit: Param("history: the newest this many", int) = 20,
+                who: Param("who acts, for the record and the audit log (default: the OS user)", str) = None,
+                workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
+    "Define and run model monitors, see their history, and decide retrainings waiting for approval."
+    from mlops_workbench.monitoring import monitors as mon, retraining as rt
+    needs = {"define": "a monitor .yaml file", "run": "the monitor's name", "approve": "the retraining's id", "decline": "the retraining's id"}
+    if action in needs and not target: raise InvalidInput(f"`mlw monitor {action}` needs {needs[action]}")
+    if action not in needs and target: raise InvalidInput(f"`mlw monitor {action}` takes no argument (got {target!r})")
+    if (since or until or retrain) and action != "run": raise InvalidInput("--since, --until and --retrain are for `mlw monitor run`")
+    if reason is not None and action != "decline": raise InvalidInput("--reason is for `mlw monitor decline`")
+    def _id(t):
+        if not str(t).isdigit(): raise InvalidInput(f"retraining id {t!r} is not a number; see `mlw monitor history --retrainings`")
+        return int(t)
+    def _time(t, what):
+        if t is None: return None
+        try: v = dt.datetime.fromisoformat(t)
+        except ValueError: raise InvalidInput(f"--{what} {t!r} is not an ISO time, e.g. 2026-03-01T09:00:00+00:00") from None
+        return v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)
+    ws = _open(workspace)
+    if action == "define":
+        m = mon.define_monitor(ws, target, who=who)
+        print(f"monitor {m.name}: {m.model} in {m.environment}, window {m.window}, reference {m.reference}"
+              + (f", retraining on {', '.join(m.retrain.triggers)} ({m.retrain.approval})" if m.retrain else ", no retraining"))
+        return m
+    if action == "run":
+        r = mon.run_monitor(ws, target, since=_time(since, "since"), until=_time(until, "until"), who=who)
+        print(r.summary())
+        for k in mon.KINDS:
+            part = r.report.get(k) or {}
+            if part.get("breached"): print(f"  {k}: {part.get('reason')}")
+        if r.alerts: print(f"  alerts: {', '.join(map(str, r.alerts))} (mlw dashboards: Monitoring)")
+        if retrain and r.status == "breached": print(f"  retraining: {rt.trigger_retraining(ws, r, who=who, progress=True)}")
+        return r
+    if action in ("approve", "decline"):
+        if action == "decline" and not reason: raise InvalidInput("`mlw monitor decline ID` needs --reason")
+        r = rt.approve_retraining(ws, _id(target), who=who) if action == "approve" else rt.decline_retraining(ws, _id(target), reason, who=who)
+        print(r)
+        return r
+    if action == "history":
+        if retrainings:
+            rows = [rt.get_retraining(ws, i) for i in rt.retraining_history(ws, model, limit)["id"]]
+            if not rows: print("no retrainings yet")
+            for r in rows: print(_retraining_line(r))
+            return rows
+        runs = mon.monitor_history(ws, model=model, limit=limit)
+        if not runs: print("no monitor runs yet; run one with `mlw monitor run NAME` or `mlw run monitor -p monitor NAME`")
+        for r in runs: print(_monitor_run_line(r))
+        return runs
+    ms = mon.list_monitors(ws, model)
+    if not ms: print("no monitors defined; define one with `mlw monitor define FILE.yaml` (see credit_default_monitor.yaml in the package's pipeline definitions)")
+    for m in ms:
+        last = mon.monitor_history(ws, m.name, limit=1)
+        print(f"{m.name:<28} {m.model} in {m.environment}  window {m.window}  " + (_monitor_run_line(last[0]).strip() if last else "never run"))
+    h = rt.retraining_history(ws, model)
+    for i in h.filter(h["finished_at"].is_null())["id"]: print(f"  unfinished: {_retraining_line(rt.get_retraining(ws, i)).strip()}")
+    return ms
+
 # %% ../nbs/90_cli.ipynb #d2a5ae90
 def _oauth_options(ws: Workspace, issuer: str, client_id: str, secret_name: str, port: int, address: str) -> dict:
     "Panel's OAuth settings for `issuer`, the client secret and the cookie-signing key read from the workspace's secrets."
@@ -688,7 +764,7 @@ def mlw_demo(path: Param("workspace folder for the demo (default: $MLW_HOME or .
 
 # %% ../nbs/90_cli.ipynb #f455e1af
 VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_status, "ingest": mlw_ingest, "validate": mlw_validate,
-         "datasets": mlw_datasets, "features": mlw_features, "models": mlw_models, "deploy": mlw_deploy, "serve": mlw_serve, "predict": mlw_predict, "keys": mlw_keys,
+         "datasets": mlw_datasets, "features": mlw_features, "models": mlw_models, "deploy": mlw_deploy, "monitor": mlw_monitor, "serve": mlw_serve, "predict": mlw_predict, "keys": mlw_keys,
          "audit": mlw_audit, "secrets": mlw_secrets, "dashboards": mlw_dashboards, "lab": mlw_lab,
          "mlflow-ui": mlw_mlflow_ui, "demo": mlw_demo}
 
