@@ -20,13 +20,12 @@ from .drift import DRIFT_METHODS, DriftReport, column_drift, data_drift
 from . import performance as perf
 
 # %% auto #0
-__all__ = ['KINDS', 'SEVERITIES', 'parse_window', 'LabelSource', 'RetrainPolicy', 'Monitor', 'define_monitor', 'get_monitor',
-           'list_monitors', 'watched_version', 'holdout_reference', 'comparable_columns', 'MonitorRun', 'run_monitor',
-           'get_monitor_run', 'monitor_history', 'monitor_results_frame']
+__all__ = ['KINDS', 'parse_window', 'LabelSource', 'RetrainPolicy', 'Monitor', 'define_monitor', 'get_monitor', 'list_monitors',
+           'watched_version', 'holdout_reference', 'comparable_columns', 'MonitorRun', 'run_monitor', 'get_monitor_run',
+           'monitor_history', 'monitor_results_frame']
 
 # %% ../../nbs/monitoring/72_monitors.ipynb #29f68790
 KINDS = ("data_drift", "prediction_drift", "performance", "estimated_performance", "concept_drift")
-SEVERITIES = ("info", "warning", "critical")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -134,7 +133,7 @@ class Monitor:
         for metric, b in self.performance.items():
             if not (isinstance(b, dict) and b and set(b) <= {"min", "max"} and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b.values())):
                 bad.append(f"performance[{metric!r}] is {b!r}; write {{min: 0.7}} and/or {{max: 0.3}}")
-        bad += [f"severity[{k!r}] is {s!r}; kinds: {', '.join(KINDS)}; severities: {', '.join(SEVERITIES)}" for k, s in self.severity.items() if k not in KINDS or s not in SEVERITIES]
+        bad += [f"severity[{k!r}] is {s!r}; kinds: {', '.join(KINDS)}; severities: {', '.join(_alerts.SEVERITIES)}" for k, s in self.severity.items() if k not in KINDS or s not in _alerts.SEVERITIES]
         if bad: raise InvalidInput(f"monitor {self.name!r} is invalid:\n" + "\n".join(f"  - {b}" for b in bad))
 
     def to_dict(self) -> dict:

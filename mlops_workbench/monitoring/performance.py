@@ -12,9 +12,10 @@ from fastcore.basics import patch
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..serving.inference_log import read_inference_log
+from ..experiments.definition import TASKS  # binary, multiclass, regression: the tasks models are trained for
 
 # %% auto #0
-__all__ = ['PROBA_PREFIX', 'LABEL_STATES', 'TASKS', 'METRICS', 'CBPE_METRICS', 'prediction_frame', 'join_labels',
+__all__ = ['PROBA_PREFIX', 'LABEL_STATES', 'PERFORMANCE_METRICS', 'CBPE_METRICS', 'prediction_frame', 'join_labels',
            'realised_performance', 'estimate_performance', 'ConceptDriftReport', 'concept_drift']
 
 # %% ../../nbs/monitoring/71_performance.ipynb #b52dcca0
@@ -153,8 +154,7 @@ def _one_label_per_key(lab: pl.DataFrame, keys: list, labelled_at: str | None) -
     return lab
 
 # %% ../../nbs/monitoring/71_performance.ipynb #de235233
-TASKS = ("binary", "multiclass", "regression")
-METRICS = {"binary": ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "brier", "log_loss"),
+PERFORMANCE_METRICS = {"binary": ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "brier", "log_loss"),
            "regression": ("rmse", "mae", "r2", "mape", "wape"), "multiclass": ("accuracy", "f1_macro")}
 
 def _task(task: str) -> str:
@@ -244,7 +244,7 @@ def realised_performance(joined: pl.DataFrame,  # predictions with `actual` (joi
     _need(joined, [time, target, *by], what, "; join the labels first (join_labels)" if target not in joined.columns else "")
     _need(joined, [predicted if task == "multiclass" else prediction], what)
     g = ["_w", *by]
-    metrics = list(METRICS[task])
+    metrics = list(PERFORMANCE_METRICS[task])
     if joined.is_empty():
         return pl.DataFrame({"window_start": [None], "window_end": [None], **{b: [None] for b in by}, "rows": [0], "labelled": [0],
                              "coverage": [None], **{m: [None] for m in metrics}, "note": ["no predictions in the window"]},

@@ -16,13 +16,13 @@ from .. import alerts as _alerts
 from .monitors import KINDS, MonitorRun, RetrainPolicy, get_monitor, parse_window
 
 # %% auto #0
-__all__ = ['STATES', 'OUTCOMES', 'WINDOW_DAYS', 'Retraining', 'get_retraining', 'retraining_history', 'data_window',
-           'RetrainingRefused', 'request_retraining', 'approve_retraining', 'decline_retraining', 'run_retraining',
-           'Triggered', 'trigger_retraining']
+__all__ = ['RETRAINING_STATES', 'RETRAINING_OUTCOMES', 'WINDOW_DAYS', 'Retraining', 'get_retraining', 'retraining_history',
+           'data_window', 'RetrainingRefused', 'request_retraining', 'approve_retraining', 'decline_retraining',
+           'run_retraining', 'Triggered', 'trigger_retraining']
 
-# %% ../../nbs/monitoring/73_retraining.ipynb #346ce2c0
-STATES = ("awaiting_approval", "requested", "running", "succeeded", "failed", "declined")
-OUTCOMES = ("deployed", "candidate", "rejected", "deployment_failed", "failed", "declined")
+# %% ../../nbs/monitoring/73_retraining.ipynb #714fc5b5
+RETRAINING_STATES = ("awaiting_approval", "requested", "running", "succeeded", "failed", "declined")
+RETRAINING_OUTCOMES = ("deployed", "candidate", "rejected", "deployment_failed", "failed", "declined")
 WINDOW_DAYS = 30  # the budget's period
 
 @dataclass
