@@ -72,6 +72,7 @@ VERB_OPTIONS = {
     "features": ["{list,show,apply}", "names", "--build", "--workspace"],
     "models": ["{list,show,promote,archive}", "args", "--reason", "--who", "--workspace"],
     "deploy": ["target", "--env", "--strategy", "--endpoint", "--reason", "--limit", "--who", "--workspace"],
+    "monitor": ["{status,define,run,history,approve,decline}", "target", "--since", "--until", "--retrain", "--retrainings", "--model", "--reason", "--limit", "--who", "--workspace"],
     "serve": ["models", "--port", "--host", "--workers", "--oidc_issuer", "--oidc_audience", "--oidc_roles_claim", "--max_body", "--max_batch",
               "--reload_s", "--log_flush_s", "--tracing", "--log_level", "--workspace"],
     "predict": ["model", "dataset", "--version", "--output", "--chunk_rows", "--quiet", "--workspace"],
@@ -162,8 +163,8 @@ def _write(path: Path, text: str) -> Path:
 # name -> (arguments, given the shared fixture and a scratch folder `t`; what the one error line must contain,
 # with {t} and {run_id} filled in)
 USER_ERRORS = {
-    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, ingest, validate, datasets, features, models, deploy, serve, predict, keys, audit, secrets, dashboards, lab, mlflow-ui, demo"]),
-    "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: batch_predict, demo, deploy, features, train"]),
+    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, ingest, validate, datasets, features, models, deploy, monitor, serve, predict, keys, audit, secrets, dashboards, lab, mlflow-ui, demo"]),
+    "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: batch_predict, demo, deploy, features, monitor, train"]),
     "undeclared parameter": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "m", "1", "--workspace", c.ws],
                              ["pipeline 'count' cannot run", "unknown pipeline parameter 'm'; declared: n"]),
     "parameter of the wrong type": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "n", "ten", "--workspace", c.ws],
