@@ -214,8 +214,10 @@ def test_serving_page_on_an_empty_workspace(tmp_path, browser, shot):
         _stop(proc)
 
 
-def test_serving_page_shows_the_demos_requests(tmp_path, browser, shot):
-    "`mlw demo` ends by serving its candidate and calling it by customer key: the Serving page shows those requests."
+def test_the_demos_requests_and_deployments_on_the_pages(tmp_path, browser, shot):
+    """`mlw demo` serves its candidate and calls it by customer key, then stages it and rolls it out to production by canary
+    (replacing the untuned baseline it put there first): the Serving page shows the client's requests, the Deployments
+    page the canary's record."""
     import polars as pl
     from playwright.sync_api import expect
     from mlops_workbench.core.workspace import Workspace
@@ -226,9 +228,28 @@ def test_serving_page_shows_the_demos_requests(tmp_path, browser, shot):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     summary = (demo / "reports" / "demo_summary.md").read_text()
     assert "answered 20 authenticated requests by customer key" in summary and "20 predictions in the inference log" in summary, summary
+    assert "**Deployment 2**: `credit_default` v2 to `production` by canary, replacing v1: **succeeded**" in summary, summary
     ws = Workspace.open(demo)
-    log = read_inference_log(ws, model="credit_default")
-    assert log.height == 20 and set(log["caller"]) == {"demo-client"} and set(log["status"]) == {200}
+    from mlops_workbench.deploy.deployments import get_deployment, get_traffic
+    canary = get_deployment(ws, 2)
+    assert [s["share"] for s in canary.steps] == [0.1, 0.5, 1.0] and all(s["analysis"]["passed"] for s in canary.steps), canary.steps
+    assert canary.checks["integration"]["passed"] and canary.checks["performance"]["passed"]
+    assert get_traffic(ws, "production", "credit_default").describe() in ("v2 100%", "v4 100%")  # v4: the retraining's winner, by canary
+    # the closed loop: the monitor flagged the replayed traffic from after the drift date; its alert started a retraining
+    from mlops_workbench.monitoring.monitors import monitor_history
+    from mlops_workbench.monitoring.retraining import get_retraining
+    from mlops_workbench.pipelines.runner import get_run
+    run = monitor_history(ws, "credit_default_production")[0]
+    assert run.status == "breached" and "data_drift" in run.breached and run.report["performance"]["labels"]["arrived"] == 300, run.summary()
+    assert "amount" in run.report["data_drift"]["drifted_columns"]
+    r = get_retraining(ws, 1)
+    assert (r.monitor, r.trigger, r.state) == ("credit_default_production", "data_drift", "succeeded") and r.outcome in ("deployed", "candidate", "rejected"), r
+    assert get_run(ws, r.pipeline_run_id).status == "succeeded" and r.version == 3 and r.window["dataset"] == "loan_outcomes"
+    assert f"Retraining 1, triggered by the data drift alert {r.alert_id}: **{r.outcome}**" in summary, summary
+    everything = read_inference_log(ws, model="credit_default")
+    requests = everything["request_id"].n_unique()
+    log = everything.filter(pl.col("caller") == "demo-client")  # the others: staging checks, replayed traffic
+    assert log.height == 20 and set(log["status"]) == {200} and requests > 1000
     assert all(json.loads(f)["customer_id"] is not None for f in log["inputs"])  # by key: the client sent ids, the store gave features
     ws.close()
     port = free_port()
@@ -237,17 +258,33 @@ def test_serving_page_shows_the_demos_requests(tmp_path, browser, shot):
     try:
         page = ctx.new_page()
         page.goto(f"http://127.0.0.1:{port}/serving?window=all")
-        expect(page.locator(".mlw-tile[data-figure=requests] .mlw-tile-value")).to_have_text("20", timeout=LOAD)
+        # every request of the demo: the client's 20 by key, the staging checks' and the canary's replayed traffic
+        expect(page.locator(".mlw-tile[data-figure=requests] .mlw-tile-value")).to_have_text(f"{requests:,}", timeout=LOAD)
         recent = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="caller"]'))
-        expect(recent.locator(".tabulator-row")).to_have_count(20)
-        expect(recent.locator(".tabulator-row").first.locator('[tabulator-field="caller"]')).to_have_text("demo-client")
-        # all 20 requests fall in one minute: markers on an axis from a minute before it, at least two minutes wide (not zero wide)
+        newest = recent.locator(".tabulator-row").first  # the canary's last step: v2 answering the replayed traffic
+        expect(newest.locator('[tabulator-field="version"]')).to_have_text("2")
+        expect(newest.locator('[tabulator-field="caller"]')).to_have_text("replay-production")
         charts = _charts(page)
-        first = log["at"].min().replace(second=0, microsecond=0).timestamp() * 1000
+        first = everything["at"].min().replace(second=0, microsecond=0).timestamp() * 1000
         for c in charts.values():
             assert "Scatter" in c["glyphs"] and c["x0"] == first - 60_000 and c["x1"] - c["x0"] >= 2 * 60_000 and c["ticks"] == "%H:%M", c
         _fit_viewport(page)
         shot(page, "dashboards-serving-demo")
+        assert "Traceback" not in page.content()
+        page.goto(f"http://127.0.0.1:{port}/deployments")
+        envs = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="active deployment"]'))
+        prod = envs.locator(".tabulator-row").nth(1)
+        for field, text in (("environment", "production"), ("primary", "v2"), ("candidate", "")):
+            expect(prod.locator(f'[tabulator-field="{field}"]')).to_have_text(text, timeout=LOAD)
+        hist = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="strategy"]')).locator(".tabulator-row")
+        expect(hist).to_have_count(2)
+        for i, (strategy, version) in enumerate([("canary", "v2"), ("direct", "v1")]):
+            expect(hist.nth(i).locator('[tabulator-field="strategy"]')).to_have_text(strategy)
+            expect(hist.nth(i).locator('[tabulator-field="state"]')).to_have_text("succeeded")
+        page.get_by_role("heading", name="Deployment 2: credit_default v2 to production").wait_for()
+        page.get_by_text("17 of 17 cases passed").wait_for()
+        _fit_viewport(page)
+        shot(page, "dashboards-deployments-demo")
         assert "Traceback" not in page.content()
     finally:
         ctx.close()
