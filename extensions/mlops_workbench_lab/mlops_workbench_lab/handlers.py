@@ -158,6 +158,8 @@ ROUTES: list[tuple[str, type[MLWHandler], dict]] = [
     # each deployment environment: its endpoints' traffic (primary, candidate, share, mode), the active deployment, the last
     # finished one, and the gateways running for it (the gateway module, imported inside, under the import lock too)
     ("environments", *_summaries("mlops_workbench.ui.deployments", "environment_summaries", "environments", lazy=("mlops_workbench.serving.gateway",))),
+    # each model monitor with its newest run: status, drift share against its bound, drifted features, breached kinds, open alerts
+    ("monitors", *_summaries("mlops_workbench.ui.monitoring", "monitor_summaries", "monitors")),
     # the open (firing or acknowledged) alerts of the workspace, newest first
     ("alerts", *_summaries("mlops_workbench.ui.data_quality", "open_alert_summaries", "alerts")),
 ]

@@ -16,6 +16,7 @@ import { EnvironmentsSection } from './environments';
 import { ExperimentsSection } from './experiments';
 import { FeaturesSection } from './features';
 import { ModelsSection } from './models';
+import { MonitorsSection } from './monitors';
 import { RunsSection } from './runs';
 
 /** Command ids, all `mlw:<verb>`. */
@@ -27,6 +28,7 @@ export namespace CommandIDs {
   export const refreshExperiments = 'mlw:refresh-experiments';
   export const refreshModels = 'mlw:refresh-models';
   export const refreshEnvironments = 'mlw:refresh-environments';
+  export const refreshMonitors = 'mlw:refresh-monitors';
   export const refreshAlerts = 'mlw:refresh-alerts';
 }
 
@@ -34,7 +36,7 @@ const PALETTE_CATEGORY = 'MLOps Workbench';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: '@mlops-workbench/lab:plugin',
-  description: 'MLOps Workbench sidebar: pipeline runs, datasets, feature views, experiments, models, environments and open alerts from the mlops-workbench server extension.',
+  description: 'MLOps Workbench sidebar: pipeline runs, datasets, feature views, experiments, models, environments, monitors and open alerts from the mlops-workbench server extension.',
   autoStart: true,
   optional: [ILayoutRestorer, ICommandPalette],
   activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null): void => {
@@ -56,6 +58,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
        'Refresh Models', 'Reload the registered models, their aliases and validation status in the MLOps Workbench sidebar'],
       [new EnvironmentsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshEnvironments) }), CommandIDs.refreshEnvironments,
        'Refresh Environments', 'Reload what each deployment environment serves and its deployments in the MLOps Workbench sidebar'],
+      [new MonitorsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshMonitors) }), CommandIDs.refreshMonitors,
+       'Refresh Monitors', 'Reload the model monitors and their last runs in the MLOps Workbench sidebar'],
       [new AlertsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshAlerts) }), CommandIDs.refreshAlerts,
        'Refresh Alerts', 'Reload the open alerts in the MLOps Workbench sidebar']
     ];
@@ -78,6 +82,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.refreshExperiments,
         CommandIDs.refreshModels,
         CommandIDs.refreshEnvironments,
+        CommandIDs.refreshMonitors,
         CommandIDs.refreshAlerts
       ]) {
         palette.addItem({ command, category: PALETTE_CATEGORY });
