@@ -329,7 +329,7 @@ class TestSidebar:
         panel = self._open_sidebar(page, lab_server, load)
         section = panel.locator("#mlw-section-runs")
         expect(panel.locator(".mlw-panel-title")).to_have_text("MLOps Workbench")
-        expect(panel.locator(".mlw-section-title")).to_have_text(["Pipeline runs", "Datasets", "Feature views", "Experiments", "Models", "Environments", "Alerts"])
+        expect(panel.locator(".mlw-section-title")).to_have_text(["Pipeline runs", "Datasets", "Feature views", "Experiments", "Models", "Environments", "Monitors", "Alerts"])
 
         runs = section.locator(".mlw-run")
         expect(runs).to_have_count(2, timeout=load)
@@ -341,7 +341,7 @@ class TestSidebar:
         expect(boom.locator(".mlw-run-pipeline")).to_have_text("lab-boom")
         expect(boom.locator(".mlw-run-summary .mlw-badge")).to_have_text("failed")
         expect(section.locator(".mlw-workspace")).to_have_text(str(recorded_ws.root))
-        expect(panel.locator(".mlw-error")).to_have_count(7)
+        expect(panel.locator(".mlw-error")).to_have_count(8)
         for error in panel.locator(".mlw-error").all():
             expect(error).to_be_hidden()
 
@@ -362,7 +362,7 @@ class TestSidebar:
         # A failing call shows the server's error in the error box; the next good refresh clears it. Every section has
         # answered first: one still loading when the folder moves could recreate part of it (MLflow's store makes its
         # artifact folder when opened), and the folder could not move back.
-        expect(panel.locator('.mlw-section[aria-busy="false"]')).to_have_count(7, timeout=load)
+        expect(panel.locator('.mlw-section[aria-busy="false"]')).to_have_count(8, timeout=load)
         moved = recorded_ws.root.with_name(recorded_ws.root.name + "-moved")
         recorded_ws.root.rename(moved)
         try:
