@@ -419,7 +419,8 @@ def drift_report(query: str | dict | None = None, ws: Workspace | str | None = N
             try: ev = evidently_html(ref, cur, cols)
             except MLWError as e: ev = alert_html(f"Evidently's report could not be made: {e}", "warning")
             body += _wrap(f"<h4>Evidently's report (a sample of each window)</h4><p class='mlw-muted'>Evidently's own DataDriftPreset on up to 2,000 rows "
-                          f"of each window; its figures can differ slightly from the monitor's, which used every row.</p>") + ev
+                          f"of each window; its figures can differ slightly from the monitor's, which used every row, and its dataset verdict uses "
+                          f"Evidently's default share of drifted columns (50%), not the monitor's bound.</p>") + ev
     except MLWError as e: body = alert_html(str(e))
     links = " · ".join(_link("?" + urlencode({"run": r.id}), f"{r.id}: {_e(r.monitor)} at {fmt_time(r.window_end)} ({_e(r.status)})") for r in runs)
     return body + (_wrap(f"<h4>Monitor runs in this workspace (newest first)</h4><p>{links}</p>") if links else "")
@@ -442,7 +443,7 @@ def _naive(t): return pd.Timestamp(t).tz_convert("UTC").tz_localize(None).to_pyd
 
 def _run_label(run_id, at) -> str: return f"{pd.Timestamp(at):%m-%d %H:%M} (run {run_id})"
 
-DRIFT_TITLE = "Drift per feature over time (colour: statistic against its threshold; ✕ drifted)"
+DRIFT_TITLE = "Drift per feature over time (colour: score against the threshold; ✕ drifted)"
 SHARE_TITLE = "Drift share over time (dashed: the monitor's bound)"
 HISTOGRAM_TITLE = "Predictions: reference against the latest window"
 PERFORMANCE_TITLE = "Performance over time (solid: realised; dashed: estimated; dotted: bounds)"
@@ -461,7 +462,7 @@ def _drift_chart(pn, drift: pd.DataFrame):
     fig = figure(height=max(220, 60 + 26 * len(worst)), sizing_mode="stretch_width", toolbar_location=None, x_range=runs, y_range=list(worst.index), title=DRIFT_TITLE)
     cmap = LinearColorMapper(palette=list(RdYlGn11), low=0, high=2)
     cells = fig.rect("run", "feature", 0.95, 0.9, source=d, fill_color={"field": "shown", "transform": cmap}, line_color=None)
-    fig.text("run", "feature", text="mark", source=d, text_align="center", text_baseline="middle", text_font_size="13px", text_color="#1f2328")
+    fig.text("run", "feature", text="mark", source=d, text_align="center", text_baseline="middle", text_font_size="14px", text_font_style="bold", text_color="white")
     fig.add_layout(ColorBar(color_mapper=cmap, width=10, title="score", major_label_text_font_size="10px"), "right")
     fig.add_tools(HoverTool(renderers=[cells], tooltips=[("feature", "@feature"), ("run", "@run"), ("method", "@method"), ("statistic", "@stat"),
                                                          ("threshold", "@thr"), ("verdict", "@verdict")]))
@@ -582,7 +583,8 @@ def _monitoring_page(pn, Viewer, table):
             charts = pn.Column(
                 pn.Row(pn.bind(lambda d: _drift_chart(pn, d), s.param.drift), pn.bind(lambda d: _share_chart(pn, d), s.param.share), sizing_mode="stretch_width"),
                 pn.Row(pn.bind(lambda h: _histogram_chart(pn, h), s.param.histogram),
-                       pn.bind(lambda p, m: _performance_chart(pn, p, m, performance_note(self.state.latest, m)), s.param.performance, s.param.definition),
+                       pn.bind(lambda p, m: _performance_chart(pn, p, m, performance_note(self.state.latest, m)) if self.state.latest is not None else pn.pane.Markdown(""),
+                               s.param.performance, s.param.definition),
                        sizing_mode="stretch_width"), sizing_mode="stretch_width")
             self._layout = pn.Column(
                 *_page_header(pn, "Monitoring", s), self._heading, self._note, self._tiles, charts,
