@@ -5,7 +5,7 @@
 # %% ../../nbs/experiments/20c_report.ipynb #d996b054
 from __future__ import annotations
 import datetime as dt, html, json, math, warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import polars as pl
 import optuna
@@ -15,7 +15,7 @@ from .definition import *
 from .results import SearchResult, curve, open_search, study_dir
 
 # %% auto #0
-__all__ = ['Comparison', 'compare', 'write_report']
+__all__ = ['Comparison', 'compare', 'write_report', 'ExperimentsComparison', 'compare_experiments']
 
 # %% ../../nbs/experiments/20c_report.ipynb #8810c91c
 def _figures(study: optuna.Study, exp: Experiment) -> dict:
@@ -56,6 +56,33 @@ def _figures(study: optuna.Study, exp: Experiment) -> dict:
             except Exception as e: out[title] = f"{title} cannot be drawn for this study yet ({type(e).__name__}: {e})"
     return out
 
+# %% ../../nbs/experiments/20c_report.ipynb #3fd5f565
+def _draw(makers: dict) -> dict:
+    "Each figure of `makers` (title -> function) drawn, or a note saying why it cannot be yet."
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for title, make in makers.items():
+            try: out[title] = make()
+            except Exception as e: out[title] = f"{title} cannot be drawn for this study yet ({type(e).__name__}: {e})"
+    return out
+
+def _top_params(study: optuna.Study, k: int = 3) -> list[str]:
+    "The `k` sampled parameters that PED-ANOVA ranks most important; the first `k` sampled when it cannot rank them."
+    names = list(dict.fromkeys(p for t in study.get_trials(deepcopy=False) for p in t.params))
+    if len(names) <= k: return names
+    try: ranked = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    except Exception: return names[:k]
+    return [p for p in ranked if p in names][:k] or names[:k]
+
+def _explore(study: optuna.Study, exp: Experiment) -> dict:
+    "Slice, contour (the most important parameters) and empirical distribution figures of a study, as optuna-dashboard shows them."
+    import optuna.visualization as ov
+    t = exp.metric
+    return _draw({"Slice": lambda: ov.plot_slice(study, target_name=t),
+                  "Contour": lambda: ov.plot_contour(study, params=_top_params(study), target_name=t),
+                  "Empirical distribution": lambda: ov.plot_edf(study, target_name=t)})
+
 # %% ../../nbs/experiments/20c_report.ipynb #65c61e51
 _SORT_JS = """document.querySelectorAll('table.mlw-sortable th').forEach((th, i) => th.addEventListener('click', () => {
   const body = th.closest('table').tBodies[0], rows = Array.from(body.rows), asc = th.dataset.dir !== 'asc';
@@ -68,11 +95,12 @@ _SORT_JS = """document.querySelectorAll('table.mlw-sortable th').forEach((th, i)
 _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222} table.mlw-sortable{border-collapse:collapse;font-size:13px}
 table.mlw-sortable th{cursor:pointer;background:#f0f0f0;position:sticky;top:0} table.mlw-sortable td,table.mlw-sortable th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 table.mlw-sortable th[data-dir=asc]::after{content:' \\25B2'} table.mlw-sortable th[data-dir=desc]::after{content:' \\25BC'}
-tr.mlw-best{background:#e6f4ea;font-weight:600} .mlw-note{color:#a15c00} .mlw-table{max-height:480px;overflow:auto;display:inline-block}"""
+tr.mlw-best{background:#e6f4ea;font-weight:600} .mlw-note{color:#a15c00} .mlw-table{max-height:480px;max-width:100%;overflow:auto;display:block}
+table.mlw-sortable td{white-space:nowrap;font-variant-numeric:tabular-nums}"""
 
 def _cell(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)): return "<td data-v=''></td>"
-    if isinstance(v, float): return f"<td data-v='{v!r}'>{v:.5g}</td>"
+    if isinstance(v, float): return f"<td data-v='{v!r}'>{v:.4g}</td>"
     if isinstance(v, str) and len(v) == 32 and v.isalnum(): return f"<td title='{v}'>{v[:8]}</td>"
     return f"<td>{html.escape(str(v))}</td>"
 
@@ -85,9 +113,10 @@ def _table(df: pl.DataFrame, best: int | None) -> str:
 # %% ../../nbs/experiments/20c_report.ipynb #23684ef3
 @dataclass
 class Comparison:
-    "The runs of one search side by side: summary, sortable table and figures; `html()` is the standalone report."
+    "The runs of one search side by side: summary, sortable table, figures and the space explored; `html()` is the standalone report."
     search: SearchResult
     figures: dict  # title -> plotly figure, or a note when it cannot be drawn
+    explore: dict = field(default_factory=dict)  # slice, contour, empirical distribution (`_explore`), the same way
 
     @property
     def table(self) -> pl.DataFrame: return self.search.trials.drop("error") if "error" in self.search.trials.columns else self.search.trials
@@ -105,7 +134,7 @@ class Comparison:
     def _body(self, plotlyjs: bool) -> str:
         parts = [self.summary(), "<h2>Trials</h2>", _table(self.table, self.search.best_trial)]
         first = plotlyjs
-        for title, fig in self.figures.items():
+        for title, fig in {**self.figures, **self.explore}.items():
             parts.append(f"<h2>{title}</h2>")
             if isinstance(fig, str): parts.append(f"<p class=mlw-note>{html.escape(fig)}</p>"); continue
             parts.append(fig.to_html(full_html=False, include_plotlyjs=True if first else False, config={"displaylogo": False}))
@@ -130,7 +159,7 @@ class Comparison:
 def compare(ws: Workspace, search: SearchResult | str) -> Comparison:
     "The comparison of a search's runs (a `SearchResult`, or an experiment name in `ws`)."
     res = open_search(ws, search) if isinstance(search, str) else search
-    return Comparison(res, _figures(res.study, res.experiment))
+    return Comparison(res, _figures(res.study, res.experiment), _explore(res.study, res.experiment))
 
 # %% ../../nbs/experiments/20c_report.ipynb #6f9ebcbb
 def write_report(ws: Workspace, search: SearchResult | str) -> Path:
@@ -139,3 +168,64 @@ def write_report(ws: Workspace, search: SearchResult | str) -> Path:
     path = c.save(study_dir(ws, c.search.experiment.name)/"report.html")
     if c.search.parent_run_id: ws.backend("tracking").client.log_artifact(c.search.parent_run_id, str(path))
     return path
+
+# %% ../../nbs/experiments/20c_report.ipynb #1491b332
+_PALETTE = ("#0072b5", "#e66101", "#1a7f37", "#8250df", "#cf222e", "#6e7781")
+
+def _sig4(v) -> str:
+    "A value for a side-by-side cell: floats to 4 significant digits, none as ''."
+    if v is None or (isinstance(v, float) and math.isnan(v)): return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+def _best_column(r: SearchResult, params: list[str]) -> list[str]:
+    e, trials = r.experiment, r.study.get_trials(deepcopy=False)
+    best = r.study.trials[r.best_trial] if r.best_trial is not None else None
+    n = lambda s: sum(t.state.name == s for t in trials)
+    return [e.task, f"{e.metric} ({e.direction})", str(len(trials)), f"{n('COMPLETE')} complete, {n('PRUNED')} pruned, {n('FAIL')} failed",
+            _sig4(r.best_trial), _sig4(r.best_value), _sig4(best.user_attrs.get("mlw", {}).get("n_trees") if best else None),
+            r.runs.get(r.best_trial, "") if best else "", *[_sig4(best.params.get(p)) if best else "" for p in params]]
+
+def _histories(searches: list[SearchResult]):
+    import plotly.graph_objects as go
+    metrics = list(dict.fromkeys(r.experiment.metric for r in searches))
+    axis = {m: "y2" if i == 1 else "y" for i, m in enumerate(metrics)}
+    fig = go.Figure()
+    for i, r in enumerate(searches):
+        e, color = r.experiment, _PALETTE[i % len(_PALETTE)]
+        done = sorted((t for t in r.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None), key=lambda t: t.number)
+        pick = max if e.direction == "maximize" else min
+        best = [pick(t.value for t in done[:k + 1]) for k in range(len(done))]
+        x = [t.number for t in done]
+        fig.add_trace(go.Scatter(x=x, y=[t.value for t in done], mode="markers", name=f"{e.name}: {e.metric} per trial", legendgroup=e.name,
+                                 marker=dict(color=color, opacity=.45, size=7), yaxis=axis[e.metric],
+                                 hovertemplate=f"{e.name}, trial %{{x}}<br>{e.metric} %{{y:.4g}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=x, y=best, mode="lines", line=dict(color=color, width=2.5, shape="hv"), name=f"{e.name}: best so far",
+                                 legendgroup=e.name, yaxis=axis[e.metric], hovertemplate=f"{e.name}, best after trial %{{x}}: %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(title="Optimisation histories", xaxis_title="trial", yaxis_title=" / ".join(m for m in metrics if axis[m] == "y"),
+                      legend=dict(orientation="h", y=-0.2), margin=dict(r=60))
+    if len(metrics) > 1: fig.update_layout(yaxis2=dict(title=metrics[1], overlaying="y", side="right", showgrid=False))
+    return fig
+
+@dataclass
+class ExperimentsComparison:
+    "Experiments side by side: their best trials (`best`, one column per experiment) and their optimisation histories on one chart."
+    searches: list  # SearchResult, in the order asked
+    best: pl.DataFrame  # first column `field`, then one column per experiment, every cell text
+    history: object  # plotly figure
+
+    def _repr_html_(self):
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.best.columns)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in self.best.iter_rows())
+        return (f"<style>{_CSS}</style><div class=mlw-table><table class=mlw-sortable><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+                + self.history.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False}))
+
+def compare_experiments(ws: Workspace, names: list[str]) -> ExperimentsComparison:
+    "Two or more experiments of `ws` side by side: each one's best trial (metric, trees, run, parameters) and their optimisation histories."
+    names = list(names) if not isinstance(names, str) else [names]
+    if len(names) < 2: raise InvalidInput(f"compare_experiments needs two or more experiment names, got {names!r}; to compare one search's trials use compare(ws, name)")
+    if len(set(names)) < len(names): raise InvalidInput(f"compare_experiments got an experiment twice in {names!r}; name each once")
+    searches = [open_search(ws, n) for n in names]  # NotFound names the experiments there are
+    params = list(dict.fromkeys(p for r in searches for t in r.study.get_trials(deepcopy=False) for p in t.params))
+    fields = ["task", "metric", "trials", "states", "best trial", "best value", "trees", "MLflow run", *[f"param {p}" for p in params]]
+    best = pl.DataFrame({"field": fields, **{r.experiment.name: _best_column(r, params) for r in searches}})
+    return ExperimentsComparison(searches, best, _histories(searches))
