@@ -11,10 +11,11 @@ from .core.errors import *
 from .core.workspace import resolve_root, Workspace
 
 # %% auto #0
-__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs', 'mlw_ingest',
-           'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models', 'mlw_keys', 'mlw_audit', 'mlw_secrets',
-           'mlw_deploy', 'mlw_monitor', 'mlw_dashboards', 'mlw_lab', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command',
-           'mlw_mlflow_ui', 'fresh_demo_workspace', 'mlw_demo', 'one_line', 'main']
+__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'ACTIONS', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs',
+           'mlw_ingest', 'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models', 'mlw_keys', 'mlw_audit',
+           'mlw_secrets', 'mlw_deploy', 'mlw_monitor', 'check_port', 'mlw_dashboards', 'lab_command', 'mlw_lab',
+           'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui', 'fresh_demo_workspace', 'mlw_demo',
+           'action_help', 'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
@@ -44,10 +45,35 @@ def mlw_status(workspace: Param("workspace folder (default: $MLW_HOME or ./works
 # %% ../nbs/90_cli.ipynb #40219151
 def _fmt_s(x): return "" if x is None else f"{x:.1f}s"
 
+def _run_id(ws: Workspace, text: str) -> str:
+    "The run `text` names: a whole id, or the start of one, or its last part (the short id the Lab sidebar shows), when only one run matches."
+    import sqlalchemy as sa
+    from mlops_workbench.core.metadata import pipeline_runs
+    with ws.metadata.begin() as c: ids = [r[0] for r in c.execute(sa.select(pipeline_runs.c.id).order_by(pipeline_runs.c.started_at.desc()))]
+    if text in ids: return text
+    hits = [i for i in ids if i.startswith(text) or i.rsplit("-", 1)[-1].startswith(text)]
+    if len(hits) > 1:
+        raise InvalidInput(f"run id {text!r} is ambiguous: it matches {len(hits)} runs: {', '.join(hits[:10])}{', ...' if len(hits) > 10 else ''}; "
+                           "give more of the id")
+    return hits[0] if hits else text  # no match: the caller's lookup says it is not found
+
+def _value_text(v, width: int = 80) -> str:
+    "A recorded value on one line: text as it is, numbers rounded for reading, anything else as compact JSON; cut at `width`."
+    import json
+    if isinstance(v, str) and v.startswith(("/", "file:", "http:", "https:")) and not any(c.isspace() for c in v): return v  # a cut path or URL is useless
+    t = v if isinstance(v, str) else f"{v:.6g}" if isinstance(v, float) else json.dumps(v, default=str, ensure_ascii=False)
+    t = " ".join(t.split()) if "\n" in t else t
+    return t if len(t) <= width else t[:width - 3] + "..."
+
+def _outputs_lines(outputs: dict, indent: str = "      ") -> list[str]:
+    "A step's outputs, a line each, names aligned."
+    w = max(map(len, outputs), default=0)
+    return [f"{indent}{k:<{w}}  {_value_text(v)}" for k, v in outputs.items()]
+
 @call_parse
 def mlw_run(name: Param("pipeline name or spec .yaml path", str, opt=False, nargs="?") = None,
-            param: Param("set a pipeline parameter: -p key value (repeatable)", nargs=2, action="append") = None,
-            resume: Param("continue the killed or failed run RUN_ID from its first unfinished step", str) = None,
+            param: Param("set a pipeline parameter KEY to VALUE (repeatable)", nargs=2, action="append") = None,
+            resume: Param("continue the killed or failed run RUN_ID (or its short id) from its first unfinished step", str) = None,
             parallel: Param("run at most this many steps at once", int) = None,
             quiet: Param("no progress output", store_true) = False,
             workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
@@ -56,14 +82,14 @@ def mlw_run(name: Param("pipeline name or spec .yaml path", str, opt=False, narg
     if not name and not resume: raise InvalidInput("name a pipeline to run (e.g. `mlw run demo`) or pass --resume RUN_ID")
     if name and resume: raise InvalidInput("give either a pipeline name or --resume RUN_ID, not both")
     ws = _open(workspace)
-    run = run_pipeline(ws, name, dict(param or []), max_parallel=parallel, resume=resume, progress=not quiet)
+    run = run_pipeline(ws, name, dict(param or []), max_parallel=parallel, resume=resume and _run_id(ws, resume), progress=not quiet)
     print(f"run {run.id}: {run.status} in {_fmt_s(run.duration_s)}; executed notebooks in {run.folder}")
     run.raise_for_status()
     return run
 
 @call_parse
 def mlw_runs(action: Param("list, or show", str, choices=["list", "show"], opt=False, nargs="?") = "list",
-             run_id: Param("the run to show", str, opt=False, nargs="?") = None,
+             run_id: Param("show: the run, by its id or its short id (the last part, as the Lab sidebar shows it)", str, opt=False, nargs="?") = None,
              limit: Param("how many runs to list", int) = 20,
              pipeline: Param("only runs of this pipeline", str) = None,
              workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
@@ -73,11 +99,12 @@ def mlw_runs(action: Param("list, or show", str, choices=["list", "show"], opt=F
     ws = _open(workspace)
     if action == "show":
         if not run_id: raise InvalidInput("`mlw runs show` needs a RUN_ID; list them with `mlw runs`")
-        r = get_run(ws, run_id)
+        r = get_run(ws, _run_id(ws, run_id))
         print(f"run {r.id}  pipeline {r.pipeline}  {r.status}  started {r.started_at:%Y-%m-%d %H:%M:%S}  {_fmt_s(r.duration_s)}")
         print(f"parameters {r.parameters}\nnotebooks  {r.folder}")
         for s in r.steps:
-            print(f"  {s.name:<20} {s.status:<10} attempts {s.attempts}  {_fmt_s(s.duration_s):>8}  {s.outputs or ''}")
+            print(f"  {s.name:<20} {s.status:<10} attempts {s.attempts}  {_fmt_s(s.duration_s):>8}")
+            for line in _outputs_lines(s.outputs or {}): print(line)
             if s.status == "running" and s.progress: print(f"  {'':<20} {progress_text(s.progress)}")
             if s.error: print(f"  {'':<20} {_error_line(s.error)[:300]}")
         return r
@@ -612,6 +639,18 @@ def mlw_monitor(action: Param("status, define, run, history, approve or decline"
     return ms
 
 # %% ../nbs/90_cli.ipynb #d2a5ae90
+def check_port(host: str, port: int, flag: str = "--port"):
+    "Refuse, with one line naming it, a port that cannot be listened on (another process holds it), before any server starts."
+    import errno, socket
+    try: family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, OverflowError) as e: raise InvalidInput(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: a closed connection's TIME_WAIT is no reason to refuse
+        try: s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE: raise Conflict(f"port {port} on {host} is in use; pass {flag} to choose another") from None
+            raise InvalidInput(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
 def _oauth_options(ws: Workspace, issuer: str, client_id: str, secret_name: str, port: int, address: str) -> dict:
     "Panel's OAuth settings for `issuer`, the client secret and the cookie-signing key read from the workspace's secrets."
     from mlops_workbench.security.oidc import panel_oauth_options
@@ -635,6 +674,7 @@ def mlw_dashboards(port: Param("port to serve on", int) = 5006,
     "Serve the dashboards (a Panel page per lifecycle stage), or one Voila report."
     from mlops_workbench.ui.shell import serve_dashboards, voila_command
     ws = _open(workspace)
+    check_port(address, port)
     login = _oauth_options(ws, oauth, oauth_client_id, oauth_secret, port, address) if oauth else {}
     if voila:
         argv, env = voila_command(voila, port=port, address=address, ws=ws)
@@ -643,12 +683,22 @@ def mlw_dashboards(port: Param("port to serve on", int) = 5006,
     print(f"dashboards for {ws.root} at http://{address}:{port}/ (Ctrl-C to stop)")
     serve_dashboards(ws, port=port, address=address, show=show, **login)
 
+def lab_command(ws: Workspace, port: int = 8888, ip: str = "127.0.0.1", browser: bool = True) -> list[str]:
+    "The command line starting JupyterLab on `ws` at exactly `ip:port` (never another port)."
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.port={port}", f"--ServerApp.ip={ip}", "--ServerApp.port_retries=0",
+           f"--MLWLab.workspace={ws.root}"]
+    if not browser: cmd.append("--ServerApp.open_browser=False")
+    return cmd
+
 @call_parse
 def mlw_lab(port: Param("port to serve on", int) = 8888,
+            ip: Param("address to bind, e.g. 0.0.0.0 for every interface (then set a token or password)", str) = "127.0.0.1",
+            no_browser: Param("do not open a browser (also --no-browser)", store_true) = False,
             workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "Start JupyterLab on this workspace, with the MLOps Workbench sidebar."
     ws = _open(workspace)
-    cmd = [sys.executable, "-m", "jupyter", "lab", f"--port={port}", f"--MLWLab.workspace={ws.root}"]
+    check_port(ip, port)
+    cmd = lab_command(ws, port, ip, browser=not no_browser)
     if os.geteuid() == 0: cmd.append("--allow-root")
     os.execvpe(cmd[0], cmd, {**os.environ, "MLW_HOME": str(ws.root)})
 
@@ -675,6 +725,7 @@ def mlw_serve(models: Param("models to serve: name@alias or name/version (or end
     from mlops_workbench.serving.refs import resolve_model
     if not models and not env: raise InvalidInput("name a model to serve, e.g. `mlw serve credit_default@candidate`, or an environment (--env production)")
     ws = _open(workspace)
+    check_port(host, port)
     for ep, ref in _endpoints(models or [], env).items(): print(f"endpoint {ep}: {resolve_model(ws, ref)} ({ref})")  # unknown models fail here
     if env: print(f"environment {env}: its endpoints as its traffic table says, followed every {reload_s:g} s")
     s = GatewaySettings(list(models or []), environment=env, max_body_bytes=max_body, max_batch=max_batch, reload_s=reload_s, oidc_issuer=oidc_issuer,
@@ -704,14 +755,11 @@ def mlw_predict(model: Param("the model: name@alias or name/version, e.g. credit
 # %% ../nbs/90_cli.ipynb #5e0b9d14
 def mlflow_ui_command(ws: Workspace, port: int = 5000, host: str = "127.0.0.1") -> tuple[list[str], dict]:
     "The command line and environment serving MLflow's UI on `ws`'s embedded tracking store (its database and artifact folder)."
-    import socket
     from mlops_workbench.core.tracking import HttpTrackingStore
     t = ws.backend("tracking")
     if isinstance(t, HttpTrackingStore):
         raise NotSupported(f"tracking backend {t.uri!r} is an MLflow server: its UI is at {t.uri}; `mlw mlflow-ui` serves embedded stores")
-    with socket.socket() as s:
-        try: s.bind((host, port))
-        except OSError: raise Conflict(f"port {port} on {host} is in use; pass --port to choose another") from None
+    check_port(host, port)
     argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", t.uri, "--default-artifact-root", Path(t.artifact_root).as_uri(),
             "--host", host, "--port", str(port), "--workers", "1"]
     return argv, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
@@ -768,20 +816,96 @@ VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_statu
          "audit": mlw_audit, "secrets": mlw_secrets, "dashboards": mlw_dashboards, "lab": mlw_lab,
          "mlflow-ui": mlw_mlflow_ui, "demo": mlw_demo}
 
-SHORT = {"-p": "--param"}  # short options argparse cannot take from a signature
+SHORT = {"run": {"-p": "--param"}}  # per verb: short options argparse cannot take from a signature
+METAVARS = {("run", "param"): ("KEY", "VALUE")}  # (verb, option) -> what its help calls the values
+
+_W, _WHO = ["workspace"], ["who", "workspace"]
+ACTIONS = {  # verb -> action -> (usage after `mlw VERB`, what it does, its options)
+    "runs": {"list": ("[list] [--limit N] [--pipeline NAME]", "List recent pipeline runs, newest first.", ["limit", "pipeline", *_W]),
+             "show": ("show RUN_ID", "Show one run: its parameters, and each step's status, attempts, time, outputs and error. "
+                      "RUN_ID may be the short id the Lab sidebar shows (its last part), or any start of the id, when only one run matches.", _W)},
+    "datasets": {"list": ("[list]", "List the datasets with their latest version.", _W),
+                 "show": ("show NAME [VERSION]", "Show a dataset version (default: the latest): source, columns, lineage, validation.", _W),
+                 "history": ("history NAME", "List every version of a dataset: how it was written, rows, source.", _W),
+                 "head": ("head NAME [VERSION] [--rows N] [--csv]", "Print a dataset version's first rows, as a table or as CSV.", ["rows", "csv", *_W])},
+    "features": {"list": ("[list]", "List the feature views with their latest build and materialization.", _W),
+                 "show": ("show NAME", "Show a feature view's (or a feature service's) definition, builds and materializations.", _W),
+                 "apply": ("apply FILE [FILE ...] [--build]", "Record feature definitions from .py or .yaml files (all or none).", ["build", *_W])},
+    "models": {"list": ("[list]", "List the registered models with their aliases.", _W),
+               "show": ("show NAME [VERSION]", "Show a model's versions and recent alias changes, or one version's model card.", _W),
+               "promote": ("promote NAME VERSION ALIAS", "Point an alias (candidate, staging, production) at a version that passed its gates.", ["reason", *_WHO]),
+               "archive": ("archive NAME VERSION", "Archive a version, removing its aliases.", ["reason", *_WHO])},
+    "keys": {"create": ("create PRINCIPAL --role R [--role R] [--model M] [--expires 30d]", "Make an API key; it is printed once, on stdout.",
+                        ["role", "model", "expires", *_WHO]),
+             "list": ("[list] [--all]", "List API keys (never their hashes).", ["all", *_W]),
+             "revoke": ("revoke ID", "Revoke an API key.", _WHO),
+             "rotate": ("rotate ID [--overlap 24h]", "Issue a new key for the same principal and roles; the old one works for the overlap.", ["overlap", *_WHO])},
+    "audit": {"list": ("[list] [--limit N] [--principal P] [--op ACTION] [--since DATE]", "Print the audit log's newest rows.",
+                       ["limit", "principal", "op", "since", *_W]),
+              "verify": ("verify [--anchor ID:HASH]", "Verify the audit log's hash chain; exit 1 when it was tampered with.", ["anchor", *_W])},
+    "secrets": {"set": ("set NAME", "Set a secret, its value read from stdin (never the command line).", _WHO),
+                "list": ("[list]", "List secret names and versions (never values).", _W),
+                "delete": ("delete NAME", "Delete a secret.", _WHO),
+                "rotate": ("rotate [--reencrypt]", "Re-encrypt every secret with a new master key (or the current first one).", ["reencrypt", *_WHO])},
+    "deploy": {"status": ("[status] [--env ENV]", "Show each environment: what its endpoints serve, and any unfinished deployment.", ["env", *_W]),
+               "history": ("history [--env ENV] [--limit N]", "List deployments, newest first.", ["env", "limit", *_W]),
+               "rollback": ("rollback --env ENV --reason WHY", "End the environment's unfinished deployment, or roll back its last one.", ["env", "reason", *_WHO])},
+    "monitor": {"status": ("[status] [--model NAME]", "Show each monitor's last run, and unfinished retrainings.", ["model", *_W]),
+                "define": ("define FILE.yaml", "Store a monitor defined in YAML.", _WHO),
+                "run": ("run NAME [--since T] [--until T] [--retrain]", "Run a monitor once on its window: drift, performance, alerts.",
+                        ["since", "until", "retrain", *_WHO]),
+                "history": ("history [--model NAME] [--retrainings] [--limit N]", "List monitor runs (or retrainings), newest first.",
+                            ["model", "retrainings", "limit", *_W]),
+                "approve": ("approve ID", "Approve a retraining waiting for approval.", _WHO),
+                "decline": ("decline ID --reason WHY", "Decline a retraining waiting for approval.", ["reason", *_WHO])},
+}
 CLOSED_PIPE = 128 + 13  # the status a shell shows for a program that SIGPIPE ended: `mlw ... | head` stopped reading
 
 def _usage() -> str:
     return "usage: mlw VERB [options]   (mlw VERB --help for a verb's options)\n\nverbs:\n" + \
            "\n".join(f"  {v:<11} {f.__doc__}" for v, f in VERBS.items())
 
+def _parser(verb: str):
+    "The verb's parser, built from its signature, with its short forms and value names added."
+    p = anno_parser(VERBS[verb], prog=f"mlw {verb}")
+    for short, long in SHORT.get(verb, {}).items():
+        a = p._option_string_actions[long]
+        a.option_strings.insert(0, short); p._option_string_actions[short] = a
+    for a in p._actions: a.metavar = METAVARS.get((verb, a.dest), a.metavar)
+    return p
+
+def action_help(verb: str, action: str) -> str:
+    "The help of one action of a verb (`mlw runs show --help`): its usage, what it does, and only the options it takes."
+    import argparse
+    usage, what, options = ACTIONS[verb][action]
+    p = _parser(verb)
+    h = argparse.ArgumentParser(prog=f"mlw {verb} {action}", usage=f"mlw {verb} {usage}", description=what, add_help=False,
+                                formatter_class=p.formatter_class)
+    g = h.add_argument_group("options")
+    for a in p._actions:
+        if a.dest in options or a.dest == "help": g._add_action(a)
+    return h.format_help()
+
+def _spelling(arg: str, p) -> str:
+    "`--no-browser` as `--no_browser`: an option may be spelt with hyphens, as other tools spell theirs."
+    name, eq, value = arg.partition("=")
+    alt = "--" + name[2:].replace("-", "_")
+    return alt + eq + value if name.startswith("--") and alt in p._option_string_actions else arg
+
 def _run_verb(verb: str, args: list):
-    "Parse `args` with the verb's own parser (built from its signature) and call it."
-    fn = VERBS[verb]
-    args = [SHORT.get(a, a) for a in args]
-    ns = vars(anno_parser(fn, prog=f"mlw {verb}").parse_args(args))
+    "Parse `args` with the verb's own parser (built from its signature) and call it; `VERB ACTION --help` is that action's help."
+    if args and args[0] in ACTIONS.get(verb, {}) and {"-h", "--help"} & set(args): print(action_help(verb, args[0]), end=""); return None
+    p = _parser(verb)
+    ns = vars(p.parse_args([_spelling(a, p) for a in args]))
     ns.pop("pdb", None); ns.pop("xtra", None)
-    return fn(**ns)
+    return VERBS[verb](**ns)
+
+def _quiet_libraries():
+    "MLflow's INFO lines (database migrations on first use, ...) and alembic's stay off the terminal; their warnings still show."
+    import logging
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported, which configures its own loggers
+    for name in ("mlflow", "alembic"):  # and for a process where it already was
+        if logging.getLogger(name).getEffectiveLevel() < logging.WARNING: logging.getLogger(name).setLevel(logging.WARNING)
 
 def one_line(e: Exception) -> str:
     "An error message on one line: a listed problem per '; ', other line breaks as spaces."
@@ -790,6 +914,7 @@ def one_line(e: Exception) -> str:
 def _main(argv: list) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"): print(_usage()); return 0
     verb, rest = argv[0], argv[1:]
+    _quiet_libraries()
     if verb not in VERBS: print(f"mlw: error: unknown verb {verb!r}; verbs: {', '.join(VERBS)}", file=sys.stderr); return 2
     try: _run_verb(verb, rest)
     except (PipelineStepFailed, _Blocked, _Tampered) as e: print(f"mlw: error: {one_line(e)}", file=sys.stderr); return 1
