@@ -296,10 +296,9 @@ def test_pipelines_page_errors_are_alerts(dashboards, runs, page):
 def test_stage_pages_and_navigation(dashboards, runs, page):
     page.goto(dashboards)  # the root is the pipelines page
     page.get_by_text(f"Run {runs.bad.id}").wait_for()
-    page.get_by_role("link", name="CI/CD").click()
-    page.wait_for_url("**/cicd")
-    page.get_by_text("Not built yet.").wait_for()
-    page.get_by_text("Model test suites, builds, staging and acceptance results").wait_for()
+    page.get_by_role("link", name="Monitoring").click()
+    page.wait_for_url("**/monitoring")
+    page.locator('a.mlw-nav-active[aria-current="page"]', has_text="Monitoring").wait_for()
     page.get_by_role("link", name="Pipelines").click()
     page.wait_for_url("**/pipelines")
     page.get_by_text(f"Run {runs.bad.id}").wait_for()
@@ -579,9 +578,9 @@ def test_panel_serve_app_py(runs, browser):
         first.get_by_text(f"Run {runs.ok.id}").wait_for()
         second.goto(f"http://127.0.0.1:{port}/app")  # a new session opens on the newest run, not on first's choice
         second.get_by_text(f"Run {runs.bad.id}").wait_for(timeout=60_000)
-        second.get_by_role("link", name="Security").click()  # one script, one path: pages by ?page=
-        second.wait_for_url("**/app?page=security")
-        second.get_by_text("Not built yet.").wait_for()
+        second.get_by_role("link", name="Features").click()  # one script, one path: pages by ?page=
+        second.wait_for_url("**/app?page=features")
+        second.locator('a.mlw-nav-active[aria-current="page"]', has_text="Features").wait_for()
     finally:
         ctx.close()
         _stop(proc)

@@ -23,7 +23,7 @@ from .deployments import Deployments, _deployments_page
 from .monitoring import Monitoring, _monitoring_page
 
 # %% auto #0
-__all__ = ['STAGES', 'DASHBOARDS', 'voila_command', 'Navigation', 'pages', 'dashboard_app', 'serve_dashboards']
+__all__ = ['STAGES', 'DASHBOARDS', 'voila_command', 'Navigation', 'pages', 'dashboard_app', 'not_found_html', 'serve_dashboards']
 
 # %% ../../nbs/ui/95e_shell.ipynb #71eb04b0
 STAGES = {  # slug -> (title, what the page shows)
@@ -35,15 +35,34 @@ STAGES = {  # slug -> (title, what the page shows)
     "deployments": ("Deployments", "Environments and the model version each serves, blue-green and canary rollouts with their traffic split, and rollbacks."),
     "serving": ("Serving", "Gateway traffic per model: requests, latency, errors, and the inference log."),
     "monitoring": ("Monitoring", "Data, prediction and concept drift and model performance per window, and the alerts they fired."),
-    "cicd": ("CI/CD", "Model test suites, builds, staging and acceptance results, promotions and rollbacks."),
-    "security": ("Security", "API keys and roles, and the audit log of who changed what, and when."),
 }
 
 # %% ../../nbs/ui/95e_shell.ipynb #bd30f7d6
 DASHBOARDS = Path(mlops_workbench.__file__).resolve().parent.parent/"dashboards"  # present in a source checkout
 
+def _capped_kernel_manager():
+    "jupyter_server's kernel manager with a ceiling on live kernels (imports jupyter_server, hence on first use)."
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from tornado.web import HTTPError
+    from traitlets import Integer
+
+    class CappedKernelManager(AsyncMappingKernelManager):
+        "Refuses a new kernel, with 503, while `max_kernels` are alive; idle culling frees them."
+        max_kernels = Integer(0, config=True, help="The most kernels alive at once; 0 for no limit")
+
+        async def start_kernel(self, *args, **kwargs):
+            if self.max_kernels and kwargs.get("kernel_id") is None and len(self._kernels) >= self.max_kernels:
+                raise HTTPError(503, f"{len(self._kernels)} report kernels are running, the most this server starts "
+                                     f"(--max_kernels {self.max_kernels}); idle ones are shut down, try again in a minute")
+            return await super().start_kernel(*args, **kwargs)
+    return CappedKernelManager
+
 def voila_command(notebook: str = "pipeline_run", port: int = 8866, address: str = "127.0.0.1",
-                  ws: Workspace | None = None) -> tuple[list[str], dict]:
+                  ws: Workspace | None = None,
+                  cull_idle_s: int = 120, # shut down a kernel no page is connected to after this many idle seconds
+                  cull_interval_s: int = 30, # how often to look for such kernels
+                  max_kernels: int = 8, # the most kernels alive at once (0: no limit); more page views get a 503 until some are culled
+                 ) -> tuple[list[str], dict]:
     "The command line and environment that serve `dashboards/voila/<notebook>.ipynb` with every asset local."
     nb, root = DASHBOARDS/"voila"/f"{notebook}.ipynb", DASHBOARDS/"jupyter"
     if not nb.exists():
@@ -51,8 +70,11 @@ def voila_command(notebook: str = "pipeline_run", port: int = 8866, address: str
         raise NotFound(f"Voila dashboard {notebook!r} not found in {DASHBOARDS/'voila'}; dashboards: {', '.join(have) or '(none: is this a source checkout?)'}")
     env = dict(os.environ, JUPYTER_PATH=os.pathsep.join(p for p in (str(root), os.environ.get("JUPYTER_PATH", "")) if p))
     if ws is not None: env["MLW_HOME"] = str(ws.root)
-    argv = [sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", f"--Voila.ip={address}",
-            "--template=mlw", "--show-margins", "--VoilaConfiguration.show_tracebacks=False"]
+    argv = [sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", f"--Voila.ip={address}", "--Voila.port_retries=0",
+            "--template=mlw", "--show-margins", "--VoilaConfiguration.show_tracebacks=False",
+            "--VoilaConfiguration.multi_kernel_manager_class=mlops_workbench.ui.shell.CappedKernelManager",
+            f"--CappedKernelManager.max_kernels={max_kernels}", f"--MappingKernelManager.cull_idle_timeout={cull_idle_s}",
+            f"--MappingKernelManager.cull_interval={cull_interval_s}", "--MappingKernelManager.cull_connected=False"]
     return argv, env
 
 # %% ../../nbs/ui/95e_shell.ipynb #f59dd50b
@@ -93,32 +115,22 @@ def _views() -> SimpleNamespace:
         return pn.widgets.Tabulator(_badged(df), selectable=1, disabled=True, show_index=False, layout="fit_data_stretch",
                                     formatters={c: {"type": "html"} for c in _BADGED if c in df}, sizing_mode="stretch_width", **kw)
 
-    class PlannedPage(Viewer):
-        "A stage whose dashboard is not built yet: says what it will show, and shows nothing invented."
-        slug = param.Selector(objects=list(STAGES), doc="The stage")
-
-        def __panel__(self):
-            title, plan = STAGES[self.slug]
-            return pn.Column(pn.pane.Markdown(f"# {title}"), pn.pane.Alert(
-                f"**Not built yet.** This page will show: {plan}\n\nIt stays empty until the {title} part of mlops-workbench "
-                "records data in the workspace; nothing here is simulated.", alert_type="info", sizing_mode="stretch_width"),
-                sizing_mode="stretch_width")
-
-    return SimpleNamespace(pn=pn, PipelinesPage=_pipelines_page(pn, Viewer, _table), PlannedPage=PlannedPage, DataQualityPage=_data_quality_page(pn, Viewer, _table),
+    return SimpleNamespace(pn=pn, PipelinesPage=_pipelines_page(pn, Viewer, _table), DataQualityPage=_data_quality_page(pn, Viewer, _table),
                            FeaturesPage=_features_page(pn, Viewer, _table), ExperimentsPage=_experiments_page(pn, Viewer, _table),
                            ModelQualityPage=_model_quality_page(pn, Viewer, _table), ServingPage=_serving_page(pn, Viewer, _table),
                            DeploymentsPage=_deployments_page(pn, Viewer, _table), MonitoringPage=_monitoring_page(pn, Viewer, _table))
 
 def __getattr__(name):
     "Build the Panel page classes when first asked for, so importing this module never imports Panel."
-    if name in ("PipelinesPage", "PlannedPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage", "ServingPage", "DeploymentsPage", "MonitoringPage"): return getattr(_views(), name)
+    if name in ("PipelinesPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage", "ServingPage", "DeploymentsPage", "MonitoringPage"): return getattr(_views(), name)
+    if name == "CappedKernelManager": return _capped_kernel_manager()  # named in Voila's command line, imported by Voila
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../../nbs/ui/95e_shell.ipynb #5ececc14
 def pages(ws: Workspace) -> dict:
     "Slug -> factory `f(query=None) -> Viewer` building that stage's page on `ws` for one session."
     V = _views()
-    out = {slug: (lambda query=None, slug=slug: V.PlannedPage(slug=slug)) for slug in STAGES}
+    out = {}
     out["pipelines"] = lambda query=None: V.PipelinesPage(state=PipelineRuns(ws, run_id=query_params(query).get("run")))
     def data_quality(query=None):
         q, who = query_params(query), V.pn.state.user  # who: set when the server authenticates users
@@ -143,10 +155,37 @@ def dashboard_app(ws: Workspace | None = None, query: str | dict | None = None, 
     return pn.template.BootstrapTemplate(title=f"mlops-workbench: {nav.title}", sidebar=[pn.pane.HTML(nav.nav_html(), sizing_mode="stretch_width")],
                                          main=main, header_background="#0072b5", sidebar_width=240)
 
+def not_found_html(path: str, link: str = "/{slug}") -> str:
+    "The page for a URL that names no dashboard: the app's header and navigation, and a message naming the path and the pages."
+    listed = "".join(f'<li><a href="{_e(link.format(slug=slug))}">{_e(title)}</a> <code>/{slug}</code></li>' for slug, (title, _) in STAGES.items())
+    nav = Navigation(link=link).nav_html().replace(' mlw-nav-active"', '"').replace(" aria-current=page", "")  # no page is the current one
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>mlops-workbench: page not found</title>"
+            "<meta name=viewport content='width=device-width, initial-scale=1'><style>"
+            "body {margin: 0; font: 15px system-ui, sans-serif; color: #1f2328}"
+            " header {background: #0072b5; color: #fff; padding: 14px 20px; font-size: 22px}"
+            " .mlw-shell {display: flex} aside {width: 240px; padding: 12px; box-sizing: border-box; border-right: 1px solid #d0d7de; min-height: calc(100vh - 56px)}"
+            " main {padding: 20px 28px; flex: 1} .mlw-404 {background: #fff3cd; border: 1px solid #ffe69c; color: #664d03; border-radius: 6px; padding: 12px 16px}"
+            " main li {margin: 4px 0} code {background: #f6f8fa; padding: 1px 4px; border-radius: 4px}</style></head>"
+            f"<body><header>mlops-workbench: page not found</header><div class=mlw-shell><aside>{nav}</aside><main>"
+            f"<h1>Page not found</h1><div class=mlw-404 role=alert>There is no dashboard page at <code>{_e(path)}</code>.</div>"
+            f"<p>The pages:</p><ul>{listed}</ul></main></div></body></html>")
+
+@functools.cache
+def _not_found_handler():
+    "The Tornado handler answering every path no page serves, with `not_found_html` and status 404."
+    from tornado.web import RequestHandler
+
+    class NotFoundPage(RequestHandler):
+        def prepare(self):
+            self.set_status(404)
+            self.finish(not_found_html(self.request.path))
+    return NotFoundPage
+
 def serve_dashboards(ws: Workspace, port: int = 5006, address: str = "127.0.0.1", show: bool = False, threaded: bool = False, **kwargs):
     "Serve each dashboards page at `http://address:port/<slug>` (`/`: pipelines); returns the server (blocks unless `threaded`)."
     pn = _views().pn
     apps = {"/": lambda: dashboard_app(ws, link="{slug}")}
     apps.update({f"/{slug}": (lambda slug=slug: dashboard_app(ws, page=slug, link="{slug}")) for slug in STAGES})
     kwargs.setdefault("websocket_origin", [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"])
+    kwargs.setdefault("default_handler_class", _not_found_handler())  # Tornado's setting for a path no route matches
     return pn.serve(apps, port=port, address=address, show=show, threaded=threaded, title="mlops-workbench", **kwargs)
