@@ -4,9 +4,10 @@
 
 # %% ../../nbs/ui/95d_models.ipynb #46cfe0c6
 from __future__ import annotations
-import datetime as dt, fcntl, functools, math, re
+import datetime as dt, fcntl, functools, getpass, math, re
 from urllib.parse import urlencode
 import param
+from fastcore.basics import patch
 import pandas as pd
 import polars as pl
 from ..core.errors import *
@@ -14,16 +15,19 @@ from ..core.workspace import Workspace
 from ..experiments.definition import Experiment
 from ..experiments.results import SearchResult, best_model, open_search, select_best, study_dir
 from ..experiments.report import compare
-from ..registry.versions import alias_history, list_models, model_card, model_versions
+from ..registry.versions import ALIASES, alias_history, get_version, list_models, model_card, model_versions
+from ..registry.versions import archive as _archive, promote as _promote
 from ..registry.validation import load_report
-from .helpers import _MD_CSS, _e, _link, _page_header, _where, _wrap, alert_html, badge, fmt_time, query_params, query_version
+from .charts import confusion_at, model_figures, model_plot_data
+from .helpers import _MD_CSS, _e, _link, _page_header, _where, _wrap, alert_html, badge, fmt_bytes, fmt_time, query_params, query_version
 
 # %% auto #0
 __all__ = ['TRIAL_STATES', 'EXPERIMENT_COLUMNS', 'MODEL_COLUMNS', 'MODEL_VERSION_COLUMNS', 'GATE_COLUMNS', 'SLICE_COLUMNS',
-           'HISTORY_COLUMNS', 'ALIAS_ORDER', 'experiment_summaries', 'experiments_frame', 'trials_table', 'Experiments',
-           'experiment_html', 'experiment_comparison_report', 'model_summaries', 'models_frame', 'model_versions_frame',
-           'gates_frame', 'slices_frame', 'history_frame', 'ModelQuality', 'model_version_html', 'gates_html',
-           'slices_html', 'card_html', 'history_html', 'model_quality_html']
+           'HISTORY_COLUMNS', 'ALIAS_ORDER', 'COMPARISON_COLUMNS', 'experiment_summaries', 'experiments_frame',
+           'trials_table', 'Experiments', 'experiment_html', 'experiment_comparison_report', 'model_summaries',
+           'models_frame', 'model_versions_frame', 'gates_frame', 'comparison_frame', 'slices_frame', 'history_frame',
+           'ModelQuality', 'model_version_html', 'gates_html', 'slices_html', 'card_html', 'history_html',
+           'model_quality_html']
 
 # %% ../../nbs/ui/95d_models.ipynb #d7e6f6dd
 def _iso(t: dt.datetime | None) -> str | None:
@@ -227,6 +231,10 @@ SLICE_COLUMNS = ["gate", "column", "slice", "rows", "metric", "value", "result"]
 HISTORY_COLUMNS = ["at", "version", "action", "alias", "actor", "reason"]
 ALIAS_ORDER = ("production", "staging", "candidate")  # which version a model opens on
 
+def _whoami() -> str:
+    try: return getpass.getuser()
+    except Exception: return "dashboards"  # no login name to be found, e.g. in a container without $USER
+
 def _aliases_text(aliases: dict) -> str: return ", ".join(f"{a} v{v}" for a, v in aliases.items())
 
 def models_frame(models: list[dict]) -> pd.DataFrame:
@@ -245,10 +253,43 @@ def _fmt(v) -> str:
     if isinstance(v, (int, float)) and not isinstance(v, bool): return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
     return str(v)
 
+def _measured(r: dict) -> str:
+    "A gate's measured value with its unit: milliseconds of a latency budget, bytes of a model size as kB or MB; a metric as it is."
+    kind, v = r["gate"].get("kind"), r["value"]
+    if v is None or (isinstance(v, float) and math.isnan(v)): return ""
+    if kind == "latency_budget": return f"{v:.3g} ms (p99)"
+    if kind == "model_size": return fmt_bytes(v)
+    return _fmt(v)
+
+def _threshold(r: dict) -> str:
+    "A gate's threshold, a size in bytes as kB or MB."
+    t = r["threshold"]
+    if r["gate"].get("kind") == "model_size" and (m := re.fullmatch(r"(\S+) ([\d,]+) bytes", str(t))): return f"{m[1]} {fmt_bytes(int(m[2].replace(',', '')))}"
+    return t
+
 def gates_frame(report: dict | None) -> pd.DataFrame:
-    "One row per gate of a validation report (`ValidationReport.to_dict()`), in gate order: result, measured value, threshold, note."
-    return pd.DataFrame([{"gate": r["name"], "result": "passed" if r["passed"] else "failed", "measured": _fmt(r["value"]), "threshold": r["threshold"],
+    "One row per gate of a validation report (`ValidationReport.to_dict()`), in gate order: result, measured value (with its unit), threshold, note."
+    return pd.DataFrame([{"gate": r["name"], "result": "passed" if r["passed"] else "failed", "measured": _measured(r), "threshold": _threshold(r),
                           "note": r["note"]} for r in (report or {}).get("results", [])], columns=GATE_COLUMNS)
+
+COMPARISON_COLUMNS = ["", "name", "a", "b", "change"]
+
+def comparison_frame(a: dict, b: dict) -> pd.DataFrame:
+    "Two versions side by side (each `{'record', 'report'}`): holdout rows and metrics with the change from `a` to `b`, then each gate's result and measured value."
+    ra, rb = a.get("report") or {}, b.get("report") or {}
+    rows = [{"": "holdout", "name": "rows", "a": _fmt(ra.get("rows")), "b": _fmt(rb.get("rows")), "change": ""}]
+    ma, mb = ra.get("metrics") or {}, rb.get("metrics") or {}
+    for k in dict.fromkeys([*ma, *mb]):
+        x, y = ma.get(k), mb.get(k)
+        d = y - x if isinstance(x, (int, float)) and isinstance(y, (int, float)) else None
+        rows.append({"": "metric", "name": k, "a": _fmt(x), "b": _fmt(y), "change": "" if d is None else f"{d:+.4g}"})
+    ga, gb = {r["name"]: r for r in ra.get("results", [])}, {r["name"]: r for r in rb.get("results", [])}
+    res = lambda r: "" if r is None else f"{'passed' if r['passed'] else 'failed'} {_measured(r)}".strip()
+    for k in dict.fromkeys([*ga, *gb]):
+        x, y = ga.get(k), gb.get(k)
+        rows.append({"": "gate", "name": k, "a": res(x), "b": res(y), "change": "" if x is None or y is None or x["passed"] == y["passed"] else ("now passes" if y["passed"] else "now fails")})
+    cols = ["", "name", f"v{a['record']['version']}", f"v{b['record']['version']}", "change"]
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS).set_axis(cols, axis=1)
 
 def slices_frame(report: dict | None) -> pd.DataFrame:
     "One row per slice of each slice gate of a report: its rows, metric value and result; skipped slices say why."
@@ -286,7 +327,15 @@ class ModelQuality(param.Parameterized):
     slices = param.DataFrame(doc="Its slice gates' slices (`slices_frame`)")
     card = param.String("", doc="The version's model card, Markdown")
     history = param.DataFrame(doc="The model's alias changes and registrations from the audit table, newest first (`history_frame`)")
+    threshold = param.Number(None, allow_None=True, bounds=(0, 1), doc="A binary model's decision threshold for the confusion matrix; None: the version's `mlw.threshold` tag, else 0.5")
+    plots = param.Dict(None, allow_None=True, doc="The selected version's chart data (`model_plot_data`, confusion at `threshold`); None when none can be read")
+    plots_note = param.String("", doc="Why there are no charts; '' when there are")
+    compare = param.Integer(None, allow_None=True, doc="Another version of the model shown beside the selected one; None: no comparison")
+    other = param.Dict(None, allow_None=True, doc="That version: {'record', 'report', 'gates', 'plots', 'plots_note'}")
+    comparison = param.DataFrame(doc="The two side by side (`comparison_frame`); empty without a comparison")
+    user = param.String(_whoami(), doc="Who promotes and archives from this page: the audit table's actor")
     alert = param.String("", doc="A problem to show instead of a traceback; '' when there is none")
+    notice = param.String("", doc="What the last action did; '' when there is nothing to say")
     info = param.String("", doc="Something to know that is not a problem (no models yet); '' when there is nothing")
 
     def __init__(self, ws: Workspace, **params):
@@ -333,13 +382,20 @@ class ModelQuality(param.Parameterized):
         self.param.update(versions=model_versions_frame(self._versions), history=history_frame(history), alert="", info="")
         self._load_version()
 
+    @param.depends("threshold", watch=True)
+    def _threshold_changed(self):
+        if self.record is not None: self.plots = self._plots(self.record["run_id"])[0]
+
+    @param.depends("compare", watch=True)
+    def _compare_changed(self): self._load_compare()
+
     @param.depends("version", watch=True)
     def _load_version(self):
         from mlflow.exceptions import MlflowException
         if not self._versions: return
         n = _default_version(self._versions) if self.version is None else self.version
         v = next((v for v in self._versions if v["version"] == n), None)
-        empty = dict(record=None, report=None, gates=gates_frame(None), slices=slices_frame(None), card="")
+        empty = dict(record=None, report=None, gates=gates_frame(None), slices=slices_frame(None), card="", plots=None, plots_note="")
         if v is None:
             have = ", ".join(str(v["version"]) for v in self._versions)
             self.param.update(**empty, alert=f"model {self.model!r} has no version {n}; its versions: {have}"); return
@@ -348,8 +404,83 @@ class ModelQuality(param.Parameterized):
             except NotFound: report = None  # registered outside the workbench: no report was logged
             card = model_card(self.ws, self.model, n)
         except (MLWError, MlflowException) as e: self.param.update(**empty, alert=str(e)); return
+        plots, note = self._plots(v["run_id"])
         self.param.update(record={**v, "model": self.model, "created_at": _iso(v["created_at"])}, report=report, gates=gates_frame(report),
-                          slices=slices_frame(report), card=card, alert="")
+                          slices=slices_frame(report), card=card, plots=plots, plots_note=note, alert="")
+        if self.compare == n:
+            with param.parameterized.discard_events(self): self.compare = None
+        self._load_compare()
+
+# %% ../../nbs/ui/95d_models.ipynb #3cc5c974
+_PLOT_CACHE: dict = {}  # (workspace root, run id) -> chart data: a training run's booster and holdout never change
+
+def _cached_plots(ws: Workspace, run_id: str) -> dict:
+    key = (str(ws.root), run_id)
+    if key not in _PLOT_CACHE:
+        if len(_PLOT_CACHE) >= 32: _PLOT_CACHE.pop(next(iter(_PLOT_CACHE)))
+        _PLOT_CACHE[key] = model_plot_data(ws, run_id)
+    return _PLOT_CACHE[key]
+
+@patch
+def _plots(self: ModelQuality, run_id: str | None, threshold: float | None = None) -> tuple[dict | None, str]:
+    "Chart data of a version's training run with its confusion matrix at `threshold` (default `self.threshold`, else the version's tag, else 0.5), and why there is none."
+    from mlflow.exceptions import MlflowException
+    if not run_id: return None, "this version was registered without a training run: there is nothing to draw"
+    try: d = _cached_plots(self.ws, run_id)
+    except (MLWError, MlflowException, OSError) as e: return None, f"no charts for run {run_id}: {e}"
+    out = {k: v for k, v in d.items() if k != "_scores"}
+    if "_scores" in d:
+        t = threshold if threshold is not None else self.threshold if self.threshold is not None else self._tagged_threshold()
+        y, p = d["_scores"]
+        out["confusion"] = confusion_at(y, p, t, d.get("classes"))
+    return out, ""
+
+@patch
+def _tagged_threshold(self: ModelQuality) -> float:
+    "The selected version's decision threshold: its `mlw.threshold` tag (as serving reads it), else 0.5."
+    try: return float(get_version(self.ws, self.model, self.version or _default_version(self._versions)).tags.get("mlw.threshold", 0.5))
+    except Exception: return 0.5
+
+@patch
+def _load_compare(self: ModelQuality):
+    "Load the version to compare with, and the two side by side."
+    from mlflow.exceptions import MlflowException
+    none = dict(other=None, comparison=pd.DataFrame(columns=COMPARISON_COLUMNS))
+    if self.compare is None or self.record is None: self.param.update(**none); return
+    v = next((v for v in self._versions if v["version"] == self.compare), None)
+    if v is None:
+        have = ", ".join(str(v["version"]) for v in self._versions)
+        self.param.update(**none, alert=f"model {self.model!r} has no version {self.compare} to compare with; its versions: {have}"); return
+    try:
+        try: report = load_report(self.ws, v["run_id"]).to_dict() if v["run_id"] else None
+        except NotFound: report = None
+    except (MLWError, MlflowException) as e: self.param.update(**none, alert=str(e)); return
+    plots, note = self._plots(v["run_id"], self.threshold if self.threshold is not None else 0.5)
+    other = {"record": {**v, "model": self.model, "created_at": _iso(v["created_at"])}, "report": report, "gates": gates_frame(report), "plots": plots, "plots_note": note}
+    self.param.update(other=other, comparison=comparison_frame({"record": self.record, "report": self.report}, other))
+
+# %% ../../nbs/ui/95d_models.ipynb #8c588da8
+@patch
+def _registry_action(self: ModelQuality, done: str, act):
+    from mlflow.exceptions import MlflowException
+    if self.record is None: self.param.update(alert="select a model version first", notice=""); return
+    v = self.record["version"]
+    try: act(v)
+    except (MLWError, MlflowException) as e: self.param.update(alert=f"{e}", notice=""); return
+    keep = self.version
+    self.refresh()
+    if self.version != keep: self.version = keep
+    self.param.update(alert="", notice=f"model {self.model!r} v{v} {done} by {self.user}")
+
+@patch
+def promote(self: ModelQuality, alias: str, reason: str = ""):
+    "Point `alias` at the selected version through the audited registry path (`registry.versions.promote`) as `user`; a refusal becomes `alert`."
+    self._registry_action(f"is now {alias}", lambda v: _promote(self.ws, self.model, v, alias, who=self.user, reason=reason or "from the Model quality page"))
+
+@patch
+def archive(self: ModelQuality, reason: str = ""):
+    "Archive the selected version (its aliases removed) through `registry.versions.archive` as `user`; a refusal becomes `alert`."
+    self._registry_action("archived", lambda v: _archive(self.ws, self.model, v, who=self.user, reason=reason or "from the Model quality page"))
 
 # %% ../../nbs/ui/95d_models.ipynb #06fb404e
 def _alias_badges(aliases) -> str:
@@ -396,8 +527,9 @@ def _markdown():
     return MarkdownIt("commonmark", {"html": False}).enable("table")  # raw HTML in a card is shown as text
 
 def card_html(card: str) -> str:
-    "A model card (Markdown) as HTML, its headings two levels down to sit under the page's own."
-    body = re.sub(r"<(/?)h([1-4])>", lambda m: f"<{m[1]}h{int(m[2]) + 2}>", _markdown().render(card or ""))
+    "A model card (Markdown) as HTML, its headings two levels down to sit under the page's own; its gates table left out (the page shows the gates once, above)."
+    card = re.sub(r"\n## Validation\n.*?(?=\n## |\Z)", "\n", card or "", flags=re.S)
+    body = re.sub(r"<(/?)h([1-4])>", lambda m: f"<{m[1]}h{int(m[2]) + 2}>", _markdown().render(card))
     return _wrap(f"<h4>Model card</h4><div style='border:1px solid #d8dee4;border-radius:6px;padding:2px 16px 8px'>{body}</div>")
 
 def history_html(history: pd.DataFrame, model: str) -> str:
@@ -498,10 +630,19 @@ def _experiments_page(pn, Viewer, table):
 
     return ExperimentsPage
 
+def _figures_grid(pn, plots: dict | None, note: str, ncols: int = 2):
+    "A version's charts (`model_plot_data`) as Bokeh panes, two a row; the learning curves the whole width; `note` when there are none."
+    if plots is None: return pn.pane.Alert(note or "no charts", alert_type="info", sizing_mode="stretch_width")
+    figs = model_figures(plots)
+    wide = figs.pop("Learning curves", None)
+    out = [pn.GridBox(*[pn.pane.Bokeh(f, sizing_mode="stretch_width", name=t) for t, f in figs.items()], ncols=ncols, sizing_mode="stretch_width")]
+    if wide is not None: out.append(pn.pane.Bokeh(wide, sizing_mode="stretch_width", name="Learning curves"))
+    return pn.Column(*out, sizing_mode="stretch_width")
+
 def _model_quality_page(pn, Viewer, table):
     "The Model quality page class (`mlops_workbench.ui.shell` builds it once Panel is imported)."
     class ModelQualityPage(Viewer):
-        "Registered models; the selected one's versions; a version's validation, slices, model card; the alias history."
+        "Registered models; the selected one's versions; a version's charts, validation, slices, model card; a comparison; promote and archive; the alias history."
         state = param.ClassSelector(class_=ModelQuality, doc="The page's state")
 
         def __init__(self, **params):
@@ -516,23 +657,48 @@ def _model_quality_page(pn, Viewer, table):
             self._versions = pn.widgets.Tabulator(self._shown_versions(), selectable=1, disabled=True, show_index=False, layout="fit_data_stretch",
                                                   formatters=html, sizing_mode="stretch_width", max_height=300, name="versions",
                                                   configuration={"columnDefaults": {"headerSort": False}}, stylesheets=_TABLE_CSS)
-            self._detail = pn.pane.HTML("", sizing_mode="stretch_width")
+            self._summary, self._detail = pn.pane.HTML("", sizing_mode="stretch_width"), pn.pane.HTML("", sizing_mode="stretch_width")
+            # promote and archive: the registry's audited path, as the page's user
+            self._alias = pn.widgets.Select(name="alias", options=list(ALIASES), value="staging", width=140)
+            self._reason = pn.widgets.TextInput(name="reason (for the audit table)", placeholder="why", width=320)
+            self._promote = pn.widgets.Button(name="Promote", button_type="primary", width=110, align="end")
+            self._archive = pn.widgets.Button(name="Archive", button_type="danger", button_style="outline", width=110, align="end")
+            self._promote.on_click(lambda e: s.promote(self._alias.value, self._reason.value))
+            self._archive.on_click(lambda e: s.archive(self._reason.value))
+            self._who = md()
+            self._actions = pn.Column(md("### Promote or archive this version"), pn.Row(self._alias, self._reason, self._promote, self._archive), self._who,
+                                      sizing_mode="stretch_width")
+            # the charts, with a binary model's threshold
+            self._charts_title = md()
+            self._threshold = pn.widgets.FloatSlider(name="decision threshold (confusion matrix)", start=0.01, end=0.99, step=0.01, value=0.5, width=320)
+            self._threshold.param.watch(lambda e: self._pick(threshold=lambda: float(e.new)), "value_throttled")
+            self._charts = pn.Column(sizing_mode="stretch_width")
+            # another version beside this one
+            self._compare = pn.widgets.Select(name="compare with version", options={"none": None}, width=200)
+            self._compare.param.watch(lambda e: self._pick(compare=lambda: e.new), "value")
+            self._comparison = pn.Column(sizing_mode="stretch_width")
+            self._compare_title = md("### Compare with another version (side by side)")
             self._models.param.watch(lambda e: self._pick(model=lambda: str(s.models.name.iloc[e.new[0]])) if e.new else None, "selection")
             self._versions.param.watch(lambda e: self._pick(version=lambda: int(s.versions.version.iloc[e.new[0]])) if e.new else None, "selection")
-            s.param.watch(self._sync, ["models", "versions", "model", "record", "report", "gates", "slices", "card", "history"])
+            s.param.watch(self._sync, ["models", "versions", "model", "record", "report", "gates", "slices", "card", "history", "plots", "other", "user"])
             self._sync()
             self._layout = pn.Column(*_page_header(pn, "Model quality", s), self._models_title, self._models, self._versions_title, self._versions,
-                                     self._detail, sizing_mode="stretch_width")
+                                     self._summary, self._actions, self._charts_title, self._threshold, self._charts, self._compare_title, self._compare,
+                                     self._comparison, self._detail, sizing_mode="stretch_width")
 
         def _shown_models(self): return _badged(self.state.models, {"aliases": _alias_cell})
         def _shown_versions(self): return _badged(self.state.versions, {"status": badge, "aliases": _alias_cell})
 
         def _pick(self, **choice):
-            "A selection the user made in a table (not one `_sync` made) selects in the state."
+            "A selection the user made in a widget (not one `_sync` made) selects in the state."
             if not self._syncing: self.state.param.update(**{k: f() for k, f in choice.items()})
 
+        def _side(self, rec, report, gates, plots, note):
+            return pn.Column(pn.pane.HTML(model_version_html(rec, report) + gates_html(gates, report), sizing_mode="stretch_width"),
+                             _figures_grid(pn, plots, note, ncols=1), sizing_mode="stretch_width")
+
         def _sync(self, *events):
-            "Show the state in the widgets: tables, selections and the HTML of the selected version."
+            "Show the state in the widgets: tables, selections, the selected version's charts and HTML, the comparison."
             s, changed = self.state, {e.name for e in events}
             self._syncing = True
             try:
@@ -540,13 +706,33 @@ def _model_quality_page(pn, Viewer, table):
                 if "versions" in changed: self._versions.value = self._shown_versions()
                 self._models.selection = _where(s.models.name == s.model)
                 self._versions.selection = _where(s.versions.version == (s.record or {}).get("version"))
+                v = (s.record or {}).get("version")
+                self._compare.options = {"none": None, **{f"v{n}": int(n) for n in s.versions.version if n != v}}
+                self._compare.value = s.compare if s.compare in self._compare.options.values() else None
+                if s.plots and s.plots.get("confusion") and s.plots["confusion"].get("threshold") is not None:
+                    self._threshold.value = s.plots["confusion"]["threshold"]
             finally: self._syncing = False
+            has = s.record is not None
             self._versions_title.object = f"### Versions of `{s.model}` (select one)" if len(s.versions) else ""
-            self._detail.object = model_quality_html(s)
+            self._summary.object = model_version_html(s.record, s.report) if has else ""
+            self._detail.object = (gates_html(s.gates, s.report) + slices_html(s.slices) + card_html(s.card) + history_html(s.history, s.model)) if has else ""
+            self._who.object = f"As **{s.user}**; the registry refuses an alias for a version its gates rejected or that is archived, and records every change in the audit table."
+            if not events or changed & {"plots", "record"}:
+                self._charts_title.object = (f"### Charts of v{s.record['version']} (holdout of run `{s.record['run_id']}`; hover for values)" if has else "")
+                self._charts.objects = [_figures_grid(pn, s.plots, s.plots_note)] if has else []
+            if not events or changed & {"other", "record", "plots"}:
+                o = s.other
+                self._comparison.objects = [] if o is None or not has else [
+                    pn.pane.HTML(_wrap(f"<h4>v{s.record['version']} and v{o['record']['version']} side by side</h4>" + _grid(s.comparison, {"": _e}, num=())),
+                                 sizing_mode="stretch_width"),
+                    pn.Row(self._side(s.record, s.report, s.gates, s.plots, s.plots_note), self._side(o["record"], o["report"], o["gates"], o["plots"], o["plots_note"]),
+                           sizing_mode="stretch_width")]
             self._models.visible = self._models_title.visible = len(s.models) > 0
             self._versions.visible = self._versions_title.visible = len(s.versions) > 0
-            self._detail.visible = bool(self._detail.object)
+            self._threshold.visible = bool(has and s.plots and (s.plots.get("confusion") or {}).get("threshold") is not None)
+            for w in (self._summary, self._detail, self._actions, self._charts_title, self._charts, self._compare_title, self._compare): w.visible = has
 
         def __panel__(self): return self._layout
 
     return ModelQualityPage
+
