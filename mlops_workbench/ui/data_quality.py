@@ -4,6 +4,7 @@
 
 # %% ../../nbs/ui/95b_data_quality.ipynb #7cce7779
 from __future__ import annotations
+import datetime as dt
 import getpass
 import math
 import param
@@ -17,29 +18,46 @@ from fastcore.basics import patch
 from ..core.workspace import Workspace
 from ..core.errors import MLWError, NotFound
 from ..core.storage import dataset_version, dataset_versions_of, list_datasets, read_dataset
+from ..core.metadata import utcnow
+from .charts import column_figure, dataset_profile
 from ..data.quality import quality_history, validation_history
 from ..alerts import list_alerts
 from ..core.metadata import alerts as alerts_t
 from .helpers import STATUS_COLORS, alert_html, badge, fmt_bytes, fmt_share, fmt_time, query_params, query_version, _MD_CSS, _badged, _e, _link, _page_header, _where, _wrap
 
 # %% auto #0
-__all__ = ['QUALITY_METRICS', 'DATASET_COLUMNS', 'VERSION_COLUMNS', 'RULE_COLUMNS', 'TREND_COLUMNS', 'OPEN', 'COLUMN_METRICS',
-           'dataset_summaries', 'datasets_frame', 'versions_frame', 'rule_result', 'example_text', 'rules_frame',
-           'trend_frame', 'DataQuality', 'open_alert_summaries', 'version_html', 'validation_html', 'rules_html',
-           'metrics_html', 'alert_card_html', 'alerts_html', 'data_quality_report']
+__all__ = ['QUALITY_METRICS', 'DATASET_COLUMNS', 'VERSION_COLUMNS', 'RULE_COLUMNS', 'TREND_COLUMNS', 'OPEN', 'NOT_VALIDATED',
+           'COLUMN_METRICS', 'fmt_age', 'dataset_summaries', 'datasets_frame', 'versions_frame', 'rule_result',
+           'example_text', 'rules_frame', 'versions_trend', 'trend_frame', 'DataQuality', 'open_alert_summaries',
+           'version_html', 'validation_html', 'rules_html', 'metrics_html', 'profile_html', 'alert_card_html',
+           'alerts_html', 'data_quality_report']
 
 # %% ../../nbs/ui/95b_data_quality.ipynb #401898bb
 QUALITY_METRICS = {"rule_failure_rate": "share of rows failing each rule", "null_rate": "share of null values in each column"}
 
 DATASET_COLUMNS = ["name", "kind", "version", "rows", "last write", "validation", "open alerts"]
 
-VERSION_COLUMNS = ["version", "operation", "rows", "bytes", "fingerprint", "created"]
+VERSION_COLUMNS = ["version", "operation", "rows", "size", "fingerprint", "created", "age"]
 
 RULE_COLUMNS = ["rule", "kind", "policy", "result", "failed", "share", "message", "examples"]
 
 TREND_COLUMNS = ["version", "series", "value"]
 
 OPEN = ("firing", "acknowledged")  # alert statuses that still need someone
+
+NOT_VALIDATED = "not validated"  # a version no validation report covers: never an all-clear
+
+def fmt_age(t, now: dt.datetime | None = None) -> str:
+    "How old a time (ISO text or datetime) is at `now` (default: now), for people: `45 s old`, `12 min old`, `5.2 hours old`, `3.4 days old`; '' for none."
+    if t in (None, ""): return ""
+    t = dt.datetime.fromisoformat(t) if isinstance(t, str) else t
+    if t.tzinfo is None: t = t.replace(tzinfo=dt.timezone.utc)
+    s = ((now or utcnow()) - t).total_seconds()
+    if s < 0: return "in the future"
+    if s < 90: return f"{s:.0f} s old"
+    if s < 90 * 60: return f"{s / 60:.0f} min old"
+    if s < 36 * 3600: return f"{s / 3600:.1f} hours old"
+    return f"{s / 86400:.1f} days old"
 
 def dataset_summaries(ws: Workspace) -> list[dict]:
     "Each dataset: name, kind, latest version, rows, last write, its newest validation (status, version) and open alerts."
@@ -55,14 +73,16 @@ def dataset_summaries(ws: Workspace) -> list[dict]:
     return out
 
 def datasets_frame(summaries: list[dict]) -> pd.DataFrame:
-    "One row per dataset (`dataset_summaries`): name, kind, version, rows, last write, validation status, open alerts."
+    "One row per dataset (`dataset_summaries`): name, kind, version, rows, last write, its latest version's validation status (`not validated` when no report covers it), open alerts."
     return pd.DataFrame([{"name": s["name"], "kind": s["kind"], "version": s["version"], "rows": s["rows"], "last write": fmt_time(s["created_at"]),
-                          "validation": s["validation"] or "", "open alerts": s["open_alerts"]} for s in summaries], columns=DATASET_COLUMNS)
+                          "validation": s["validation"] if s["validation"] and s["validated_version"] == s["version"] else NOT_VALIDATED, "open alerts": s["open_alerts"]} for s in summaries], columns=DATASET_COLUMNS)
 
 def versions_frame(versions: list) -> pd.DataFrame:
-    "One row per `DatasetVersion`, newest first: version, operation, rows, bytes, short fingerprint, created."
-    return pd.DataFrame([{"version": v.version, "operation": v.operation, "rows": v.row_count, "bytes": fmt_bytes(v.bytes),
-                          "fingerprint": v.fingerprint[:12], "created": fmt_time(v.created_at)} for v in reversed(versions)], columns=VERSION_COLUMNS)
+    "One row per `DatasetVersion`, newest first: version, operation, rows, size (`12.3 MB`), short fingerprint, created and how old (`3.4 days old`)."
+    now = utcnow()
+    return pd.DataFrame([{"version": v.version, "operation": v.operation, "rows": v.row_count, "size": fmt_bytes(v.bytes),
+                          "fingerprint": v.fingerprint[:12], "created": fmt_time(v.created_at), "age": fmt_age(v.created_at, now)} for v in reversed(versions)],
+                        columns=VERSION_COLUMNS)
 
 def rule_result(r: dict) -> str:
     "How a rule of a stored report came out: `passed`, else what its policy did: `warned`, `quarantined` or `blocked`."
@@ -85,6 +105,18 @@ def rules_frame(report: dict | None, examples: int = 3) -> pd.DataFrame:
     order = sorted(range(len(df)), key=lambda i: (df.result.iat[i] == "passed", -df.failed.iat[i]))
     return df.iloc[order].reset_index(drop=True)
 
+def versions_trend(ws: Workspace, name: str, versions: list, last: int = 30) -> pd.DataFrame:
+    "Rows and each column's null rate in each of the `last` versions of dataset `name` (from the data: validated or not): version, series, value, metric."
+    out = []
+    for v in versions[-last:]:
+        lf = read_dataset(ws, name, v.version)
+        cols = lf.collect_schema().names()
+        r = lf.select([pl.len().alias("__rows"), *[pl.col(c).null_count().alias(c) for c in cols]]).collect().row(0, named=True)
+        n = r.pop("__rows")
+        out.append({"version": v.version, "series": "rows", "value": float(n), "metric": "rows"})
+        out += [{"version": v.version, "series": c, "value": k / n if n else None, "metric": "null_rate"} for c, k in r.items()]
+    return pd.DataFrame(out, columns=["version", "series", "value", "metric"])
+
 def trend_frame(history: pl.DataFrame, metric: str) -> pd.DataFrame:
     "`metric` of a `quality_history` frame per version and series (a rule or a column): version, series, value (the last recorded)."
     h = history.filter(pl.col("metric") == metric).unique(["version", "column"], keep="last", maintain_order=True).sort("version", maintain_order=True)
@@ -105,6 +137,15 @@ def _rows_frame(df: pl.DataFrame | None) -> pd.DataFrame:
     cols = sorted(df.columns, key=lambda c: c != "_failed_rules")
     df = df.select([text(c, df.schema[c]).fill_null("null").alias(c) for c in cols])
     return pd.DataFrame({c: df[c].to_list() for c in cols}, columns=cols)
+
+_PROFILES: dict = {}  # (workspace root, dataset, version) -> profile: a version's rows never change
+
+def _profile(ws: Workspace, name: str, version: int) -> dict:
+    key = (str(ws.root), name, version)
+    if key not in _PROFILES:
+        if len(_PROFILES) >= 64: _PROFILES.pop(next(iter(_PROFILES)))
+        _PROFILES[key] = dataset_profile(ws, name, version)
+    return _PROFILES[key]
 
 _NO_HISTORY = pl.DataFrame(schema={"version": pl.Int64, "metric": pl.String, "column": pl.String, "value": pl.Float64})
 
@@ -128,6 +169,8 @@ class DataQuality(param.Parameterized):
     quarantine_name = param.String("", doc="The dataset holding them, `<dataset>_quarantine`")
     quarantine_version = param.Integer(None, allow_None=True, doc="Its latest version, the one paged; None if it does not exist")
     quarantine_rows = param.Integer(0, doc="Rows in that version")
+    profile = param.Dict(None, allow_None=True, doc="The selected version's profile (`ui.charts.dataset_profile`): every column's nulls and distribution, validated or not")
+    data_trend = param.DataFrame(doc="Rows and null rates per version from the data itself (`versions_trend`); drawn once there are two versions or more")
     alerts = param.List(doc="The dataset's alerts (source `dataset:<name>`, `Alert.to_dict()`), newest first")
     alert = param.String("", doc="A problem to show instead of a traceback; '' when there is none")
     notice = param.String("", doc="What the last action did; '' when there is nothing to say")
@@ -155,7 +198,7 @@ class DataQuality(param.Parameterized):
 
     def _clear(self, alert: str = "", **params):
         self._history = _NO_HISTORY
-        self.param.update(versions=versions_frame([]), record=None, report=None, rules=rules_frame(None), metrics=pd.DataFrame(columns=["metric", "column", "value"]),
+        self.param.update(versions=versions_frame([]), record=None, report=None, profile=None, data_trend=versions_trend(self.ws, "", []), rules=rules_frame(None), metrics=pd.DataFrame(columns=["metric", "column", "value"]),
                           trend=trend_frame(_NO_HISTORY, self.metric), quiet=[], quarantine=_rows_frame(None), quarantine_name="",
                           quarantine_version=None, quarantine_rows=0, alerts=[], alert=alert, **params)
 
@@ -174,8 +217,9 @@ class DataQuality(param.Parameterized):
             if not versions: dataset_version(self.ws, self.dataset)  # raises NotFound, naming the datasets there are
             self._history = quality_history(self.ws, self.dataset)
             alerts = [a.to_dict() for a in list_alerts(self.ws, source=f"dataset:{self.dataset}", limit=100)]
-        except MLWError as e: self._clear(str(e)); return
-        self.param.update(versions=versions_frame(versions), alerts=alerts, alert="")
+            trend = versions_trend(self.ws, self.dataset, versions)
+        except (MLWError, pl.exceptions.PolarsError, OSError) as e: self._clear(str(e)); return
+        self.param.update(versions=versions_frame(versions), alerts=alerts, data_trend=trend, alert="")
         self._load_trend(); self._load_version(); self._load_quarantine()
 
     @param.depends("version", watch=True)
@@ -189,10 +233,11 @@ class DataQuality(param.Parameterized):
             rec = dataset_version(self.ws, self.dataset, self.version)
             # newest first; 500 reports reach back far enough for any version a person picks from the list
             report = next((r for r in validation_history(self.ws, self.dataset, limit=500) if r["version"] == rec.version), None)
-        except MLWError as e:
-            self.param.update(record=None, report=None, rules=rules_frame(None), metrics=pd.DataFrame(columns=["metric", "column", "value"]), alert=str(e)); return
+            profile = _profile(self.ws, self.dataset, rec.version)
+        except (MLWError, pl.exceptions.PolarsError, OSError) as e:
+            self.param.update(record=None, report=None, profile=None, rules=rules_frame(None), metrics=pd.DataFrame(columns=["metric", "column", "value"]), alert=str(e)); return
         m = self._history.filter(pl.col("version") == rec.version).unique(["metric", "column"], keep="last", maintain_order=True)
-        self.param.update(record=rec.to_dict(), report=report, rules=rules_frame(report),
+        self.param.update(record=rec.to_dict(), report=report, rules=rules_frame(report), profile=profile,
                           metrics=pd.DataFrame({"metric": m["metric"].to_list(), "column": m["column"].to_list(), "value": m["value"].to_list()}))
 
     @param.depends("metric", watch=True)
@@ -269,7 +314,7 @@ def version_html(rec: dict) -> str:
             ("source", f"{_e(src.get('kind', ''))} <code>{_e(src.get('location', ''))}</code>"),
             ("columns", ", ".join(f"<code>{_e(c)}</code> {_e(t)}" for c, t in rec["schema"].items())),
             ("lineage", inputs or "none recorded"), ("pipeline run", f"<code>{_e(rec['run_id'])}</code>" if rec.get("run_id") else "none"),
-            ("written", _e(fmt_time(rec["created_at"])))]
+            ("written", f"{_e(fmt_time(rec['created_at']))} ({_e(fmt_age(rec['created_at']))})")]
     trs = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return _wrap(f"<h3>Dataset <code>{_e(rec['dataset'])}</code> v{rec['version']}</h3><table>{trs}</table>")
 
@@ -277,7 +322,8 @@ def validation_html(report: dict | None, rec: dict | None = None) -> str:
     "A stored validation report's status, counts, rule set and outputs; an info box when the version has none."
     if report is None:
         what = f"<code>{_e(rec['dataset'])}</code> v{rec['version']}" if rec else "this version"
-        return _wrap(f"<h4>Validation</h4><div class='mlw-alert mlw-alert-info' role='status'>{what} has no validation report. Validate it with "
+        return _wrap(f"<h4>Validation {badge(NOT_VALIDATED)}</h4><div class='mlw-alert mlw-alert-warning' role='status'><b>Not validated yet</b>: {what} has no "
+                     "validation report, so nothing vouches for its rows (its profile below is only a description). Validate it with "
                      "<code>validate(read_dataset(ws, name, version), rules).record(ws, name, version)</code>.</div>")
     r, n = report, max(report["rows"], 1)
     rows = [("rule set", f"<code>{_e(r['ruleset'])}</code> <span class='mlw-muted'>{_e((r.get('ruleset_hash') or '')[:12])}</span>"),
@@ -313,6 +359,27 @@ def metrics_html(metrics: pd.DataFrame) -> str:
     rows = "".join(f"<tr><td><code>{_e(col)}</code></td>" + "".join(f"<td class='mlw-num'>{_e(_num(c, per.at[col, c]))}</td>" for c in cols) + "</tr>"
                    for col in per.index)
     return _wrap(f"<h4>Quality metrics</h4><p>{' · '.join(table)}</p><table><tr>{head}</tr>{rows}</table>")
+
+def _range(c: dict) -> str:
+    if "histogram" not in c: return ""
+    if c["kind"] == "temporal":
+        f = lambda x: fmt_time(dt.datetime.fromtimestamp(x / {"ns": 1e9, "ms": 1e3}.get(next((u for u in ("ns", "ms") if f"'{u}'" in c["type"]), ""), 1e6) if c["type"] != "Date" else x * 86400, dt.timezone.utc))
+    else: f = lambda x: f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+    return f"{_e(f(c['min']))} to {_e(f(c['max']))}" + (f", mean {_e(f(c['mean']))}" if c["kind"] == "numeric" else "")
+
+def profile_html(profile: dict | None) -> str:
+    "A version's profile (`dataset_profile`): one row per column with its type, null rate, distinct values and its range or most frequent values."
+    if not profile: return ""
+    def top(c):
+        t = c.get("top")
+        if not t: return ""
+        n = max(c["rows"] - c["nulls"], 1)
+        return ", ".join(f"<code>{_e(v)}</code> {_e(fmt_share(k / n))}" for v, k in zip(t["value"][:4], t["count"][:4])) + (" …" if len(t["value"]) > 4 or t["other"] else "")
+    rows = "".join(f"<tr><td><code>{_e(c['column'])}</code></td><td class='mlw-muted'>{_e(c['type'])}</td><td class='mlw-num'>{_e(fmt_share(c['null_rate']))}</td>"
+                   f"<td class='mlw-num'>{c['distinct']:,}</td><td>{_range(c) or top(c)}</td></tr>" for c in profile["columns"])
+    part = "" if profile["profiled_rows"] == profile["rows"] else f" (its first {profile['profiled_rows']:,} rows)"
+    return _wrap(f"<h4>Profile of <code>{_e(profile['dataset'])}</code> v{profile['version']}: {profile['rows']:,} rows{part}</h4>"
+                 "<table><tr><th>column</th><th>type</th><th>null rate</th><th>distinct</th><th>range, or most frequent values</th></tr>" + rows + "</table>")
 
 def alert_card_html(a: dict) -> str:
     "One alert (`Alert.to_dict()`): severity and status badges, title, message, how often and when it was seen, who handled it."
@@ -368,6 +435,46 @@ def _trend_chart(pn, frame: pd.DataFrame, metric: str):
     fig.y_range.start = 0
     return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
+def _versions_charts(pn, trend: pd.DataFrame):
+    "Line charts of rows and of each column's null rate per dataset version (`versions_trend`), once there are two versions or more."
+    from bokeh.models import ColumnDataSource, HoverTool, Legend, NumeralTickFormatter
+    from bokeh.palettes import Category10_10
+    from bokeh.plotting import figure
+    versions = sorted(int(v) for v in trend.version.unique())
+    if len(versions) < 2:
+        return pn.pane.Markdown("One version so far: the charts of rows and null rates per version appear from the second.", stylesheets=[_MD_CSS], styles={"color": "#59636e"})
+    rows = trend[trend.metric == "rows"]
+    f1 = figure(height=260, sizing_mode="stretch_width", toolbar_location=None, x_axis_label="dataset version", y_axis_label="rows", title="Rows per version")
+    src = ColumnDataSource(rows.assign(shown=rows.value.map(lambda v: f"{v:,.0f}")))
+    f1.line("version", "value", source=src, line_width=2, color=Category10_10[0])
+    f1.add_tools(HoverTool(renderers=[f1.scatter("version", "value", source=src, size=7, color=Category10_10[0])], tooltips=[("version", "@version"), ("rows", "@shown")]))
+    f1.y_range.start = 0
+    f1.yaxis.formatter = NumeralTickFormatter(format="0,0")
+    nulls = trend[trend.metric == "null_rate"]
+    moving = [s for s in dict.fromkeys(nulls.series) if nulls[nulls.series == s].value.fillna(0).max() > 0]
+    f2 = figure(height=260, sizing_mode="stretch_width", toolbar_location=None, x_axis_label="dataset version", y_axis_label="null rate",
+                title="Null rate per column and version" + ("" if moving else ": no nulls in any version"))
+    items, dots = [], []
+    for i, name in enumerate(moving):
+        g = nulls[nulls.series == name]
+        s2, color = ColumnDataSource(g.assign(shown=g.value.map(fmt_share))), Category10_10[i % 10]
+        line = f2.line("version", "value", source=s2, color=color, line_width=2)
+        dots.append(f2.scatter("version", "value", source=s2, color=color, size=7))
+        items.append((name, [line, dots[-1]]))
+    if items: f2.add_layout(Legend(items=items, click_policy="hide"), "right")
+    f2.add_tools(HoverTool(renderers=dots, tooltips=[("column", "@series"), ("version", "@version"), ("null rate", "@shown")]))
+    f2.yaxis.formatter = NumeralTickFormatter(format="0.0%")
+    f2.y_range.start = 0
+    for f in (f1, f2): f.xaxis.ticker = versions
+    return pn.Row(pn.pane.Bokeh(f1, sizing_mode="stretch_width"), pn.pane.Bokeh(f2, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+def _profile_view(pn, profile: dict | None):
+    "A version's profile: the table of columns, then one small chart per column (histogram or top values), three a row."
+    if not profile: return None
+    figs = [pn.pane.Bokeh(f, sizing_mode="stretch_width") for c in profile["columns"] if (f := column_figure(c)) is not None]
+    return pn.Column(pn.pane.HTML(profile_html(profile), sizing_mode="stretch_width"),
+                     pn.GridBox(*figs, ncols=3, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
 def _data_quality_page(pn, Viewer, table):
     "The Data quality page class (`_views` builds it once Panel is imported)."
     class DataQualityPage(Viewer):
@@ -403,9 +510,11 @@ def _data_quality_page(pn, Viewer, table):
                 *_page_header(pn, "Data quality", s),
                 pn.pane.Markdown("### Datasets (select one)"), self._datasets,
                 self._heading, self._versions,
+                pn.pane.Markdown("### Quality over versions"), pn.bind(lambda t: _versions_charts(pn, t), s.param.data_trend),
                 pn.pane.Markdown("### Rule results over time"), metric,
                 pn.bind(lambda t: _trend_chart(pn, t, s.metric), s.param.trend), self._quiet,
                 self._validation,
+                pn.bind(lambda pr: _profile_view(pn, pr), s.param.profile),
                 self._held, self._rows, self._pager,
                 self._alerts_title, pn.bind(self._alerts, s.param.alerts),
                 sizing_mode="stretch_width")
@@ -426,7 +535,7 @@ def _data_quality_page(pn, Viewer, table):
                 self._versions.selection = _where(s.versions.version == (s.record or {}).get("version"))
             finally: self._syncing = False
             what = "rules" if s.metric == "rule_failure_rate" else "columns"
-            self._heading.object = f"## Dataset `{s.dataset}`\n### Versions (select one to see its validation)" if s.dataset else ""
+            self._heading.object = f"## Dataset `{s.dataset}`\n### Versions (select one to see its validation and profile)" if s.dataset else ""
             self._quiet.object = f"At 0 in every version (not drawn), {len(s.quiet)} {what}: " + ", ".join(f"`{q}`" for q in s.quiet) if s.quiet else ""
             self._validation.object = validation_html(s.report, s.record) + (rules_html(s.rules) if s.report else "") if s.record else ""
             self._alerts_title.object = f"### Alerts on `{s.dataset}`" if s.dataset else ""
