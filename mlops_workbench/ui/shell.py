@@ -174,11 +174,12 @@ def not_found_html(path: str, link: str = "/{slug}") -> str:
 def _not_found_handler():
     "The Tornado handler answering every path no page serves, with `not_found_html` and status 404."
     from tornado.web import RequestHandler
+    from urllib.parse import unquote
 
     class NotFoundPage(RequestHandler):
         def prepare(self):
             self.set_status(404)
-            self.finish(not_found_html(self.request.path))
+            self.finish(not_found_html(unquote(self.request.path)))  # as typed: /no such page, not /no%20such%20page
     return NotFoundPage
 
 def serve_dashboards(ws: Workspace, port: int = 5006, address: str = "127.0.0.1", show: bool = False, threaded: bool = False, **kwargs):
