@@ -17,14 +17,15 @@ from ..core.storage import read_dataset
 from ..features.definitions import get_view, list_services, list_views, parse_duration
 from ..features.offline import FeatureBuild, list_builds
 from ..features.online import Materialization, list_materializations
+from .charts import column_figure, column_profile
 from .helpers import _MD_CSS, _e, _page_header, _where, _wrap, badge, fmt_duration, fmt_share, fmt_time, query_params, query_version
 
 # %% auto #0
-__all__ = ['VIEW_COLUMNS', 'VERSION_COLUMNS', 'FEATURE_COLUMNS', 'BUILD_COLUMNS', 'MATERIALIZATION_COLUMNS', 'SERVICE_COLUMNS',
-           'STAT_COLUMNS', 'fmt_age', 'feature_view_summaries', 'views_frame', 'view_versions', 'versions_frame',
-           'features_frame', 'builds_frame', 'materializations_frame', 'services_frame', 'feature_stats',
-           'FeatureViews', 'summary_html', 'definition_html', 'stats_html', 'builds_html', 'materializations_html',
-           'services_html', 'feature_view_html']
+__all__ = ['VIEW_STATES', 'VIEW_COLUMNS', 'VERSION_COLUMNS', 'FEATURE_COLUMNS', 'BUILD_COLUMNS', 'MATERIALIZATION_COLUMNS',
+           'SERVICE_COLUMNS', 'STAT_COLUMNS', 'fmt_age', 'feature_view_summaries', 'view_status', 'status_badge',
+           'views_frame', 'view_versions', 'versions_frame', 'features_frame', 'builds_frame', 'materializations_frame',
+           'services_frame', 'feature_stats', 'FeatureViews', 'summary_html', 'definition_html', 'stats_html',
+           'builds_html', 'materializations_html', 'services_html', 'feature_view_html']
 
 # %% ../../nbs/ui/95c_features.ipynb #760db0ba
 def fmt_age(seconds) -> str:
@@ -78,8 +79,27 @@ def feature_view_summaries(ws: Workspace, now: dt.datetime | None = None) -> lis
                     "materialization": _record(m), "online_until": _iso(o.end) if o else None, "note": _note(v, b, older.get(n), o, m)})
     return out
 
+# %% ../../nbs/ui/95c_features.ipynb #75564e4f
+VIEW_STATES = {"fresh": "#1a7f37", "stale": "#9a6700", "not built": "#8c959f", "not materialized": "#8c959f",  # state -> badge colour
+               "materializing": "#0969da", "failed": "#cf222e", "on demand": "#0550ae"}
+
+def view_status(s: dict) -> str:
+    "A view's state (a `feature_view_summaries` item): `stale` past its TTL, else `fresh`, `not built`, `not materialized`, `materializing`, `failed` or `on demand`."
+    if s["kind"] == "on_demand": return "on demand"
+    if s["build"] is None: return "not built"
+    if s["expired"]: return "stale"
+    m = s["materialization"] or {}
+    if m.get("status") == "failed": return "failed"
+    if m.get("status") == "running": return "materializing"
+    return "fresh" if s["online_until"] else "not materialized"
+
+def status_badge(state: str) -> str:
+    "A view state (`view_status`) as a coloured badge; `stale` is the warning colour."
+    return (f'<span style="display:inline-block;padding:0 8px;border-radius:10px;color:#fff;font:600 12px/20px system-ui,sans-serif;'
+            f'background:{VIEW_STATES.get(state, "#59636e")}">{_e(state)}</span>')
+
 # %% ../../nbs/ui/95c_features.ipynb #2a11dee8
-VIEW_COLUMNS = ["name", "version", "kind", "entity", "source", "features", "ttl", "owner", "last build", "rows", "freshness",
+VIEW_COLUMNS = ["name", "version", "status", "kind", "entity", "source", "features", "ttl", "owner", "last build", "rows", "freshness",
                 "materialization", "online rows", "online up to", "store"]
 
 def _count(n) -> str: return "" if n is None else f"{n:,}"
@@ -88,7 +108,7 @@ def views_frame(summaries: list[dict]) -> pd.DataFrame:
     "One row per view (`feature_view_summaries`): what it is, its newest build, freshness, and its newest materialization."
     def row(s):
         b, m = s["build"] or {}, s["materialization"] or {}
-        return {"name": s["name"], "version": s["version"], "kind": s["kind"], "entity": s["entity"] or "", "source": s["source"],
+        return {"name": s["name"], "version": s["version"], "status": view_status(s), "kind": s["kind"], "entity": s["entity"] or "", "source": s["source"],
                 "features": len(s["features"]), "ttl": s["ttl"] or ("no limit" if s["kind"] == "batch" else ""), "owner": s["owner"],
                 "last build": fmt_time(b.get("created_at")), "rows": _count(b.get("rows")), "freshness": fmt_age(s["freshness_s"]),
                 "materialization": m.get("status", ""), "online rows": _count(m.get("rows")), "online up to": fmt_time(s["online_until"]),
@@ -183,6 +203,7 @@ class FeatureViews(param.Parameterized):
     materializations = param.DataFrame(doc="Its materializations into the online store, newest first (`materializations_frame`)")
     stats = param.DataFrame(doc="Statistics of each feature in the newest build's offline table (`feature_stats`)")
     stats_build = param.Dict(None, allow_None=True, doc="The build `stats` describe (a `FeatureBuild` as a dict); None when the view was never built")
+    distributions = param.List(doc="Each feature's distribution in that offline table (`ui.charts.column_profile`), for a chart each")
     services = param.DataFrame(doc="The feature services that use the view (`services_frame`)")
     alert = param.String("", doc="A problem to show instead of a traceback; '' when there is none")
     info = param.String("", doc="Something to know that is not a problem (no views yet); '' when there is nothing")
@@ -212,7 +233,7 @@ class FeatureViews(param.Parameterized):
     def _clear(self, alert: str = "", info: str = "", **params):
         self._versions = []
         self.param.update(summary=None, versions=versions_frame([], []), definition=None, features=features_frame(None), builds=builds_frame([]),
-                          materializations=materializations_frame([]), stats=_empty_stats(), stats_build=None,
+                          materializations=materializations_frame([]), stats=_empty_stats(), stats_build=None, distributions=[],
                           services=services_frame([], None, []), alert=alert, info=info, **params)
 
     @param.depends("view", watch=True)
@@ -244,15 +265,21 @@ class FeatureViews(param.Parameterized):
         else: self.param.update(definition=d, features=features_frame(d["definition"]), alert="")
 
     def _load_stats(self, build: FeatureBuild | None):
-        if build is None: self.param.update(stats=_empty_stats(), stats_build=None); return
+        if build is None: self.param.update(stats=_empty_stats(), stats_build=None, distributions=[]); return
         spec = next((v["definition"] for v in self._versions if v["version"] == build.view_version), None)
-        try: stats = feature_stats(read_dataset(self.ws, build.table, build.table_version), _feature_names(spec) if spec else [])
+        names = _feature_names(spec) if spec else []
+        try:
+            table = read_dataset(self.ws, build.table, build.table_version)
+            stats = feature_stats(table, names)
+            have = [f for f in names if f in table.collect_schema()]
+            sample = table.select(have).head(200_000).collect()  # the charts: at most 200,000 rows of the table
+            dists = [column_profile(sample[f]) for f in have]
         except (MLWError, pl.exceptions.PolarsError, OSError) as e:
-            self.param.update(stats=_empty_stats(), stats_build=_record(build),
+            self.param.update(stats=_empty_stats(), stats_build=_record(build), distributions=[],
                               alert=f"offline table {build.table!r} v{build.table_version} of feature view {self.view!r} cannot be read "
                                     f"({type(e).__name__}: {str(e).splitlines()[0][:300]}); check the workspace storage, or rebuild it with build_features")
             return
-        self.param.update(stats=stats, stats_build=_record(build))
+        self.param.update(stats=stats, stats_build=_record(build), distributions=dists)
 
 # %% ../../nbs/ui/95c_features.ipynb #3252c22a
 def _stat(v) -> str:
@@ -282,14 +309,15 @@ def summary_html(s: dict) -> str:
     if b:
         rows.append(("last build", f"build {b['id']} at {_e(fmt_time(b['created_at']))}: <code>{_e(b['source'])}</code> v{b['source_version']} &rarr; "
                                    f"<code>{_e(b['table'])}</code> v{b['table_version']}, {b['rows']:,} rows"))
-        stale = f"; older than its TTL ({_e(s['ttl'])}): lookups now get nulls" if s["expired"] else ""
+        stale = f" {status_badge('stale')} older than its TTL ({_e(s['ttl'])}): lookups now get nulls" if s["expired"] else ""
         rows.append(("freshness", f"<b>{_e(fmt_age(s['freshness_s']))}</b> since its newest event ({_e(fmt_time(b['max_event_time']))}){stale}"))
     if m:
         err = f": {_e(m['error'])}" if m.get("error") else ""
-        rows.append(("online store", f"{badge(m['status'])} {m['rows']:,} rows into <code>{_e(m['store'])}</code>, started {_e(fmt_time(m['started_at']))}{err}"))
+        shown = status_badge("stale") + " " if s["expired"] and m["status"] == "complete" else ""  # a complete copy of stale values is no all-clear
+        rows.append(("online store", f"{shown or badge(m['status'])} {m['rows']:,} rows into <code>{_e(m['store'])}</code>, started {_e(fmt_time(m['started_at']))}{err}"))
     if s["kind"] == "batch": rows.append(("online up to", _e(fmt_time(s["online_until"])) or "nothing yet"))
     if s["note"]: rows.append(("next step", _e(s["note"])))
-    return _wrap(f"<h3>Feature view <code>{_e(s['name'])}</code> v{s['version']} {badge(s['kind'])}</h3>{_table(rows)}")
+    return _wrap(f"<h3>Feature view <code>{_e(s['name'])}</code> v{s['version']} {badge(s['kind'])} {status_badge(view_status(s))}</h3>{_table(rows)}")
 
 def definition_html(d: dict | None, features: pd.DataFrame) -> str:
     "A view version's definition (a `view_versions` item): what it reads and how, then each feature with its computation."
@@ -351,8 +379,11 @@ def _display(views: pd.DataFrame) -> pd.DataFrame:
     two = lambda a, b: f"{_e(a)}<br>{muted(b)}" if b else _e(a)
     rows = [{"name": f"<b>{_e(r['name'])}</b>", "version": r["version"], "kind": _e(r["kind"]), "entity / source": two(r["entity"] or "-", r["source"]),
              "features": r["features"], "ttl": _e(r["ttl"]), "owner": _e(r["owner"]),
-             "last build": two(r["last build"][:16], r["rows"] and f"{r['rows']} rows"), "freshness": _e(r["freshness"]),
-             "materialization": badge(r["materialization"]) + "<br>" + muted(r["online rows"] and f"{r['online rows']} rows") if r["materialization"] else "",
+             "last build": two(r["last build"][:16], r["rows"] and f"{r['rows']} rows"),
+             "freshness": status_badge(r["status"]) + (f"<br>{muted(r['freshness'] + ' old')}" if r["freshness"] else ""),
+             # a stale view's complete materialization copied values past their TTL: it is no green all-clear
+             "materialization": (status_badge("stale") if r["status"] == "stale" and r["materialization"] == "complete" else badge(r["materialization"]))
+                                + "<br>" + muted(r["online rows"] and f"{r['online rows']} rows") if r["materialization"] else "",
              "online up to": two(r["online up to"][:16], _short_store(r["store"]))} for r in views.to_dict("records")]
     return pd.DataFrame(rows, columns=["name", "version", "kind", "entity / source", "features", "ttl", "owner", "last build", "freshness", "materialization", "online up to"])
 
@@ -368,6 +399,8 @@ def _features_page(pn, Viewer, table):
             md = lambda text="": pn.pane.Markdown(text, sizing_mode="stretch_width", stylesheets=[_MD_CSS])
             self._views_title, self._versions_title = md("## Feature views (select one)"), md("### Versions (select one to see its definition)")
             self._summary, self._detail = pn.pane.HTML("", sizing_mode="stretch_width"), pn.pane.HTML("", sizing_mode="stretch_width")
+            self._more = pn.pane.HTML("", sizing_mode="stretch_width")  # builds, materializations, services: under the distributions
+            self._dists_title, self._dists = md(), pn.GridBox(ncols=3, sizing_mode="stretch_width")
             self._views = pn.widgets.Tabulator(_display(s.views), selectable=1, disabled=True, show_index=False, layout="fit_data_stretch",
                                                formatters={c: {"type": "html"} for c in _display(s.views).columns}, sizing_mode="stretch_width",
                                                max_height=360, configuration={"columnDefaults": {"headerSort": False}}, name="feature views",
@@ -375,10 +408,11 @@ def _features_page(pn, Viewer, table):
             self._versions = table(s.versions, name="versions", max_height=200)
             self._views.param.watch(lambda e: self._pick(view=lambda: str(s.views.name.iloc[e.new[0]])) if e.new else None, "selection")
             self._versions.param.watch(lambda e: self._pick(version=lambda: int(s.versions.version.iloc[e.new[0]])) if e.new else None, "selection")
-            s.param.watch(self._sync, ["views", "versions", "view", "summary", "definition", "features", "builds", "materializations", "stats", "services"])
+            s.param.watch(self._sync, ["views", "versions", "view", "summary", "definition", "features", "builds", "materializations", "stats", "services", "distributions"])
             self._sync()
             self._layout = pn.Column(*_page_header(pn, "Features", s), self._views_title, self._views, self._summary,
-                                     self._versions_title, self._versions, self._detail, sizing_mode="stretch_width")
+                                     self._versions_title, self._versions, self._detail, self._dists_title, self._dists, self._more,
+                                     sizing_mode="stretch_width")
 
         def _pick(self, **choice):
             "A selection the user made in a table (not one `_sync` made) selects in the state."
@@ -395,12 +429,17 @@ def _features_page(pn, Viewer, table):
                 self._versions.selection = _where(s.versions.version == (s.definition or {}).get("version"))
             finally: self._syncing = False
             self._summary.object = summary_html(s.summary) if s.summary else ""
-            self._detail.object = "" if s.view is None or s.summary is None else (
-                definition_html(s.definition, s.features) + stats_html(s.stats, s.stats_build) + builds_html(s.builds)
-                + materializations_html(s.materializations) + services_html(s.services, s.view))
+            has = s.view is not None and s.summary is not None
+            self._detail.object = (definition_html(s.definition, s.features) + stats_html(s.stats, s.stats_build)) if has else ""
+            self._more.object = (builds_html(s.builds) + materializations_html(s.materializations) + services_html(s.services, s.view)) if has else ""
+            if not events or "distributions" in changed:
+                b = s.stats_build or {}
+                self._dists_title.object = f"#### Distributions in `{b.get('table')}` v{b.get('table_version')} (hover for counts)" if s.distributions else ""
+                self._dists.objects = [pn.pane.Bokeh(f, sizing_mode="stretch_width") for d in s.distributions if (f := column_figure(d)) is not None]
             self._views.visible = self._views_title.visible = len(s.views) > 0
             self._versions.visible = self._versions_title.visible = len(s.versions) > 0
-            self._summary.visible, self._detail.visible = bool(self._summary.object), bool(self._detail.object)
+            self._summary.visible, self._detail.visible, self._more.visible = bool(self._summary.object), bool(self._detail.object), bool(self._more.object)
+            self._dists_title.visible = self._dists.visible = bool(s.distributions) and has
 
         def __panel__(self): return self._layout
 
