@@ -198,6 +198,7 @@ def test_monitoring_page_on_an_empty_workspace(tmp_path, browser, shot):
         page.get_by_text(re.compile(r"^No monitors yet in workspace .*Define one with mlw monitor define FILE.yaml .*then run it with mlw run monitor -p monitor NAME")).wait_for(timeout=LOAD)
         expect(page.locator("[data-tile]")).to_have_count(0)
         assert page.locator(".tabulator:visible").count() == 0
+        expect(page.get_by_role("heading", name="All monitors")).to_be_hidden()
         shot(page, "dashboards-monitoring-empty")
         define_monitor(ws, Monitor("churn_watch", "churn", window="1d", schedule="1d"), who="alice")
         page.get_by_role("button", name="Refresh").click()

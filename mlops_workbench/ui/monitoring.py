@@ -443,7 +443,7 @@ def _naive(t): return pd.Timestamp(t).tz_convert("UTC").tz_localize(None).to_pyd
 
 def _run_label(run_id, at) -> str: return f"{pd.Timestamp(at):%m-%d %H:%M} (run {run_id})"
 
-DRIFT_TITLE = "Drift per feature over time (colour: score against the threshold; ✕ drifted)"
+DRIFT_TITLE = "Drift per feature by run (colour: score against threshold; ✕ drifted)"
 SHARE_TITLE = "Drift share over time (dashed: the monitor's bound)"
 HISTOGRAM_TITLE = "Predictions: reference against the latest window"
 PERFORMANCE_TITLE = "Performance over time (solid: realised; dashed: estimated; dotted: bounds)"
@@ -578,6 +578,7 @@ def _monitoring_page(pn, Viewer, table):
             self._sections = {k: md(f"## {t}") for k, t in (("features", "Latest run: features, drifted first"), ("alerts", "Open alerts"),
                                                              ("retrainings", "Retraining history"), ("runs", "Runs"))}
             self._empty = {k: md(styles={"color": "#59636e"}) for k in ("alerts", "retrainings")}
+            self._all = md("## All monitors")
             s.param.watch(self._sync, ["monitors", "definition", "runs", "features", "alerts", "retrainings", "note"])
             self._sync()
             charts = pn.Column(
@@ -592,7 +593,7 @@ def _monitoring_page(pn, Viewer, table):
                 self._sections["alerts"], self._empty["alerts"], self._alerts,
                 self._sections["retrainings"], self._empty["retrainings"], self._retrainings,
                 self._sections["runs"], self._runs,
-                md("## All monitors"), self._monitors, sizing_mode="stretch_width")
+                self._all, self._monitors, sizing_mode="stretch_width")
 
         @staticmethod
         def _badge(df: pd.DataFrame, col: str) -> pd.DataFrame: return df.assign(**{col: df[col].map(monitor_badge)}) if col in df else df
@@ -625,7 +626,7 @@ def _monitoring_page(pn, Viewer, table):
             self._features.visible, self._runs.visible = shown and len(s.features) > 0, shown and len(s.runs) > 0
             self._alerts.visible, self._retrainings.visible = shown and len(s.alerts) > 0, shown and len(s.retrainings) > 0
             for k, w in self._empty.items(): w.visible = shown and getattr(s, k).empty
-            self._monitors.visible = len(s.monitors) > 0
+            self._monitors.visible = self._all.visible = len(s.monitors) > 0
 
         def __panel__(self): return self._layout
 
