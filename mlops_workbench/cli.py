@@ -11,11 +11,11 @@ from .core.errors import *
 from .core.workspace import resolve_root, Workspace
 
 # %% auto #0
-__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'ACTIONS', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_run', 'mlw_runs',
-           'mlw_ingest', 'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models', 'mlw_keys', 'mlw_audit',
-           'mlw_secrets', 'mlw_deploy', 'mlw_monitor', 'check_port', 'mlw_dashboards', 'lab_command', 'mlw_lab',
-           'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui', 'fresh_demo_workspace', 'mlw_demo',
-           'action_help', 'one_line', 'main']
+__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'VERB_ACTIONS', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_run',
+           'mlw_runs', 'mlw_ingest', 'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models', 'mlw_keys',
+           'mlw_audit', 'mlw_secrets', 'mlw_deploy', 'mlw_monitor', 'check_port', 'mlw_dashboards', 'lab_command',
+           'mlw_lab', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui', 'fresh_demo_workspace',
+           'mlw_demo', 'action_help', 'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
@@ -820,7 +820,7 @@ SHORT = {"run": {"-p": "--param"}}  # per verb: short options argparse cannot ta
 METAVARS = {("run", "param"): ("KEY", "VALUE")}  # (verb, option) -> what its help calls the values
 
 _W, _WHO = ["workspace"], ["who", "workspace"]
-ACTIONS = {  # verb -> action -> (usage after `mlw VERB`, what it does, its options)
+VERB_ACTIONS = {  # verb -> action -> (usage after `mlw VERB`, what it does, its options)
     "runs": {"list": ("[list] [--limit N] [--pipeline NAME]", "List recent pipeline runs, newest first.", ["limit", "pipeline", *_W]),
              "show": ("show RUN_ID", "Show one run: its parameters, and each step's status, attempts, time, outputs and error. "
                       "RUN_ID may be the short id the Lab sidebar shows (its last part), or any start of the id, when only one run matches.", _W)},
@@ -877,7 +877,7 @@ def _parser(verb: str):
 def action_help(verb: str, action: str) -> str:
     "The help of one action of a verb (`mlw runs show --help`): its usage, what it does, and only the options it takes."
     import argparse
-    usage, what, options = ACTIONS[verb][action]
+    usage, what, options = VERB_ACTIONS[verb][action]
     p = _parser(verb)
     h = argparse.ArgumentParser(prog=f"mlw {verb} {action}", usage=f"mlw {verb} {usage}", description=what, add_help=False,
                                 formatter_class=p.formatter_class)
@@ -894,7 +894,7 @@ def _spelling(arg: str, p) -> str:
 
 def _run_verb(verb: str, args: list):
     "Parse `args` with the verb's own parser (built from its signature) and call it; `VERB ACTION --help` is that action's help."
-    if args and args[0] in ACTIONS.get(verb, {}) and {"-h", "--help"} & set(args): print(action_help(verb, args[0]), end=""); return None
+    if args and args[0] in VERB_ACTIONS.get(verb, {}) and {"-h", "--help"} & set(args): print(action_help(verb, args[0]), end=""); return None
     p = _parser(verb)
     ns = vars(p.parse_args([_spelling(a, p) for a in args]))
     ns.pop("pdb", None); ns.pop("xtra", None)
