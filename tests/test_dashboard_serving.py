@@ -262,9 +262,9 @@ def test_the_demos_requests_and_deployments_on_the_pages(tmp_path, browser, shot
         # every request of the demo: the client's 20 by key, the staging checks' and the canary's replayed traffic
         expect(page.locator(".mlw-tile[data-figure=requests] .mlw-tile-value")).to_have_text(f"{requests:,}", timeout=LOAD)
         recent = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="caller"]'))
-        newest = recent.locator(".tabulator-row").first  # the canary's last step: v2 answering the replayed traffic
-        expect(newest.locator('[tabulator-field="version"]')).to_have_text("2")
-        expect(newest.locator('[tabulator-field="caller"]')).to_have_text("replay-production")
+        newest, last = recent.locator(".tabulator-row").first, everything.sort("at").row(-1, named=True)  # the last canary's (or the monitor's) traffic
+        expect(newest.locator('[tabulator-field="version"]')).to_have_text(str(last["version"]))
+        expect(newest.locator('[tabulator-field="caller"]')).to_have_text(last["caller"])
         charts = _charts(page)
         first = everything["at"].min().replace(second=0, microsecond=0).timestamp() * 1000
         for c in charts.values():
@@ -275,14 +275,18 @@ def test_the_demos_requests_and_deployments_on_the_pages(tmp_path, browser, shot
         page.goto(f"http://127.0.0.1:{port}/deployments")
         envs = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="active deployment"]'))
         prod = envs.locator(".tabulator-row").nth(1)
-        for field, text in (("environment", "production"), ("primary", "v2"), ("candidate", "")):
+        primary = serving.split()[0]
+        for field, text in (("environment", "production"), ("primary", primary), ("candidate", "")):
             expect(prod.locator(f'[tabulator-field="{field}"]')).to_have_text(text, timeout=LOAD)
         hist = page.locator(".tabulator").filter(has=page.locator('[tabulator-field="strategy"]')).locator(".tabulator-row")
-        expect(hist).to_have_count(2)
-        for i, (strategy, version) in enumerate([("canary", "v2"), ("direct", "v1")]):
+        history = ([("canary", "3")] if r.outcome == "deployed" else []) + [("canary", "2"), ("direct", "1")]  # newest first
+        expect(hist).to_have_count(len(history))
+        for i, (strategy, version) in enumerate(history):
             expect(hist.nth(i).locator('[tabulator-field="strategy"]')).to_have_text(strategy)
+            expect(hist.nth(i).locator('[tabulator-field="version"]')).to_have_text(version)
             expect(hist.nth(i).locator('[tabulator-field="state"]')).to_have_text("succeeded")
-        page.get_by_role("heading", name="Deployment 2: credit_default v2 to production").wait_for()
+        hist.nth(len(history) - 2).locator('[tabulator-field="model"]').click()  # the searched model's canary
+        page.get_by_role("heading", name="Deployment 2: credit_default v2 to production").wait_for(timeout=LOAD)
         page.get_by_text("17 of 17 cases passed").wait_for()
         _fit_viewport(page)
         shot(page, "dashboards-deployments-demo")
