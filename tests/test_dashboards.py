@@ -322,7 +322,8 @@ def test_data_quality_page(dashboards, quality, page, shot):
     expect(row("applications").locator('[tabulator-field="open alerts"]')).to_have_text(str(len(q.alerts)))
     expect(row("applications_quarantine").locator('[tabulator-field="rows"]')).to_have_text(f"{q.held.height:,}")
     expect(row("applications_validated").locator('[tabulator-field="rows"]')).to_have_text(f"{2_000 - q.held.height:,}")
-    expect(row("customers").locator('[tabulator-field="validation"]')).to_have_text("")
+    for name in ("customers", "applications_validated", "applications_quarantine"):  # no report covers them: never an all-clear
+        expect(row(name).locator('[tabulator-field="validation"]')).to_have_text("not validated")
     page.get_by_role("row", name=f"quarantined {rep.rows_quarantined:,} ({100 * rep.rows_quarantined / rep.rows:.3g}%)").wait_for()
     # the rule that failed most, with its message and a failing example
     page.get_by_text(q.worst.name, exact=True).first.wait_for()
@@ -376,7 +377,7 @@ def test_data_quality_page_selects_and_reports_problems(dashboards, quality, pag
 
 def test_features_page(dashboards, features, page, shot):
     from playwright.sync_api import expect
-    from mlops_workbench.ui.features import _stat, view_versions  # _stat: how the page writes a statistic
+    from mlops_workbench.ui.features import _stat, feature_view_summaries, view_status, view_versions  # _stat: how the page writes a statistic
     f, (b1, b2), (m1, m2) = features, features.builds, features.mats
     page.goto(f"{dashboards}/features")
     # the views; customer_spend, built last, selected at its latest version
@@ -387,13 +388,15 @@ def test_features_page(dashboards, features, page, shot):
     expect(spend.locator('[tabulator-field="features"]')).to_have_text(str(len(f.features)))
     expect(spend.locator('[tabulator-field="entity / source"]')).to_have_text(re.compile(r"customer\s*transactions"))
     expect(spend.locator('[tabulator-field="last build"]')).to_contain_text(f"{b2.rows:,} rows")
-    expect(spend.locator('[tabulator-field="freshness"]')).to_have_text(re.compile(r"^\d+ (s|min|h \d\d min|d \d\d h|d)$"))
-    expect(spend.locator('[tabulator-field="materialization"]')).to_have_text(re.compile(f"complete\\s*{m2.rows:,} rows"))
+    # its state as a badge, then its age; past its TTL (60 d after the data's newest event) it is stale, and its complete materialization says so too
+    state = view_status({s["name"]: s for s in feature_view_summaries(f.ws)}["customer_spend"])
+    expect(spend.locator('[tabulator-field="freshness"]')).to_have_text(re.compile(f"^{state}\\s*\\d+ (s|min|h \\d\\d min|d \\d\\d h|d) old$"))
+    expect(spend.locator('[tabulator-field="materialization"]')).to_have_text(re.compile(f"{'stale' if state == 'stale' else 'complete'}\\s*{m2.rows:,} rows"))
     expect(spend.locator('[tabulator-field="online up to"]')).to_contain_text("sqlite://")
     expect(row("application_ratios").locator('[tabulator-field="kind"]')).to_have_text("on_demand")
     # what it is and how fresh: the newest build as lineage, what is online, and the definition of each feature
     page.get_by_text(f"build {b2.id} at").wait_for()
-    page.get_by_role("row", name=re.compile(f"^online store complete {m2.rows:,} rows into sqlite:")).wait_for()
+    page.get_by_role("row", name=re.compile(f"^online store {'stale' if state == 'stale' else 'complete'} {m2.rows:,} rows into sqlite:")).wait_for()
     for name in f.features: page.get_by_role("cell", name=name, exact=True).first.wait_for()
     for text in ('col("amount")', "amount > 1000", "sum(amount) over the trailing 7d", "count(amount) over the trailing 30d"):
         page.get_by_role("cell", name=text, exact=True).wait_for()
