@@ -241,6 +241,8 @@ def _pipelines_page(pn, Viewer, table):
             s = self.state
             self._runs = table(s.runs, max_height=420, name="runs")
             self._steps = table(s.steps, name="steps")
+            # an error line is long: it wraps in its cell (Tabulator's textarea formatter), never cut off by an ellipsis
+            self._steps.formatters = {**self._steps.formatters, "error": {"type": "textarea"}}
             self._steps_title = pn.pane.Markdown("### Steps (select one to see its notebook)")
             self._runs.param.watch(lambda e: e.new and s.param.update(run_id=str(s.runs.id.iloc[e.new[0]])), "selection")
             self._steps.param.watch(lambda e: e.new and s.param.update(step=str(s.steps.step.iloc[e.new[0]])), "selection")
