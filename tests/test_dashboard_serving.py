@@ -291,6 +291,16 @@ def test_the_demos_requests_and_deployments_on_the_pages(tmp_path, browser, shot
         _fit_viewport(page)
         shot(page, "dashboards-deployments-demo")
         assert "Traceback" not in page.content()
+        # the monitor's run on the replayed traffic and the retraining its alert started
+        page.goto(f"http://127.0.0.1:{port}/monitoring?monitor=credit_default_production")
+        tile = lambda label: page.locator(f'[data-tile="{label}"] .mlw-tile-value')
+        expect(tile("Last run")).to_have_text("breached", timeout=LOAD)
+        expect(tile("Drift share")).to_have_text(f"{run.report['data_drift']['share']:.1%}")
+        expect(tile("Last retraining")).to_have_text("succeeded")
+        page.get_by_role("link", name=r.pipeline_run_id).wait_for()
+        _fit_viewport(page)
+        shot(page, "dashboards-monitoring-demo")
+        assert "Traceback" not in page.content()
     finally:
         ctx.close()
         _stop(proc)
