@@ -388,11 +388,13 @@ def run_monitor(ws: Workspace, name: str,
     task, features = info["task"], m.features or info["features"]
     cur_all = perf.prediction_frame(ws, m.model, since=since, until=until)
     cur = cur_all.filter(pl.col("version") == ref_v.version) if cur_all.height else cur_all
+    report, results = {"definition": m.to_dict(), "reference": m.reference, "task": task, "window": [since.isoformat(), until.isoformat()]}, []
     if m.reference == "log":
         r_until = reference_until or since
-        ref = perf.prediction_frame(ws, m.model, since=reference_since or r_until - (until - since), until=r_until)
+        r_since = reference_since or r_until - (until - since)
+        ref = perf.prediction_frame(ws, m.model, since=r_since, until=r_until)
+        report["reference_window"] = [r_since.isoformat(), r_until.isoformat()]  # what a page or report reads again
     else: ref = ho
-    report, results = {"definition": m.to_dict(), "reference": m.reference, "task": task}, []
     if cur_all.height < m.min_rows or ref.height < m.min_rows:
         report["note"] = (f"too few rows to decide: {cur_all.height} logged predictions of {m.model} in [{since:%Y-%m-%d %H:%M}, {until:%Y-%m-%d %H:%M}) UTC"
                           f" and {ref.height} reference rows; the monitor needs {m.min_rows} in each")

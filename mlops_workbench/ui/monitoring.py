@@ -146,7 +146,9 @@ def run_windows(ws: Workspace, run: MonitorRun) -> tuple[pl.DataFrame, pl.DataFr
     m = _definition(ws, run)
     cur = prediction_frame(ws, run.model, since=run.window_start, until=run.window_end)
     if m.reference == "log":
-        ref = prediction_frame(ws, run.model, since=run.window_start - (run.window_end - run.window_start), until=run.window_start)
+        window = run.report.get("reference_window")  # as the run compared it; older runs: the window before the current one
+        since, until = (dt.datetime.fromisoformat(t) for t in window) if window else (run.window_start - (run.window_end - run.window_start), run.window_start)
+        ref = prediction_frame(ws, run.model, since=since, until=until)
     else: ref, _ = holdout_reference(ws, get_version(ws, run.model, run.version).run_id)
     return ref, cur
 
