@@ -191,6 +191,8 @@ def _bars(names: list, values: list, title: str, x: str, extra: dict | None = No
     r = f.hbar(y="feature", right="value", height=0.7, source=src, color=_BLUE)
     _hover(f, [r], [("feature", "@feature"), (x, "@value" + fmt)] + [(k, f"@{{{k}}}{{0.0%}}") for k in (extra or {})])
     f.x_range.start = 0
+    from bokeh.models import NumeralTickFormatter
+    f.xaxis.formatter = NumeralTickFormatter(format="0.[00]a")  # 1.2m, not 1.200e+6
     return f
 
 def residuals_figure(r: dict):

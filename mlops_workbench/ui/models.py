@@ -694,7 +694,8 @@ def _model_quality_page(pn, Viewer, table):
             if not self._syncing: self.state.param.update(**{k: f() for k, f in choice.items()})
 
         def _side(self, rec, report, gates, plots, note):
-            return pn.Column(pn.pane.HTML(model_version_html(rec, report) + gates_html(gates, report), sizing_mode="stretch_width"),
+            "One version of a comparison: its summary and charts (each gate of both is in the table above them, so no gates table twice)."
+            return pn.Column(pn.pane.HTML(model_version_html(rec, report), sizing_mode="stretch_width"),
                              _figures_grid(pn, plots, note, ncols=1), sizing_mode="stretch_width")
 
         def _sync(self, *events):
