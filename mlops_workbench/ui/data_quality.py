@@ -404,7 +404,7 @@ def data_quality_report(query: str | dict | None = None, ws: Workspace | str | P
     if dq.record:
         parts += [version_html(dq.record), validation_html(dq.report, dq.record)]
         if dq.report: parts.append(rules_html(dq.rules))
-        parts += [metrics_html(dq.metrics), alerts_html([a for a in dq.alerts if a["status"] in OPEN], "Open alerts")]
+        parts += [metrics_html(dq.metrics), profile_html(dq.profile), alerts_html([a for a in dq.alerts if a["status"] in OPEN], "Open alerts")]
     if len(dq.versions):
         links = " · ".join(_link("?" + urlencode({"dataset": dq.dataset, "version": v}), f"v{v}") for v in dq.versions.version)
         parts.append(_wrap(f"<h4>Versions of <code>{_e(dq.dataset)}</code></h4><p>{links}</p>"))
