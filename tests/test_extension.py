@@ -395,12 +395,18 @@ class TestSidebar:
         `?reset` matters: the server keeps each test's layout, and JupyterLab's layout restorer would reopen the
         sidebar an earlier test left open, so the tab click below would close it again (its sections then stay
         unloaded and hidden). The Launcher a fresh layout opens once JupyterLab is restored takes the focus, which would
-        close a command palette opened before it; so the sidebar is used only after it is there."""
+        close a command palette opened before it; so the sidebar is used only after it is there. A fresh layout shows
+        the sidebar by itself (the extension's first launch), so its tab is clicked only if it is not showing: a click
+        on the tab of the panel shown would close it."""
         from playwright.sync_api import expect
         page.goto(f"{lab_server.url}/lab?reset&token={lab_server.token}")
         expect(page.locator(".jp-Launcher")).to_be_visible(timeout=load)
-        page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="mlw-sidebar"]').click(timeout=load)
         panel = page.locator("#mlw-sidebar")
+        tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="mlw-sidebar"]')
+        try:
+            expect(tab).to_have_class(re.compile(r"\blm-mod-current\b"), timeout=10_000)
+        except AssertionError:
+            tab.click(timeout=load)
         expect(panel).to_be_visible(timeout=load)
         return panel
 

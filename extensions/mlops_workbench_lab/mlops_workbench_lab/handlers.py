@@ -4,7 +4,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
+import shutil
+import socket
+import tempfile
 import threading
+from pathlib import Path
+from urllib.parse import urlsplit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +21,7 @@ from jupyter_server.utils import url_path_join
 from traitlets import Unicode
 from traitlets.config import Configurable
 
-from mlops_workbench.core.errors import InvalidInput, MLWError
+from mlops_workbench.core.errors import Conflict, InvalidInput, MLWError, NotFound, NotSupported
 from mlops_workbench.core.workspace import Workspace
 
 NAMESPACE = "mlops-workbench"
@@ -30,6 +36,18 @@ class MLWLab(Configurable):
         allow_none=True,
         config=True,
         help="Workspace folder the handlers open; None lets Workspace.open() choose ($MLW_HOME, else ./workspace).",
+    )
+    dashboards_url = Unicode(
+        "http://127.0.0.1:5006",
+        config=True,
+        help="Where the browser finds the dashboards (`mlw dashboards`); the sidebar's datasets, feature views, "
+             "experiments, models, environments and monitors link to their pages there.",
+    )
+    runs_copy_dir = Unicode(
+        "mlw-runs",
+        config=True,
+        help="Folder under JupyterLab's root where a run's executed notebook is copied (read-only) to be opened, "
+             "when the workspace lies outside that root; the notebook is opened in place when it lies inside.",
     )
 
 
@@ -112,6 +130,91 @@ class RunsHandler(MLWHandler):
         await self.respond(work)
 
 
+def contents_path(notebook: Path, root: Path, copy_dir: str, run_id: str) -> tuple[str, bool]:
+    """The path JupyterLab opens `notebook` by (relative to its contents root `root`, `/`-separated), and whether it
+    is a copy: the notebook itself when it lies under `root`, else a read-only copy at `<copy_dir>/<run_id>/<name>`,
+    refreshed when the executed notebook is newer (a retried step rewrites it). The copy is written to a temporary
+    file and renamed into place, so a reader never sees half a notebook."""
+    notebook, root = notebook.resolve(), root.resolve()
+    if notebook.is_relative_to(root): return notebook.relative_to(root).as_posix(), False
+    target = (root / copy_dir / run_id / notebook.name).resolve()
+    if not target.is_relative_to(root):
+        raise InvalidInput(f"MLWLab.runs_copy_dir {copy_dir!r} leaves JupyterLab's root {root}; set it to a folder inside it")
+    if not target.exists() or target.stat().st_mtime < notebook.stat().st_mtime:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{notebook.stem}-", suffix=".tmp")
+            os.close(fd)
+            try:
+                shutil.copyfile(notebook, tmp)
+                os.chmod(tmp, 0o444)  # a record of what ran: JupyterLab opens it read-only
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            raise Conflict(f"cannot copy the executed notebook {notebook} into JupyterLab's root {root} ({e.strerror}); "
+                           f"start JupyterLab with a root that holds the workspace, or make {root / copy_dir} writable") from e
+    return target.relative_to(root).as_posix(), True
+
+
+class StepNotebookHandler(MLWHandler):
+    """`GET /mlops-workbench/notebook?run=ID&step=NAME`: the contents path JupyterLab opens a step's executed notebook by.
+
+    The notebook's location comes from the run's record, never from the request, so no path outside the workspace's
+    runs can be asked for. `{path, copied, notebook}`: `copied` when the workspace lies outside JupyterLab's root and
+    `path` is a read-only copy (see `contents_path`)."""
+
+    @tornado.web.authenticated
+    async def get(self):
+        run_id, step = self.get_query_argument("run", ""), self.get_query_argument("step", "")
+        root = getattr(self.settings.get("contents_manager"), "root_dir", None)
+
+        def work() -> dict:
+            if not run_id or not step:
+                raise InvalidInput("query parameters 'run' and 'step' are required, e.g. notebook?run=20260101-120000-ab12cd&step=train")
+            if root is None:
+                raise NotSupported("this Jupyter server's contents manager has no root folder on disk; open the executed notebook from the workspace's runs/ folder instead")
+            get_run = _module("mlops_workbench.pipelines.runner").get_run
+            with self.workspace() as ws:
+                run = get_run(ws, run_id)
+            found = next((s for s in run.steps if s.name == step), None)
+            if found is None:
+                raise NotFound(f"run {run_id} has no step {step!r}; its steps: {', '.join(s.name for s in run.steps)}")
+            if not found.notebook or not Path(found.notebook).is_file():
+                raise NotFound(f"step {step!r} of run {run_id} has no executed notebook (it {found.status}"
+                               f"{'' if found.notebook is None else f'; {found.notebook} is gone'})")
+            path, copied = contents_path(Path(found.notebook), Path(root), self.lab.runs_copy_dir, run.id)
+            return {"path": path, "copied": copied, "notebook": found.notebook}
+
+        await self.respond(work)
+
+
+def dashboards_running(url: str, timeout: float = 1.0) -> bool:
+    "Whether something accepts connections at `url`'s host and port (a cheap check: no page is rendered)."
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout): return True
+    except OSError:
+        return False
+
+
+class DashboardsHandler(MLWHandler):
+    "`GET /mlops-workbench/dashboards`: `{url, running}`, where the dashboards are (`MLWLab.dashboards_url`) and whether they answer."
+
+    @tornado.web.authenticated
+    async def get(self):
+        url = self.lab.dashboards_url.rstrip("/")
+
+        def work() -> dict:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise InvalidInput(f"MLWLab.dashboards_url is {url!r}; expected an http(s) URL such as http://127.0.0.1:5006")
+            return {"url": url, "running": dashboards_running(url)}
+
+        await self.respond(work)
+
+
 class SummariesHandler(MLWHandler):
     """`GET /mlops-workbench/<route>`: one summary function of the library over the workspace, under one key.
 
@@ -145,6 +248,10 @@ def _summaries(module: str, function: str, key: str, lazy: tuple[str, ...] = ())
 # path under /mlops-workbench/ -> handler and its arguments
 ROUTES: list[tuple[str, type[MLWHandler], dict]] = [
     ("runs", RunsHandler, {}),
+    # where a step's executed notebook opens in JupyterLab (copied in read-only when the workspace is outside its root)
+    ("notebook", StepNotebookHandler, {}),
+    # where the dashboards are and whether they answer
+    ("dashboards", DashboardsHandler, {}),
     # each dataset's latest version and rows, newest validation status and open alerts
     ("datasets", *_summaries("mlops_workbench.ui.data_quality", "dataset_summaries", "datasets")),
     # each feature view's latest version, its newest build and freshness, and its newest materialization

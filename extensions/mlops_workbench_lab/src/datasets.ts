@@ -3,6 +3,7 @@
  * with its latest version and rows, the status of its newest validation and its open alerts.
  */
 import { ISectionOptions, ListSection, el } from './panel';
+import { dashboardLink } from './dashboards';
 
 /** How a validation ended (`validation_reports.status`). */
 export type ValidationStatus = 'passed' | 'warned' | 'quarantined' | 'blocked';
@@ -74,7 +75,7 @@ function renderDataset(d: IDatasetSummary): HTMLLIElement {
   if (d.open_alerts > 0) {
     line2.append(el('span', 'mlw-dataset-alerts', d.open_alerts === 1 ? '1 open alert' : `${d.open_alerts} open alerts`));
   }
-  item.append(line1, line2);
+  item.append(dashboardLink('data-quality', { dataset: d.name }, `dataset ${d.name}`, [line1, line2], item.title));
   return item;
 }
 

@@ -6,6 +6,7 @@
 import { ISectionOptions, ListSection, el } from './panel';
 import { formatAge } from './features';
 import { nameElement } from './datasets';
+import { dashboardLink } from './dashboards';
 
 /** The states of a deployment (`mlops_workbench.deploy.deployments.STATES`). */
 export type DeploymentState = 'pending' | 'staging' | 'testing' | 'rolling_out' | 'succeeded' | 'failed' | 'rolled_back';
@@ -182,11 +183,12 @@ function renderActive(a: IActiveDeployment): HTMLElement {
   node.dataset.state = a.state;
   node.title = `deployment ${a.id}: ${a.model} v${a.version} to ${a.endpoint} by ${a.strategy}, ${a.state}; started by ${a.who} at ${a.started_at}`;
   const since = Date.parse(a.started_at);
-  node.append(
+  const parts: Node[] = [
     el('span', `mlw-badge mlw-badge-${a.state}`, a.state.replace('_', ' ')),
     el('span', 'mlw-environment-deployment', `#${a.id} v${a.version} by ${a.strategy.replace('_', '-')}`),
     el('span', 'mlw-environment-who', Number.isNaN(since) ? a.who : `${a.who}, ${formatAge((Date.now() - since) / 1000)} ago`)
-  );
+  ];
+  node.append(dashboardLink('deployments', { deployment: a.id }, `deployment ${a.id}`, parts, node.title));
   return node;
 }
 
@@ -195,10 +197,11 @@ function renderLast(d: IFinishedDeployment): HTMLElement {
   node.dataset.deployment = String(d.id);
   node.dataset.outcome = d.outcome;
   node.title = `last finished: deployment ${d.id}, ${d.model} v${d.version} by ${d.strategy}, ${d.outcome} at ${d.finished_at}${d.reason ? `\n${d.reason}` : ''}`;
-  node.append(
+  const parts: Node[] = [
     el('span', 'mlw-environment-last-label', 'last'),
     el('span', 'mlw-environment-deployment', `#${d.id} v${d.version}`),
     el('span', `mlw-environment-outcome mlw-status-${d.outcome}`, d.outcome.replace('_', ' '))
-  );
+  ];
+  node.append(dashboardLink('deployments', { deployment: d.id }, `deployment ${d.id}`, parts, node.title));
   return node;
 }

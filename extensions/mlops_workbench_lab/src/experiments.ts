@@ -4,6 +4,7 @@
  */
 import { ISectionOptions, ListSection, el } from './panel';
 import { nameElement } from './datasets';
+import { dashboardLink } from './dashboards';
 
 /**
  * Where a search stands: `running` while a search holds the study's lock, else how its MLflow parent run
@@ -95,7 +96,7 @@ function renderExperiment(x: IExperimentSummary): HTMLLIElement {
       x.best_value === null ? 'no best yet' : `best ${x.metric ?? ''} ${formatValue(x.best_value)}`.replace('  ', ' ')
     )
   );
-  item.append(line1, line2);
+  item.append(dashboardLink('experiments', { experiment: x.name }, `experiment ${x.name}`, [line1, line2], item.title));
   return item;
 }
 

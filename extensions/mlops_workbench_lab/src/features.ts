@@ -4,6 +4,7 @@
  */
 import { ISectionOptions, ListSection, el } from './panel';
 import { nameElement } from './datasets';
+import { dashboardLink } from './dashboards';
 
 /** How a materialization into the online store went (`materializations.status`). */
 export type MaterializationStatus = 'running' | 'complete' | 'failed';
@@ -134,7 +135,7 @@ function renderView(v: IFeatureViewSummary): HTMLLIElement {
       line2.append(el('span', 'mlw-feature-expired', `past its ${v.ttl} TTL`));
     }
   }
-  item.append(line1, line2);
+  item.append(dashboardLink('features', { view: v.name }, `feature view ${v.name}`, [line1, line2], item.title));
   if (v.online_until) {
     const online = el('span', 'mlw-feature-line mlw-feature-meta mlw-feature-online', 'online up to ');
     online.append(timeElement(v.online_until));

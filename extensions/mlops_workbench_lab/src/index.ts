@@ -2,10 +2,12 @@
  * MLOps Workbench for JupyterLab: a left sidebar over the `mlops-workbench` REST namespace.
  *
  * Activation only builds widgets and registers commands; data loads when the sidebar is
- * first shown or a refresh command runs.
+ * first shown or a refresh command runs. The first time JupyterLab opens with the extension (no saved
+ * layout has said otherwise), the sidebar is the left panel shown.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { IStateDB } from '@jupyterlab/statedb';
 import { refreshIcon } from '@jupyterlab/ui-components';
 
 import { mlwIcon } from './icon';
@@ -17,11 +19,13 @@ import { ExperimentsSection } from './experiments';
 import { FeaturesSection } from './features';
 import { ModelsSection } from './models';
 import { MonitorsSection } from './monitors';
-import { RunsSection } from './runs';
+import { IRun, IStep, IStepNotebook, RunsSection } from './runs';
+import { APIError, requestAPI } from './request';
 
 /** Command ids, all `mlw:<verb>`. */
 export namespace CommandIDs {
   export const open = 'mlw:open';
+  export const openStepNotebook = 'mlw:open-step-notebook';
   export const refreshRuns = 'mlw:refresh-runs';
   export const refreshDatasets = 'mlw:refresh-datasets';
   export const refreshFeatures = 'mlw:refresh-features';
@@ -34,19 +38,30 @@ export namespace CommandIDs {
 
 const PALETTE_CATEGORY = 'MLOps Workbench';
 
+/** State key saying the sidebar was shown on a first launch (so later launches keep the layout the user left). */
+const FIRST_SHOWN_KEY = '@mlops-workbench/lab:plugin:first-shown';
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: '@mlops-workbench/lab:plugin',
   description: 'MLOps Workbench sidebar: pipeline runs, datasets, feature views, experiments, models, environments, monitors and open alerts from the mlops-workbench server extension.',
   autoStart: true,
-  optional: [ILayoutRestorer, ICommandPalette],
-  activate: (app: JupyterFrontEnd, restorer: ILayoutRestorer | null, palette: ICommandPalette | null): void => {
+  optional: [ILayoutRestorer, ICommandPalette, IStateDB],
+  activate: (
+    app: JupyterFrontEnd,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null,
+    state: IStateDB | null
+  ): void => {
     const { commands, shell } = app;
 
     const panel = new WorkbenchPanel();
     panel.title.icon = mlwIcon;
     // One row per section: the section, its refresh command, and the command's palette text.
     const sections: [Section, string, string, string][] = [
-      [new RunsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshRuns) }), CommandIDs.refreshRuns,
+      [new RunsSection({
+        onRefresh: () => void commands.execute(CommandIDs.refreshRuns),
+        onOpenStep: (run: IRun, step: IStep) => void commands.execute(CommandIDs.openStepNotebook, { run: run.id, step: step.name })
+       }), CommandIDs.refreshRuns,
        'Refresh Pipeline Runs', 'Reload the recent pipeline runs in the MLOps Workbench sidebar'],
       [new DatasetsSection({ onRefresh: () => void commands.execute(CommandIDs.refreshDatasets) }), CommandIDs.refreshDatasets,
        'Refresh Datasets', 'Reload the datasets, their validation status and open alerts in the MLOps Workbench sidebar'],
@@ -73,6 +88,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: mlwIcon,
       execute: () => shell.activateById(panel.id)
     });
+    commands.addCommand(CommandIDs.openStepNotebook, {
+      label: args => (args.step ? `Open the Executed Notebook of Step ${args.step}` : 'Open a Step\'s Executed Notebook'),
+      caption: 'Open the notebook a pipeline step executed (args: run, step)',
+      execute: async args => {
+        const run = String(args.run ?? '');
+        const step = String(args.step ?? '');
+        try {
+          const query = new URLSearchParams({ run, step }).toString();
+          const found = await requestAPI<IStepNotebook>(`notebook?${query}`);
+          return await commands.execute('docmanager:open', { path: found.path });
+        } catch (error) {
+          const message = error instanceof APIError ? `${error.kind}: ${error.message}` : String(error);
+          Notification.error(`Cannot open the executed notebook of step ${step} of run ${run}: ${message}`, { autoClose: 15000 });
+        }
+      }
+    });
     if (palette) {
       for (const command of [
         CommandIDs.open,
@@ -93,6 +124,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (restorer) {
       restorer.add(panel, 'mlops-workbench-sidebar');
     }
+    // First launch: show the sidebar. Once shown, the key is kept in the workspace's state, so a later launch restores
+    // whatever layout the user left (another panel, or none). `?reset` clears that state: a fresh layout shows it again.
+    void app.restored.then(async () => {
+      if (state) {
+        const shown = await state.fetch(FIRST_SHOWN_KEY).catch(() => undefined);
+        if (shown) {
+          return;
+        }
+        await state.save(FIRST_SHOWN_KEY, true).catch(() => undefined);
+      }
+      shell.activateById(panel.id);
+    });
   }
 };
 

@@ -6,6 +6,7 @@
 import { APIError, requestAPI } from './request';
 import { ISectionOptions, ListSection, el } from './panel';
 import { nameElement } from './datasets';
+import { dashboardLink } from './dashboards';
 
 /** What the validation gates said of a version, or that it was retired (`mlw.validation` / `mlw.archived` tags). */
 export type VersionStatus = 'passed' | 'rejected' | 'archived' | 'unvalidated';
@@ -142,8 +143,8 @@ function renderModel(m: IModelSummary, serving: IServing): HTMLLIElement {
   versions.setAttribute('aria-label', `Versions of ${m.name}`);
   const served = serving.endpoints.filter(s => s.model === m.name);
   const servedVersions = new Set(served.map(s => s.version));
-  versions.append(...m.version_records.slice(0, SHOWN_VERSIONS).map(v => renderVersion(v, servedVersions.has(v.version))));
-  item.append(line1, line2, versions);
+  versions.append(...m.version_records.slice(0, SHOWN_VERSIONS).map(v => renderVersion(m.name, v, servedVersions.has(v.version))));
+  item.append(dashboardLink('model-quality', { model: m.name }, `model ${m.name}`, [line1, line2], item.title), versions);
   if (served.length > 0) {
     const list = el('ul', 'mlw-served-list');
     list.setAttribute('aria-label', `Served endpoints of ${m.name}`);
@@ -189,7 +190,7 @@ function renderServed(s: IServedEndpoint): HTMLLIElement {
   return item;
 }
 
-function renderVersion(v: IModelVersion, served = false): HTMLLIElement {
+function renderVersion(model: string, v: IModelVersion, served = false): HTMLLIElement {
   const item = el('li', `mlw-version mlw-status-${v.status}`);
   item.dataset.version = String(v.version);
   item.dataset.status = v.status;
@@ -198,14 +199,15 @@ function renderVersion(v: IModelVersion, served = false): HTMLLIElement {
     .join('\n');
   const status = el('span', `mlw-badge mlw-badge-${v.status}`, v.status);
   status.title = v.gates || 'validation status';
-  item.append(el('span', 'mlw-version-number', `v${v.version}`), status, ...v.aliases.map(a => aliasBadge(a, a)));
+  const parts: Node[] = [el('span', 'mlw-version-number', `v${v.version}`), status, ...v.aliases.map(a => aliasBadge(a, a))];
   if (served) {
     item.dataset.served = 'true';
     const mark = el('span', 'mlw-version-served', '\u25cf');
     mark.title = 'served: a running gateway answers with this version';
     mark.setAttribute('aria-label', 'served');
-    item.append(mark);
+    parts.push(mark);
   }
+  item.append(dashboardLink('model-quality', { model, version: v.version }, `version ${v.version} of model ${model}`, parts, item.title));
   return item;
 }
 

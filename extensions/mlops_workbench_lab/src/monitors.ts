@@ -4,6 +4,7 @@
  * features that drifted, the kinds that breached, when it ran, and how many of its alerts are open.
  */
 import { ISectionOptions, ListSection, el } from './panel';
+import { dashboardLink } from './dashboards';
 import { formatAge } from './features';
 import { nameElement } from './datasets';
 import { percent } from './environments';
@@ -86,7 +87,8 @@ function renderMonitor(m: IMonitorSummary): HTMLLIElement {
   const badge = el('span', `mlw-badge mlw-badge-${status}`, r ? r.status : 'never ran');
   badge.title = r ? `run ${r.id}: ${r.status}` : 'this monitor has not run yet';
   line1.append(badge);
-  item.append(line1);
+  const link = dashboardLink('monitoring', { monitor: m.name }, `monitor ${m.name}`, [line1], item.title);
+  item.append(link);
 
   const line2 = el('span', 'mlw-monitor-line mlw-monitor-meta');
   line2.append(el('span', 'mlw-monitor-model', `${m.model}${r && r.version !== null ? ` v${r.version}` : ''}`));
@@ -94,7 +96,7 @@ function renderMonitor(m: IMonitorSummary): HTMLLIElement {
     const at = Date.parse(r.run_at);
     line2.append(el('span', 'mlw-monitor-age', Number.isNaN(at) ? r.run_at : `${formatAge((Date.now() - at) / 1000)} ago`));
   }
-  item.append(line2);
+  link.append(line2);
 
   if (r && r.drift_share !== null) {
     const drift = el('span', 'mlw-monitor-line mlw-monitor-drift');

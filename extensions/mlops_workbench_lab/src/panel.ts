@@ -7,6 +7,7 @@ import { Message } from '@lumino/messaging';
 import { Panel, Widget } from '@lumino/widgets';
 
 import { APIError, requestAPI } from './request';
+import { dashboards } from './dashboards';
 
 /** What the panel needs from a section. */
 export interface ISectionOptions {
@@ -148,7 +149,8 @@ export class ListSection<R, T> extends Section {
 
   protected async load(): Promise<void> {
     const { route, items, listClass, empty, render, before } = this.list;
-    const [body] = await Promise.all([requestAPI<R>(route), before?.()]);
+    // The dashboards' URL too: the items link to their pages there.
+    const [body] = await Promise.all([requestAPI<R>(route), before?.(), dashboards.ready()]);
     this._items = items(body);
     if (this._items.length === 0) {
       const hint = el('p', 'mlw-empty', empty[0]);

@@ -1,6 +1,6 @@
 /**
  * The "Pipeline runs" section: recent runs from `GET /mlops-workbench/runs`, newest first;
- * clicking a run shows its steps.
+ * clicking a run shows its steps, clicking a step opens its executed notebook.
  */
 import { requestAPI } from './request';
 import { ISectionOptions, Section, el } from './panel';
@@ -54,10 +54,27 @@ export interface IRunsResponse {
   runs: IRun[];
 }
 
+/** Body of `GET /mlops-workbench/notebook?run=ID&step=NAME`. */
+export interface IStepNotebook {
+  /** Path JupyterLab opens it by, relative to its root. */
+  path: string;
+  /** Whether `path` is a read-only copy (the workspace lies outside JupyterLab's root). */
+  copied: boolean;
+  /** The executed notebook itself (absolute). */
+  notebook: string;
+}
+
 export class RunsSection extends Section {
-  constructor(options: Partial<ISectionOptions> & { limit?: number } = {}) {
+  constructor(
+    options: Partial<ISectionOptions> & {
+      limit?: number;
+      /** Run when a step is clicked (normally the `mlw:open-step-notebook` command). */
+      onOpenStep?: (run: IRun, step: IStep) => void;
+    } = {}
+  ) {
     super({ name: 'runs', title: 'Pipeline runs', ...options });
     this.limit = options.limit ?? 20;
+    this.onOpenStep = options.onOpenStep ?? null;
   }
 
   /** The runs last shown (empty before the first load). */
@@ -115,7 +132,7 @@ export class RunsSection extends Section {
       details.append(el('p', 'mlw-run-error', errorLine(run.error)));
     }
     const steps = el('ol', 'mlw-step-list');
-    steps.append(...run.steps.map(renderStep));
+    steps.append(...run.steps.map(step => this.renderStep(run, step)));
     details.append(steps);
 
     const expanded = this.expanded.has(run.id);
@@ -138,6 +155,25 @@ export class RunsSection extends Section {
     return item;
   }
 
+  private renderStep(run: IRun, step: IStep): HTMLLIElement {
+    const item = renderStep(step);
+    if (step.notebook && this.onOpenStep) {
+      // The step's line becomes a button: a click or Enter opens the executed notebook.
+      const open = this.onOpenStep;
+      const line = item.querySelector('.mlw-step-line') as HTMLElement;
+      const button = el('button', 'mlw-step-line mlw-step-open');
+      button.type = 'button';
+      button.append(...Array.from(line.childNodes));
+      const name = step.notebook.slice(step.notebook.lastIndexOf('/') + 1);
+      button.setAttribute('aria-label', `Open the executed notebook of step ${step.name} (${name})`);
+      button.title = `Open the executed notebook ${name}\n${step.notebook}`;
+      button.addEventListener('click', () => open(run, step));
+      line.replaceWith(button);
+    }
+    return item;
+  }
+
+  private readonly onOpenStep: ((run: IRun, step: IStep) => void) | null;
   private readonly limit: number;
   /** Run ids the user expanded, kept across refreshes. */
   private readonly expanded = new Set<string>();
