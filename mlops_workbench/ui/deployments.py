@@ -156,7 +156,8 @@ def _analysis_text(a) -> str:
     skip = ("verdict", "decision", "passed", "judged", "reasons", "version")
     plain = [(k, v) for k, v in a.items() if k not in skip and not isinstance(v, (dict, list))]
     plain += [(f"{k} {j}", w) for k, v in a.items() if isinstance(v, dict) and k not in skip for j, w in v.items() if j not in skip and not isinstance(w, (dict, list))]
-    return ", ".join(f"{k} {_short(v, 40)}" for k, v in plain[:6])
+    num = lambda v: round(v, 4) if isinstance(v, float) else v  # 0.4266, not 0.42655790371504565
+    return ", ".join(f"{k} {_short(num(v), 40)}" for k, v in plain[:6])
 
 def steps_frame(d: Deployment) -> pd.DataFrame:
     "Deployment `d`'s rollout steps, oldest first: number, the candidate's share (0..1), the analysis verdict, when (UTC), the analysis in short."
