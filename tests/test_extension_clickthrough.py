@@ -301,6 +301,10 @@ class TestClickThrough:
         popup.value.wait_for_url(re.compile(".*"), wait_until="commit", timeout=LOAD)
         assert popup.value.url == f"{dashboards}/experiments?experiment={name}"
         popup.value.close()
+
+        # An alert on a dataset links to that dataset's page.
+        alert = panel.locator(".mlw-open-alert").filter(has_text="dataset:applications").first
+        expect(alert.locator(".mlw-item-link")).to_have_attribute("href", f"{dashboards}/data-quality?dataset=applications")
         shot(page, "lab-sidebar-links")
 
     def test_without_the_dashboards_a_click_says_how_to_start_them(self, fresh_lab, dash_port, page, shot):
@@ -312,7 +316,7 @@ class TestClickThrough:
         panel.locator('.mlw-dataset[data-dataset="applications"] .mlw-item-link').click(timeout=LOAD)
         toast = page.locator(".jp-Notification-Toast-warning, .Toastify__toast").filter(has_text="mlw dashboards")
         expect(toast).to_be_visible(timeout=LOAD)
-        expect(toast).to_contain_text(f"The dashboards are not running at http://127.0.0.1:{dash_port}")
+        expect(toast).to_contain_text(f"The dashboards are not running at http://127.0.0.1:{dash_port}: start them with `mlw dashboards`, then click dataset applications again.")
         expect(toast.get_by_role("button", name="Open anyway")).to_be_visible()
         shot(page, "lab-dashboards-not-running")
         assert opened == []  # no dead tab was opened

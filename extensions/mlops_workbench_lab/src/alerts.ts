@@ -4,6 +4,7 @@
  */
 import { ISectionOptions, ListSection, el } from './panel';
 import { formatAge } from './features';
+import { Page, dashboardLink } from './dashboards';
 
 /** How loud an alert is (`mlops_workbench.alerts.SEVERITIES`). */
 export type Severity = 'info' | 'warning' | 'critical';
@@ -70,6 +71,26 @@ function renderAlert(a: IAlertSummary): HTMLLIElement {
     line2.append(el('span', 'mlw-open-alert-count', `\u00d7${a.count}`));
   }
   line2.append(el('span', 'mlw-open-alert-age', Number.isNaN(fired) ? a.fired_at : `${formatAge((Date.now() - fired) / 1000)} ago`));
-  item.append(line1, line2);
+  const target = alertPage(a.source);
+  item.append(...(target ? [dashboardLink(target[0], target[1], `the ${a.source} of alert ${a.id}`, [line1, line2], item.title)] : [line1, line2]));
   return item;
+}
+
+/** The dashboard page showing an alert's source (`dataset:NAME`, `model:NAME`, `monitor:NAME`), or null for another kind of source. */
+export function alertPage(source: string): [Page, Record<string, string>] | null {
+  const at = source.indexOf(':');
+  const [kind, name] = [source.slice(0, at), source.slice(at + 1)];
+  if (at < 0 || !name) {
+    return null;
+  }
+  if (kind === 'dataset') {
+    return ['data-quality', { dataset: name }];
+  }
+  if (kind === 'model') {
+    return ['model-quality', { model: name }]; // a monitor's alerts are on its model
+  }
+  if (kind === 'monitor') {
+    return ['monitoring', { monitor: name }];
+  }
+  return null;
 }

@@ -75,9 +75,9 @@ class Dashboards {
       window.open(href, '_blank', 'noopener');
       return;
     }
+    // Short: JupyterLab cuts a notification's text at 140 characters.
     Notification.warning(
-      `The dashboards are not running at ${this._url}, so ${what} cannot open there. ` +
-        'Start them with `mlw dashboards` (in a terminal, on this workspace), then click again.',
+      `The dashboards are not running at ${this._url}: start them with \`mlw dashboards\`, then click ${what} again.`,
       {
         autoClose: 15000,
         actions: [{ label: 'Open anyway', caption: href, callback: () => window.open(href, '_blank', 'noopener') }]
