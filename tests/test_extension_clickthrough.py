@@ -318,5 +318,6 @@ class TestClickThrough:
         expect(toast).to_be_visible(timeout=LOAD)
         expect(toast).to_contain_text(f"The dashboards are not running at http://127.0.0.1:{dash_port}: start them with `mlw dashboards`, then click dataset applications again.")
         expect(toast.get_by_role("button", name="Open anyway")).to_be_visible()
+        expect(toast).to_be_in_viewport(ratio=1, timeout=LOAD)  # slid in, for the screenshot
         shot(page, "lab-dashboards-not-running")
         assert opened == []  # no dead tab was opened
