@@ -364,8 +364,10 @@ def test_data_quality_page_selects_and_reports_problems(dashboards, quality, pag
     page.goto(f"{dashboards}/data-quality?dataset=customers")
     page.get_by_text("customers v0 has no validation report").wait_for()
     page.get_by_text("there is no dataset customers_quarantine").wait_for()
+    page.get_by_text("Profile of customers v0").wait_for()  # never validated, still profiled
+    page.locator("canvas").first.wait_for()  # (the page drawn before it is clicked)
     page.locator('.tabulator-cell[tabulator-field="name"]').filter(has_text=re.compile(r"^applications$")).click()  # another dataset
-    page.get_by_text("Validation of applications v1").wait_for()
+    page.get_by_text("Validation of applications v1").wait_for(timeout=60_000)  # its profile and trends are computed and drawn first
     page.locator('.tabulator-cell[tabulator-field="operation"]').filter(has_text="create").click()  # its first version
     page.get_by_text("Validation of applications v0").wait_for()
     page.goto(f"{dashboards}/data-quality?dataset=nope")
