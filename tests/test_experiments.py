@@ -277,7 +277,7 @@ def test_report_works_offline_and_sorts_in_a_browser(mws, page):
     res = search(mws, experiment("reported", dataset="toy", trials=8), progress=False)
     assert "report.html" in [a.path for a in client_of(mws).list_artifacts(res.parent_run_id)]
     page.goto(res.report_path.as_uri())
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 5")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 8")  # five comparison figures, then slice, contour, EDF
     assert [u for u in page.offsite if u != res.report_path.as_uri()] == []  # no CDN: nothing fetched but the file itself
     values = lambda: [float(v) if v else None for v in page.eval_on_selector_all("table.mlw-sortable tbody tr td:nth-child(3)", "tds => tds.map(t => t.dataset.v)")]
     page.click("table.mlw-sortable th:nth-child(3)")
