@@ -42,6 +42,7 @@ DASHBOARDS = Path(mlops_workbench.__file__).resolve().parent.parent/"dashboards"
 
 def _capped_kernel_manager():
     "jupyter_server's kernel manager with a ceiling on live kernels (imports jupyter_server, hence on first use)."
+    import asyncio
     from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
     from tornado.web import HTTPError
     from traitlets import Integer
@@ -50,11 +51,20 @@ def _capped_kernel_manager():
         "Refuses a new kernel, with 503, while `max_kernels` are alive; idle culling frees them."
         max_kernels = Integer(0, config=True, help="The most kernels alive at once; 0 for no limit")
 
+        _cap_lock = None
+
+        def _alive(self) -> int:
+            "Kernels running, starting or stopping: each is a process holding memory."
+            return len(set(self._kernels) | set(self._pending_kernels))
+
         async def start_kernel(self, *args, **kwargs):
-            if self.max_kernels and kwargs.get("kernel_id") is None and len(self._kernels) >= self.max_kernels:
-                raise HTTPError(503, f"{len(self._kernels)} report kernels are running, the most this server starts "
-                                     f"(--max_kernels {self.max_kernels}); idle ones are shut down, try again in a minute")
-            return await super().start_kernel(*args, **kwargs)
+            if not self.max_kernels: return await super().start_kernel(*args, **kwargs)
+            self._cap_lock = self._cap_lock or asyncio.Lock()
+            async with self._cap_lock:  # one start at a time: a burst of requests cannot all pass the check before any is counted
+                if self._alive() >= self.max_kernels:
+                    raise HTTPError(503, f"{self._alive()} report kernels are alive, the most this server runs "
+                                         f"(max_kernels {self.max_kernels}); idle ones are shut down, try again in a minute")
+                return await super().start_kernel(*args, **kwargs)
     return CappedKernelManager
 
 def voila_command(notebook: str = "pipeline_run", port: int = 8866, address: str = "127.0.0.1",
