@@ -79,9 +79,10 @@ def _explore(study: optuna.Study, exp: Experiment) -> dict:
     "Slice, contour (the most important parameters) and empirical distribution figures of a study, as optuna-dashboard shows them."
     import optuna.visualization as ov
     t = exp.metric
-    return _draw({"Slice": lambda: ov.plot_slice(study, target_name=t),
-                  "Contour": lambda: ov.plot_contour(study, params=_top_params(study), target_name=t),
-                  "Empirical distribution": lambda: ov.plot_edf(study, target_name=t)})
+    fit = lambda fig: fig.update_layout(width=None, autosize=True)  # optuna sizes the slice plot 300 px per parameter: fit the page instead
+    return _draw({"Slice": lambda: fit(ov.plot_slice(study, target_name=t)),
+                  "Contour": lambda: fit(ov.plot_contour(study, params=_top_params(study), target_name=t)),
+                  "Empirical distribution": lambda: fit(ov.plot_edf(study, target_name=t))})
 
 # %% ../../nbs/experiments/20c_report.ipynb #65c61e51
 _SORT_JS = """document.querySelectorAll('table.mlw-sortable th').forEach((th, i) => th.addEventListener('click', () => {
