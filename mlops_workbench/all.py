@@ -54,6 +54,10 @@ from .serving.gateway import *
 from .deploy.deployments import *
 from .deploy.checks import *
 from .deploy.rollout import *
+from .monitoring.drift import *
+from .monitoring.performance import *
+from .monitoring.monitors import *
+from .monitoring.retraining import *
 from .pipelines.runner import *
 
 _MODULES = ['core.errors',
@@ -103,6 +107,10 @@ _MODULES = ['core.errors',
             'deploy.deployments',
             'deploy.checks',
             'deploy.rollout',
+            'monitoring.drift',
+            'monitoring.performance',
+            'monitoring.monitors',
+            'monitoring.retraining',
             'pipelines.runner']
 
 # %% ../nbs/99_all.ipynb #f1adb596

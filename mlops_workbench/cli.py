@@ -320,11 +320,12 @@ def mlw_features(action: Param("list, show or apply", str, choices=["list", "sho
         return v
     views = list_views(ws)
     if not views: print("no feature views yet; apply definitions with `mlw features apply FILE`")
-    for v in views:
-        b = next(iter(list_builds(ws, v["name"])), None)
-        m = next(iter(list_materializations(ws, v["name"])), None)
-        print(f"{v['name']:<28} v{v['version']:<3} {v['kind']:<9} {len(v['features']):>3} features  ttl {v['ttl'] or '-':<5} "
-              f"built {_when(b.created_at) if b else 'never':<16} online {m.status + ' ' + _when(m.end) if m else 'never'}")
+    from mlops_workbench.ui.features import feature_view_summaries, fmt_age, view_status
+    for s in feature_view_summaries(ws):  # the Features page's states: a view past its TTL is STALE, never just "complete"
+        st = view_status(s)
+        age = f", newest event {fmt_age(s['freshness_s'])} ago" if s["freshness_s"] is not None else ""
+        print(f"{s['name']:<28} v{s['version']:<3} {s['kind']:<9} {len(s['features']):>3} features  ttl {s['ttl'] or '-':<5} "
+              f"{st.upper() if st == 'stale' else st}{age}")
     return views
 
 # %% ../nbs/90_cli.ipynb #900dfea7
@@ -608,7 +609,7 @@ def mlw_monitor(action: Param("status, define, run, history, approve or decline"
     if action == "run":
         r = mon.run_monitor(ws, target, since=_time(since, "since"), until=_time(until, "until"), who=who)
         print(r.summary())
-        for k in mon.KINDS:
+        for k in mon.MONITOR_KINDS:
             part = r.report.get(k) or {}
             if part.get("breached"): print(f"  {k}: {part.get('reason')}")
         if r.alerts: print(f"  alerts: {', '.join(map(str, r.alerts))} (mlw dashboards: Monitoring)")
@@ -683,10 +684,11 @@ def mlw_dashboards(port: Param("port to serve on", int) = 5006,
     print(f"dashboards for {ws.root} at http://{address}:{port}/ (Ctrl-C to stop)")
     serve_dashboards(ws, port=port, address=address, show=show, **login)
 
-def lab_command(ws: Workspace, port: int = 8888, ip: str = "127.0.0.1", browser: bool = True) -> list[str]:
-    "The command line starting JupyterLab on `ws` at exactly `ip:port` (never another port)."
+def lab_command(ws: Workspace, port: int = 8888, ip: str = "127.0.0.1", browser: bool = True,
+                dashboards_url: str = "http://127.0.0.1:5006") -> list[str]:
+    "The command line starting JupyterLab on `ws` at exactly `ip:port` (never another port), its sidebar linking to `dashboards_url`."
     cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.port={port}", f"--ServerApp.ip={ip}", "--ServerApp.port_retries=0",
-           f"--MLWLab.workspace={ws.root}"]
+           f"--MLWLab.workspace={ws.root}", f"--MLWLab.dashboards_url={dashboards_url}"]
     if not browser: cmd.append("--ServerApp.open_browser=False")
     return cmd
 
@@ -694,11 +696,12 @@ def lab_command(ws: Workspace, port: int = 8888, ip: str = "127.0.0.1", browser:
 def mlw_lab(port: Param("port to serve on", int) = 8888,
             ip: Param("address to bind, e.g. 0.0.0.0 for every interface (then set a token or password)", str) = "127.0.0.1",
             no_browser: Param("do not open a browser (also --no-browser)", store_true) = False,
+            dashboards_url: Param("where `mlw dashboards` runs: the sidebar's items link to its pages (also --dashboards-url)", str) = "http://127.0.0.1:5006",
             workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "Start JupyterLab on this workspace, with the MLOps Workbench sidebar."
     ws = _open(workspace)
     check_port(ip, port)
-    cmd = lab_command(ws, port, ip, browser=not no_browser)
+    cmd = lab_command(ws, port, ip, browser=not no_browser, dashboards_url=dashboards_url)
     if os.geteuid() == 0: cmd.append("--allow-root")
     os.execvpe(cmd[0], cmd, {**os.environ, "MLW_HOME": str(ws.root)})
 

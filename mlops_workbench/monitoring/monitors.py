@@ -20,12 +20,12 @@ from .drift import DRIFT_METHODS, DriftReport, column_drift, data_drift
 from . import performance as perf
 
 # %% auto #0
-__all__ = ['KINDS', 'parse_window', 'LabelSource', 'RetrainPolicy', 'Monitor', 'define_monitor', 'get_monitor', 'list_monitors',
-           'watched_version', 'holdout_reference', 'comparable_columns', 'MonitorRun', 'run_monitor', 'get_monitor_run',
-           'monitor_history', 'monitor_results_frame']
+__all__ = ['MONITOR_KINDS', 'parse_window', 'LabelSource', 'RetrainPolicy', 'Monitor', 'define_monitor', 'get_monitor',
+           'list_monitors', 'watched_version', 'holdout_reference', 'comparable_columns', 'MonitorRun', 'run_monitor',
+           'get_monitor_run', 'monitor_history', 'monitor_results_frame']
 
-# %% ../../nbs/monitoring/72_monitors.ipynb #29f68790
-KINDS = ("data_drift", "prediction_drift", "performance", "estimated_performance", "concept_drift")
+# %% ../../nbs/monitoring/72_monitors.ipynb #30e387ba
+MONITOR_KINDS = ("data_drift", "prediction_drift", "performance", "estimated_performance", "concept_drift")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -77,8 +77,8 @@ class RetrainPolicy:
     deploy_parameters: dict = field(default_factory=dict)  # the deploy pipeline's parameters (steps, step_s, ...)
     kind = "retrain_policy"
     def __post_init__(self):
-        bad = [k for k in self.triggers if k not in KINDS] if isinstance(self.triggers, list) else [self.triggers]
-        if bad or not self.triggers: raise InvalidInput(f"retrain policy: triggers={self.triggers!r} must list alert kinds among {', '.join(KINDS)}")
+        bad = [k for k in self.triggers if k not in MONITOR_KINDS] if isinstance(self.triggers, list) else [self.triggers]
+        if bad or not self.triggers: raise InvalidInput(f"retrain policy: triggers={self.triggers!r} must list alert kinds among {', '.join(MONITOR_KINDS)}")
         parse_window(self.cooldown, "retrain cooldown")
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1: raise InvalidInput(f"retrain policy: budget {self.budget!r} must be a count >= 1 (retrainings per 30 days)")
         if self.approval not in ("auto", "manual"): raise InvalidInput(f"retrain policy: approval {self.approval!r} must be 'auto' or 'manual'")
@@ -133,7 +133,7 @@ class Monitor:
         for metric, b in self.performance.items():
             if not (isinstance(b, dict) and b and set(b) <= {"min", "max"} and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b.values())):
                 bad.append(f"performance[{metric!r}] is {b!r}; write {{min: 0.7}} and/or {{max: 0.3}}")
-        bad += [f"severity[{k!r}] is {s!r}; kinds: {', '.join(KINDS)}; severities: {', '.join(_alerts.SEVERITIES)}" for k, s in self.severity.items() if k not in KINDS or s not in _alerts.SEVERITIES]
+        bad += [f"severity[{k!r}] is {s!r}; kinds: {', '.join(MONITOR_KINDS)}; severities: {', '.join(_alerts.SEVERITIES)}" for k, s in self.severity.items() if k not in MONITOR_KINDS or s not in _alerts.SEVERITIES]
         if bad: raise InvalidInput(f"monitor {self.name!r} is invalid:\n" + "\n".join(f"  - {b}" for b in bad))
 
     def to_dict(self) -> dict:
@@ -240,7 +240,7 @@ class MonitorRun:
     pipeline_run_id: str | None = None
 
     @property
-    def breached(self) -> list[str]: return [k for k in KINDS if (self.report.get(k) or {}).get("breached")]
+    def breached(self) -> list[str]: return [k for k in MONITOR_KINDS if (self.report.get(k) or {}).get("breached")]
     @property
     def drift(self) -> DriftReport | None:
         d = (self.report.get("data_drift") or {}).get("report")
@@ -256,7 +256,7 @@ class MonitorRun:
         e = html.escape
         verdict = lambda v: '<b style="color:#b00">breached</b>' if v.get("breached") else "ok" if "breached" in v else e(v.get("skipped", ""))
         rows = "".join(f"<tr><td>{e(k)}</td><td>{verdict(v)}</td><td>{e(v.get('reason') or '')}</td></tr>"
-                       for k, v in self.report.items() if k in KINDS and isinstance(v, dict))
+                       for k, v in self.report.items() if k in MONITOR_KINDS and isinstance(v, dict))
         drift = self.drift._repr_html_() if self.drift else ""
         return f"<p>{e(self.summary())}</p><table><tr><th>kind</th><th>verdict</th><th>why</th></tr>{rows}</table>{drift}"
 
@@ -349,7 +349,7 @@ def _concept(m: Monitor, task: str, ho: pl.DataFrame, arrived: pl.DataFrame | No
 def _fire(ws, m: Monitor, run: MonitorRun, now: dt.datetime) -> list[int]:
     "Fire an alert per breached kind, resolve this monitor's open alerts of kinds now healthy; the fired alert ids."
     fired = []
-    for kind in KINDS:
+    for kind in MONITOR_KINDS:
         part = run.report.get(kind) or {}
         if "breached" not in part: continue
         rule = _alerts.AlertRule(f"monitor_{kind}", severity=m.severity.get(kind, "warning"), dedup_by=["monitor", "kind"],
@@ -407,7 +407,7 @@ def run_monitor(ws: Workspace, name: str,
             _estimated(m, task, ho, cur, report, results)
             _concept(m, task, ho, arrived, features, report, results)
         else: report["note"] = f"{cur.height} predictions by the watched version v{ref_v.version}, fewer than {m.min_rows}: only the inputs were compared"
-        status = "breached" if any((report.get(k) or {}).get("breached") for k in KINDS) else "ok"
+        status = "breached" if any((report.get(k) or {}).get("breached") for k in MONITOR_KINDS) else "ok"
     report = json.loads(json.dumps(report, default=str))  # JSON-safe before it is stored
     with ws.metadata.begin() as c:
         rid = c.execute(monitor_runs.insert().values(monitor=m.name, model=m.model, version=ref_v.version, run_at=now, window_start=since, window_end=until,

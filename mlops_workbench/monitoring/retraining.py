@@ -13,7 +13,7 @@ from ..core.workspace import Workspace
 from ..core.metadata import retrainings, utcnow
 from ..security import audit
 from .. import alerts as _alerts
-from .monitors import KINDS, MonitorRun, RetrainPolicy, get_monitor, parse_window
+from .monitors import MONITOR_KINDS, MonitorRun, RetrainPolicy, get_monitor, parse_window
 
 # %% auto #0
 __all__ = ['RETRAINING_STATES', 'RETRAINING_OUTCOMES', 'WINDOW_DAYS', 'Retraining', 'get_retraining', 'retraining_history',
@@ -112,7 +112,7 @@ def request_retraining(ws: Workspace, model: str, policy: RetrainPolicy,
                        monitor: str | None = None, alert_id: int | None = None,
                        who: str | None = None, now: dt.datetime | None = None) -> Retraining:
     "Record a retraining of `model` under `policy`, or raise RetrainingRefused naming the guard; audited either way."
-    if trigger != "manual" and trigger not in KINDS: raise InvalidInput(f"retraining trigger {trigger!r} must be 'manual' or a monitor kind: {', '.join(KINDS)}")
+    if trigger != "manual" and trigger not in MONITOR_KINDS: raise InvalidInput(f"retraining trigger {trigger!r} must be 'manual' or a monitor kind: {', '.join(MONITOR_KINDS)}")
     who, now = who or audit.current_user(), now or utcnow()
     window = {**data_window(ws, policy, now), "policy": policy.to_dict()}
     state = "awaiting_approval" if policy.approval == "manual" else "requested"

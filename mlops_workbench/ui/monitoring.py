@@ -13,7 +13,7 @@ import polars as pl
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..monitoring.drift import DRIFT_METHODS
-from ..monitoring.monitors import (KINDS, Monitor, MonitorRun, get_monitor, get_monitor_run, list_monitors, monitor_history,
+from ..monitoring.monitors import (MONITOR_KINDS, Monitor, MonitorRun, get_monitor, get_monitor_run, list_monitors, monitor_history,
                                                  monitor_results_frame)
 from .helpers import STATUS_COLORS, _MD_CSS, _e, _link, _page_header, _wrap, alert_html, fmt_duration, fmt_share, fmt_time, query_params
 
@@ -360,7 +360,7 @@ def _rows(df: pd.DataFrame, badged=()) -> str:
 def kinds_table(run: MonitorRun) -> pd.DataFrame:
     "What run `run` decided per kind (data drift, prediction drift, performance, estimated performance, concept drift): verdict and why."
     rows = []
-    for k in KINDS:
+    for k in MONITOR_KINDS:
         part = run.report.get(k)
         if not isinstance(part, dict): continue
         verdict = "breached" if part.get("breached") else "skipped" if part.get("skipped") and "values" not in part else "ok"
