@@ -296,7 +296,7 @@ def test_demo_runs_end_to_end_and_keeps_other_folders(tmp_path):
     assert summary and Path(summary[1]).is_file() and Path(summary[1]).is_relative_to(demo), p.stdout
     assert (demo/".mlw-demo").exists()
     p = mlw("features", "--workspace", demo, cwd=tmp_path)  # the demo's feature view, built and materialized
-    assert p.returncode == 0 and re.search(r"^customer_transactions +v1 +batch +\d+ features .* online complete", p.stdout, re.M), p.stdout
+    assert p.returncode == 0 and re.search(r"^customer_transactions +v1 +batch +\d+ features +ttl \S+ +STALE, newest event .* ago$", p.stdout, re.M), p.stdout  # the demo world ended in 2025: past its TTL
     p = mlw("features", "show", "customer_transactions", "--workspace", demo, cwd=tmp_path)
     assert "amount_sum_7d" in p.stdout and "read transactions v0 -> fv_customer_transactions v0" in p.stdout, p.stdout
     user_error(mlw("features", "apply", "nope.yaml", "--workspace", demo, cwd=tmp_path), "definitions file 'nope.yaml' does not exist")
