@@ -165,6 +165,7 @@ def test_filter_sort_explore_and_compare(board, world, page, shot):
     # the regression experiment beside it, picked in the page: both best trials side by side, both histories on one chart
     page.locator(".choices").click()
     page.locator(".choices__item--choice", has_text="job_time").click()
+    page.keyboard.press("Escape")  # close the list of choices
     page.get_by_role("heading", name="credit_default beside other experiments").wait_for()
     side = page.locator(".mlw-report table", has=page.get_by_text("rmse (minimize)"))
     expect(side).to_contain_text("auc (maximize)")
