@@ -119,11 +119,8 @@ def to_yaml(self: AlertRule) -> str:
 @patch(cls_method=True)
 def from_yaml(cls: AlertRule, source) -> AlertRule:
     "Read a rule from YAML text or a `.yaml`/`.yml` file path."
-    is_path = isinstance(source, Path) or ("\n" not in str(source) and str(source).endswith((".yaml", ".yml")))
-    if is_path and not Path(source).exists(): raise NotFound(f"alert rule file {str(source)!r} does not exist")
-    try: d = yaml.safe_load(Path(source).read_text() if is_path else str(source))
-    except yaml.YAMLError as e: raise InvalidInput(f"alert rule {str(source)[:80]!r} is not valid YAML: {e}") from None
-    return cls.from_dict(d)
+    from mlops_workbench.core.yamlfile import read_yaml
+    return cls.from_dict(read_yaml(source, "alert rule")[0])
 
 # %% ../nbs/51_alerts.ipynb #81781ad3
 _SINKS: dict = {}

@@ -11,6 +11,7 @@ from .core.errors import *
 from .core.backends import *
 from .core.workspace import *
 from .core.metadata import *
+from .core.yamlfile import *
 from .core.storage import *
 from .core.tracking import *
 from .core.compute import *
@@ -64,6 +65,7 @@ _MODULES = ['core.errors',
             'core.backends',
             'core.workspace',
             'core.metadata',
+            'core.yamlfile',
             'core.storage',
             'core.tracking',
             'core.compute',

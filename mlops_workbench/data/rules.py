@@ -431,12 +431,8 @@ def to_yaml(self: RuleSet, path: str | Path | None = None) -> str:
 @patch(cls_method=True)
 def from_yaml(cls: RuleSet, source: str | Path) -> RuleSet:
     "Load a rule set from YAML text or a `.yaml`/`.yml` file."
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.strip().endswith((".yaml", ".yml"))):
-        try: source = Path(source).read_text()
-        except OSError as e: raise InvalidInput(f"rule set file {str(source)!r} cannot be read ({e.strerror}); check the path") from None
-    try: d = yaml.safe_load(source)
-    except yaml.YAMLError as e: raise InvalidInput(f"rule set YAML is not valid YAML ({str(e).splitlines()[0]} {getattr(e, 'problem_mark', '') or ''}); fix the file") from None
-    return cls.from_dict(d)
+    from mlops_workbench.core.yamlfile import read_yaml
+    return cls.from_dict(read_yaml(source, "rule set")[0])
 
 # %% ../../nbs/data/11_rules.ipynb #e211c9eb
 def lending_application_rules(max_age: str = "2d",  # freshness limit of the newest application

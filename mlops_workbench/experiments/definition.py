@@ -310,10 +310,8 @@ def to_yaml(self: Experiment) -> str:
 @patch(cls_method=True)
 def from_yaml(cls: Experiment, src: str | Path) -> Experiment:
     "An experiment from YAML text or a YAML file."
-    text = Path(src).read_text() if isinstance(src, Path) or (isinstance(src, str) and "\n" not in src and src.endswith((".yaml", ".yml"))) else src
-    try: d = yaml.safe_load(text)
-    except yaml.YAMLError as e: raise InvalidInput(f"experiment YAML does not parse: {e}") from None
-    return cls.from_dict(d)
+    from mlops_workbench.core.yamlfile import read_yaml
+    return cls.from_dict(read_yaml(src, "experiment")[0])
 
 @patch
 def hash(self: Experiment) -> str:

@@ -14,6 +14,7 @@ from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.metadata import monitors, monitor_runs, monitor_results, utcnow
 from ..core.storage import check_name
+from ..core.yamlfile import read_yaml
 from ..security import audit
 from .. import alerts as _alerts
 from .drift import DRIFT_METHODS, DriftReport, column_drift, data_drift
@@ -147,11 +148,7 @@ class Monitor:
     @classmethod
     def from_yaml(cls, source) -> Monitor:
         "A monitor from YAML text or a .yaml / .yml file."
-        is_path = isinstance(source, Path) or ("\n" not in str(source) and str(source).endswith((".yaml", ".yml")))
-        if is_path and not Path(source).exists(): raise NotFound(f"monitor file {str(source)!r} does not exist")
-        try: d = yaml.safe_load(Path(source).read_text() if is_path else str(source))
-        except yaml.YAMLError as e: raise InvalidInput(f"monitor {str(source)[:80]!r} is not valid YAML: {e}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_yaml(source, "monitor")[0])
 
 # %% ../../nbs/monitoring/72_monitors.ipynb #34790aba
 def define_monitor(ws: Workspace, monitor: Monitor | dict | str, who: str | None = None) -> Monitor:

@@ -128,12 +128,9 @@ def from_dict(cls: PipelineSpec, d: dict, base_dir=None) -> PipelineSpec:
 @patch(cls_method=True)
 def from_yaml(cls: PipelineSpec, source) -> PipelineSpec:
     "Read a spec from a YAML file path or YAML text (relative notebooks resolve against the file's folder)."
-    is_path = isinstance(source, Path) or ("\n" not in str(source) and str(source).endswith((".yaml", ".yml")))
-    if is_path and not Path(source).exists(): raise NotFound(f"pipeline spec file {str(source)!r} does not exist")
-    text, base = (Path(source).read_text(), Path(source).parent) if is_path else (str(source), Path("."))
-    try: d = yaml.safe_load(text)
-    except yaml.YAMLError as e: raise InvalidInput(f"pipeline spec {str(source)[:80]!r} is not valid YAML: {e}") from None
-    return cls.from_dict(d, base)
+    from mlops_workbench.core.yamlfile import read_yaml
+    d, base = read_yaml(source, "pipeline spec")
+    return cls.from_dict(d, base or Path("."))
 
 @patch
 def to_dict(self: PipelineSpec) -> dict:
