@@ -197,7 +197,7 @@ USER_ERRORS = {
     "validation of a dataset that does not exist": (lambda c, t: ["validate", "nosuch", _write(t/"r.yaml", "name: r\nrules: []\n")/"r.yaml", "--workspace", c.ws],
                                                     ["dataset 'nosuch' not found; datasets: "]),
     "a rules file that does not exist": (lambda c, t: ["validate", "sales", t/"rules.yaml", "--workspace", c.ws],
-                                         ["rule set file '{t}/rules.yaml' cannot be read (No such file or directory); check the path"]),
+                                         ["rule set file '{t}/rules.yaml' does not exist; check the path"]),
     "an unknown dataset": (lambda c, t: ["datasets", "show", "nosuch", "--workspace", c.ws], ["dataset 'nosuch' not found"]),
     "a version that is not a number": (lambda c, t: ["datasets", "head", "sales", "latest", "--workspace", c.ws],
                                        ["version 'latest' of dataset 'sales' is not a number; list them with `mlw datasets history sales`"]),

@@ -10,7 +10,7 @@ import textwrap
 import polars as pl
 import pytest
 
-from mlops_workbench.core.errors import Conflict, InvalidInput
+from mlops_workbench.core.errors import Conflict, InvalidInput, NotFound
 from mlops_workbench.data.rules import AllowedValues, Distribution, DType, Expression, Freshness, Length, NotNull, Range, Reference, RowCount, RuleSet, Regex, Rule, RULE_KINDS, Unique, lending_application_rules
 from mlops_workbench.data.validate import reference_stats, validate
 from mlops_workbench.data.synthetic import generate_lending
@@ -141,7 +141,7 @@ def test_yaml_round_trip_and_errors(tmp_path):
     for text, message in [("name: t\nrules: {a: 1}", "a list 'rules'"), ("name: t\nrules:\n  - 3", "rule #1 is 3"),
                           ("name: t\nrules: []\nowner: me", "unknown field(s) owner"), ("rules: [", "not valid YAML")]:
         with pytest.raises(InvalidInput, match=message.replace("(", r"\(").replace(")", r"\)")): RuleSet.from_yaml(text)
-    with pytest.raises(InvalidInput, match="cannot be read"): RuleSet.from_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(NotFound, match="rule set file .* does not exist"): RuleSet.from_yaml(tmp_path / "missing.yaml")
 
 
 def test_schema_errors_before_reading(tmp_path):
