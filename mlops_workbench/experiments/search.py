@@ -345,6 +345,7 @@ def search(ws: Workspace, exp: Experiment,
             client, eid = tracking.client, tracking.experiment_id(exp.name)
             study = load_study(ws, exp, create=True)
             _check_provenance(study, exp, data)
+            if "mlw.experiment" in study.user_attrs: study.set_user_attr("mlw.experiment", exp.to_dict())  # a resume may change the budget: pages show this one
             _sweep(client, eid, study, exp)
             parent = _parent(client, eid, study, exp, data)
             return _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, max(1, slots // n_par) if local else None, report, progress)

@@ -401,7 +401,7 @@ def _features_page(pn, Viewer, table):
             self._summary, self._detail = pn.pane.HTML("", sizing_mode="stretch_width"), pn.pane.HTML("", sizing_mode="stretch_width")
             self._more = pn.pane.HTML("", sizing_mode="stretch_width")  # builds, materializations, services: under the distributions
             self._dists_title, self._dists = md(), pn.GridBox(ncols=3, sizing_mode="stretch_width")
-            self._views = pn.widgets.Tabulator(_display(s.views), selectable=1, disabled=True, show_index=False, layout="fit_data_stretch",
+            self._views = pn.widgets.Tabulator(_display(s.views), selectable=1, disabled=True, show_index=False, layout="fit_data_fill",
                                                formatters={c: {"type": "html"} for c in _display(s.views).columns}, sizing_mode="stretch_width",
                                                max_height=360, configuration={"columnDefaults": {"headerSort": False}}, name="feature views",
                                                stylesheets=[".tabulator {font-size: 13px !important} .tabulator-cell, .tabulator-col-content {padding: 4px 7px !important}"])

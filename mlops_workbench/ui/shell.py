@@ -17,7 +17,8 @@ from .helpers import query_params, query_version, _BADGED, _badged, _e
 from .pipelines import PipelineRuns, _pipelines_page
 from .data_quality import DataQuality, _data_quality_page
 from .features import FeatureViews, _features_page
-from .models import Experiments, ModelQuality, _experiments_page, _model_quality_page
+from .models import ModelQuality, _model_quality_page
+from .experiments import ExperimentsBoard, _experiments_board_page
 from .serving import Serving, _serving_page
 from .deployments import Deployments, _deployments_page
 from .monitoring import Monitoring, _monitoring_page
@@ -126,7 +127,7 @@ def _views() -> SimpleNamespace:
                                     formatters={c: {"type": "html"} for c in _BADGED if c in df}, sizing_mode="stretch_width", **kw)
 
     return SimpleNamespace(pn=pn, PipelinesPage=_pipelines_page(pn, Viewer, _table), DataQualityPage=_data_quality_page(pn, Viewer, _table),
-                           FeaturesPage=_features_page(pn, Viewer, _table), ExperimentsPage=_experiments_page(pn, Viewer, _table),
+                           FeaturesPage=_features_page(pn, Viewer, _table), ExperimentsPage=_experiments_board_page(pn, Viewer, _table),
                            ModelQualityPage=_model_quality_page(pn, Viewer, _table), ServingPage=_serving_page(pn, Viewer, _table),
                            DeploymentsPage=_deployments_page(pn, Viewer, _table), MonitoringPage=_monitoring_page(pn, Viewer, _table))
 
@@ -147,7 +148,7 @@ def pages(ws: Workspace) -> dict:
         return V.DataQualityPage(state=DataQuality(ws, dataset=q.get("dataset"), version=query_version(q, "dataset"), **({"user": who} if who else {})))
     out["data-quality"] = data_quality
     out["features"] = lambda query=None: V.FeaturesPage(state=FeatureViews.from_query(ws, query))
-    out["experiments"] = lambda query=None: V.ExperimentsPage(state=Experiments.from_query(ws, query))
+    out["experiments"] = lambda query=None: V.ExperimentsPage(state=ExperimentsBoard.from_query(ws, query))
     out["model-quality"] = lambda query=None: V.ModelQualityPage(state=ModelQuality.from_query(ws, query))
     out["serving"] = lambda query=None: V.ServingPage(state=Serving.from_query(ws, query))
     out["deployments"] = lambda query=None: V.DeploymentsPage(state=Deployments.from_query(ws, query))
