@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import free_port
-from test_dashboards import _fit_viewport, _serve, _stop, serve_workspace
+from test_dashboards import FIGURES_JS, _fit_viewport, _stop, dashboards_and_report, serve_workspace
 
 LOAD = 60_000  # ms: a Panel page or a Voila kernel starts in seconds, but 2 shared cores are slow
 CASES = [("schema", "version endpoint names the model"), ("schema", "response matches the OpenAPI schema"), ("predictions", "golden rows equal offline"),
@@ -84,27 +84,16 @@ def write_deployments(ws):
 def deployed(tmp_path_factory):
     "A workspace with the deployments (`write_deployments`), the dashboards and the Voila deployment report on it."
     from mlops_workbench.core.workspace import Workspace
-    from mlops_workbench.ui.shell import voila_command
     d = tmp_path_factory.mktemp("deployments")
     ws = Workspace.init(d / "ws")
     try:
         ds = write_deployments(ws)
-        port, vport = free_port(), free_port()
-        proc = serve_workspace(ws.root, port, d / "panel.log")
-        argv, env = voila_command("deployment", port=vport, ws=ws)
-        try:
-            voila = _serve(argv, env, vport, d / "voila.log")
-            try:
-                yield SimpleNamespace(ws=ws, d=ds, url=f"http://127.0.0.1:{port}", voila=f"http://127.0.0.1:{vport}")
-            finally:
-                _stop(voila)
-        finally:
-            _stop(proc)
+        with dashboards_and_report(ws, "deployment", d) as (url, voila):
+            yield SimpleNamespace(ws=ws, d=ds, url=url, voila=voila)
     finally:
         ws.close()
 
 
-_FIGURES_JS = "() => window.Bokeh ? Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => m.type == 'Figure') : []"
 
 
 STEPS = "Candidate share by rollout step (marker: the step's analysis verdict)"
@@ -113,9 +102,9 @@ STEPS = "Candidate share by rollout step (marker: the step's analysis verdict)"
 def _charts(page, steps: int):
     """The page's Bokeh charts as the browser holds them, by title (the glyphs drawn, the time axis in ms), once the
     steps chart shows the chosen deployment's `steps` markers (a chart is replaced a moment after the HTML above it)."""
-    page.wait_for_function(f"""() => ({_FIGURES_JS})().some(m => m.title.text == "{STEPS}" && (d => d instanceof Map ? d.get("share") : d.share)(m.renderers[1].data_source.data).length == {steps})""",
+    page.wait_for_function(f"""() => ({FIGURES_JS})().some(m => m.title.text == "{STEPS}" && (d => d instanceof Map ? d.get("share") : d.share)(m.renderers[1].data_source.data).length == {steps})""",
                            timeout=LOAD)
-    return {c["title"]: c for c in page.evaluate(f"""() => ({_FIGURES_JS})().map(m => ({{title: m.title.text,
+    return {c["title"]: c for c in page.evaluate(f"""() => ({FIGURES_JS})().map(m => ({{title: m.title.text,
         glyphs: m.renderers.map(r => r.glyph.type), x0: m.x_range.start, x1: m.x_range.end}}))""")}
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import free_port
 from monitoring_world import write_monitoring
-from test_dashboards import _fit_viewport, _serve, _stop, serve_workspace
+from test_dashboards import FIGURES_JS, _fit_viewport, _stop, dashboards_and_report, serve_workspace
 
 LOAD = 60_000  # ms: a Panel page or a Voila kernel starts in seconds, but 2 shared cores are slow
 VOILA = 120_000  # the drift report also reads both windows and runs Evidently
@@ -23,36 +23,25 @@ VOILA = 120_000  # the drift report also reads both windows and runs Evidently
 def monitored(tmp_path_factory):
     "A workspace with both monitored models, the dashboards and the Voila drift report on it."
     from mlops_workbench.core.workspace import Workspace
-    from mlops_workbench.ui.shell import voila_command
     d = tmp_path_factory.mktemp("monitoring")
     ws = Workspace.init(d / "ws")
     try:
         w = write_monitoring(ws)
         assert [r.status for r in w.credit.runs] == ["ok", "ok", "breached"] and [r.status for r in w.delivery.runs] == ["ok", "breached"]
-        port, vport = free_port(), free_port()
-        proc = serve_workspace(ws.root, port, d / "panel.log")
-        argv, env = voila_command("drift", port=vport, ws=ws)
-        try:
-            voila = _serve(argv, env, vport, d / "voila.log")
-            try:
-                yield SimpleNamespace(ws=ws, w=w, url=f"http://127.0.0.1:{port}", voila=f"http://127.0.0.1:{vport}")
-            finally:
-                _stop(voila)
-        finally:
-            _stop(proc)
+        with dashboards_and_report(ws, "drift", d) as (url, voila):
+            yield SimpleNamespace(ws=ws, w=w, url=url, voila=voila)
     finally:
         ws.close()
 
 
-_FIGURES_JS = "() => window.Bokeh ? Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => m.type == 'Figure') : []"
 
 
 def _charts(page, n: int, runs: int):
     "The page's Bokeh charts by title (glyphs drawn, y categories), once there are `n` and the heatmap shows `runs` runs."
     from mlops_workbench.ui.monitoring import DRIFT_TITLE
-    page.wait_for_function(f"""() => {{ const f = ({_FIGURES_JS})(); const h = f.find(m => m.title.text == "{DRIFT_TITLE}");
+    page.wait_for_function(f"""() => {{ const f = ({FIGURES_JS})(); const h = f.find(m => m.title.text == "{DRIFT_TITLE}");
         return f.length == {n} && h && h.x_range.factors.length == {runs}; }}""", timeout=LOAD)
-    return {c["title"]: c for c in page.evaluate(f"""() => ({_FIGURES_JS})().map(m => ({{title: m.title.text,
+    return {c["title"]: c for c in page.evaluate(f"""() => ({FIGURES_JS})().map(m => ({{title: m.title.text,
         glyphs: m.renderers.map(r => r.glyph.type), x: m.x_range.factors || null, y: m.y_range.factors || null}}))""")}
 
 

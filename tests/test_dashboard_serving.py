@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import free_port
-from test_dashboards import _fit_viewport, _stop, serve_workspace
+from test_dashboards import FIGURES_JS, _fit_viewport, _stop, serve_workspace
 
 LOAD = 60_000  # ms: a Panel page renders in seconds, but 2 shared cores are slow
 
@@ -97,14 +97,13 @@ def _ms(v):
     return f"{v:.3g} ms"
 
 
-_FIGURES_JS = "() => window.Bokeh ? Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => m.type == 'Figure') : []"
 
 
 def _charts(page):
     """The page's Bokeh charts as the browser holds them, by title: the time axis (`x0`, `x1`: ms since the epoch, UTC),
     the glyphs drawn and how minute ticks are written."""
-    page.wait_for_function(f"() => ({_FIGURES_JS})().length >= 2", timeout=LOAD)
-    return {c["title"]: c for c in page.evaluate(f"""() => ({_FIGURES_JS})().map(m => ({{title: m.title.text, x0: m.x_range.start, x1: m.x_range.end,
+    page.wait_for_function(f"() => ({FIGURES_JS})().length >= 2", timeout=LOAD)
+    return {c["title"]: c for c in page.evaluate(f"""() => ({FIGURES_JS})().map(m => ({{title: m.title.text, x0: m.x_range.start, x1: m.x_range.end,
         glyphs: m.renderers.map(r => r.glyph.type), ticks: m.below.filter(a => a.formatter)[0].formatter.minutes}}))""")}
 
 

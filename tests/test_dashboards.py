@@ -6,6 +6,7 @@ Every page must load with zero requests leaving loopback (`page.offsite`): offli
 CDN link cannot hang one. Waits are Playwright waits, never timed assertions; Voila starts a kernel per page load, so
 its waits are generous.
 """
+import contextlib
 import getpass
 import os
 import re
@@ -180,6 +181,23 @@ SERVE_DASHBOARDS = ("import sys; from mlops_workbench.core.workspace import Work
 def serve_workspace(root, port: int, log: Path):
     "The dashboards on workspace `root`, as `mlw dashboards` serves them, in a process of their own (stop with `_stop`)."
     return _serve([sys.executable, "-c", SERVE_DASHBOARDS, str(root), str(port)], dict(os.environ), port, log)
+
+
+@contextlib.contextmanager
+def dashboards_and_report(ws, report: str, folder: Path):
+    "The dashboards and the Voila report `report` (dashboards/voila/REPORT.ipynb) on `ws`, each in a process of its own: their URLs."
+    from mlops_workbench.ui.shell import voila_command
+    port, vport = free_port(), free_port()
+    proc = serve_workspace(ws.root, port, folder / "panel.log")
+    try:
+        argv, env = voila_command(report, port=vport, ws=ws)
+        voila = _serve(argv, env, vport, folder / "voila.log")
+        try: yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{vport}"
+        finally: _stop(voila)
+    finally: _stop(proc)
+
+
+FIGURES_JS = "() => window.Bokeh ? Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => m.type == 'Figure') : []"  # a page's Bokeh figures
 
 
 
