@@ -203,6 +203,7 @@ def test_a_trigger_firing_twice_starts_one_retraining(world):
     log_traffic(world, orders(rng, 800, far=2.5, zones=("north", "east", "harbour")), start)
     monitor(world, "twice_watch", retrain=RetrainPolicy(triggers=["data_drift"], parameters={"experiment": "delivery_time.yaml"}, approval="manual", cooldown="1s"))
     r = run_monitor(ws, "twice_watch", since=start, until=start + HOUR)
+    time.sleep(1.1)  # past the 1 s cooldown after the previous test's request
     before = retraining_history(ws).height
     got, barrier = [], threading.Barrier(2)
     def fire():
