@@ -233,6 +233,15 @@ def test_models_are_the_librarys_summaries(fetch, recorded_ws):
     assert model["version_records"][1]["gates"] == m.report.summary()
 
 
+def assert_missing_workspace(fetch, lab_workspace, path: str) -> dict:
+    "Route `path` on a workspace that does not exist answers 404 with the JSON error naming it; the body."
+    r = fetch("mlops-workbench", path)
+    assert r.code == 404 and r.headers["Content-Type"].startswith("application/json")
+    body = json.loads(r.body)
+    assert body["error"] == "NotFound" and str(lab_workspace) in body["message"], body
+    return body
+
+
 class TestMissingWorkspace:
     @pytest.fixture
     def lab_workspace(self, tmp_path):
@@ -240,11 +249,7 @@ class TestMissingWorkspace:
 
     @pytest.mark.parametrize("path", ["runs", "datasets", "features", "experiments", "models"])
     def test_mlwerror_becomes_json_with_its_status(self, fetch, lab_workspace, path):
-        r = fetch("mlops-workbench", path)
-        assert r.code == 404 and r.headers["Content-Type"].startswith("application/json")
-        body = json.loads(r.body)
-        assert body["error"] == "NotFound"
-        assert str(lab_workspace) in body["message"] and "does not exist" in body["message"]
+        assert "does not exist" in assert_missing_workspace(fetch, lab_workspace, path)["message"]
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "token not-the-token"}], ids=["no-token", "wrong-token"])
@@ -310,9 +315,9 @@ def _wait_until_up(proc, status_url, token, log_path, patience=180):
     pytest.fail(f"jupyter lab did not answer within {patience}s:\n{log_path.read_text()[-3000:]}")
 
 
-class TestSidebar:
-    # Nothing here runs an in-process server: switch off this module's pytest-jupyter autouse
-    # fixtures, which would fight Playwright's sync API over this thread's event loop.
+class BrowserOnly:
+    """Base of the test classes that drive a real `jupyter lab` in Chromium: nothing there runs an in-process server, so this
+    module's pytest-jupyter autouse fixtures are switched off (they would fight Playwright's sync API over the event loop)."""
     @pytest.fixture
     def jp_asyncio_loop(self):
         yield None
@@ -320,6 +325,9 @@ class TestSidebar:
     @pytest.fixture
     def jp_server_cleanup(self):
         yield
+
+
+class TestSidebar(BrowserOnly):
 
     def test_sidebar_shows_recorded_runs_datasets_and_server_errors(self, lab_server, recorded_ws, page, shot):
         from playwright.sync_api import expect

@@ -25,7 +25,7 @@ from traitlets.config import Config
 from conftest import free_port
 # pytest-jupyter's fixtures (jp_fetch...) for this module only, then test_extension's loop fixture over its own.
 from pytest_jupyter.jupyter_server import *  # noqa: E402,F403
-from test_extension import _wait_until_up, fetch, jp_asyncio_loop, recorded_ws  # noqa: F401,E402  (fixtures)
+from test_extension import BrowserOnly, _wait_until_up, fetch, jp_asyncio_loop, recorded_ws  # noqa: F401,E402  (fixtures)
 
 LOAD = 60_000  # ms Playwright may wait for JupyterLab, a REST call or a dashboards page
 
@@ -180,15 +180,7 @@ def dashboards(recorded_ws, dash_port, tmp_path):
             proc.wait()
 
 
-class TestClickThrough:
-    # No in-process server here: switch off pytest-jupyter's autouse fixtures, which would fight Playwright's sync API.
-    @pytest.fixture
-    def jp_asyncio_loop(self):
-        yield None
-
-    @pytest.fixture
-    def jp_server_cleanup(self):
-        yield
+class TestClickThrough(BrowserOnly):
 
     def test_first_launch_shows_the_sidebar_and_later_launches_keep_the_layout(self, fresh_lab, page, shot):
         """The first visit to a fresh JupyterLab shows the MLOps Workbench sidebar, loaded, with no click. A later visit

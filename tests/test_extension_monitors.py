@@ -15,7 +15,7 @@ import pytest
 
 # pytest-jupyter's fixtures first, then test_extension's, which replace some of them (jp_server_config, jp_asyncio_loop)
 from pytest_jupyter.jupyter_server import *  # noqa: F403
-from test_extension import TestSidebar as _Sidebar, fetch, jp_asyncio_loop, jp_server_config, lab_server, lab_workspace  # noqa: F401,E402
+from test_extension import BrowserOnly, assert_missing_workspace, TestSidebar as _Sidebar, fetch, jp_asyncio_loop, jp_server_config, lab_server, lab_workspace  # noqa: F401,E402
 from test_extension_deployments import _get, _library  # noqa: E402
 from monitoring_world import write_monitoring  # noqa: E402
 
@@ -74,21 +74,10 @@ class TestMissingWorkspace:
         return tmp_path / "no-such-workspace"
 
     def test_mlwerror_becomes_json_with_its_status(self, fetch, lab_workspace):
-        r = fetch("mlops-workbench", "monitors")
-        assert r.code == 404 and r.headers["Content-Type"].startswith("application/json")
-        body = json.loads(r.body)
-        assert body["error"] == "NotFound" and str(lab_workspace) in body["message"]
+        assert_missing_workspace(fetch, lab_workspace, "monitors")
 
 
-class TestMonitorsInSidebar:
-    # As in test_extension.TestSidebar: no in-process server here, so pytest-jupyter's autouse fixtures stand down.
-    @pytest.fixture
-    def jp_asyncio_loop(self):
-        yield None
-
-    @pytest.fixture
-    def jp_server_cleanup(self):
-        yield
+class TestMonitorsInSidebar(BrowserOnly):
 
     def test_monitors(self, lab_server, recorded_ws, page, shot):
         from playwright.sync_api import expect
