@@ -18,9 +18,10 @@ __all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'data
            'quality_metrics', 'alerts', 'alert_deliveries', 'feature_entities', 'feature_views', 'feature_services',
            'feature_builds', 'materializations', 'training_sets', 'model_audit', 'api_keys', 'audit_log', 'secrets',
            'environments', 'ACTIVE_DEPLOYMENT', 'deployments', 'environment_endpoints', 'monitors', 'monitor_runs',
-           'monitor_results', 'ACTIVE_RETRAINING', 'retrainings', 'MIGRATIONS', 'MIGRATION_LOCK_KEY',
-           'TRANSIENT_SQLSTATES', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore', 'file_lock', 'sqlite_metadata',
-           'postgresql_metadata', 'is_transient', 'is_integrity', 'driver_error', 'db_errors', 'transact']
+           'monitor_results', 'ACTIVE_RETRAINING', 'retrainings', 'ci_runs', 'ci_stages', 'MIGRATIONS',
+           'MIGRATION_LOCK_KEY', 'TRANSIENT_SQLSTATES', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore',
+           'file_lock', 'sqlite_metadata', 'postgresql_metadata', 'is_transient', 'is_integrity', 'driver_error',
+           'db_errors', 'transact']
 
 # %% ../../nbs/core/03_metadata.ipynb #4c8a09de
 class UTCDateTime(sa.types.TypeDecorator):
@@ -364,6 +365,32 @@ retrainings = sa.Table("retrainings", meta,
     sa.Index("retrainings_one_active", "model", unique=True,
              sqlite_where=sa.text(ACTIVE_RETRAINING), postgresql_where=sa.text(ACTIVE_RETRAINING)))
 
+# %% ../../nbs/core/03_metadata.ipynb #ci000002
+ci_runs = sa.Table("ci_runs", meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project", sa.String(200), nullable=False, index=True),  # the config's project name
+    sa.Column("started_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("outcome", sa.String(20), nullable=False),  # running | passed | failed | usage | error
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),  # the config as read, with the path it came from
+    sa.Column("summary_path", sa.Text),
+    sa.Column("junit_path", sa.Text),
+    sa.Column("git_commit", sa.String(64)))
+
+ci_stages = sa.Table("ci_stages", meta,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("ci_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("stage", sa.String(50), primary_key=True),  # unit | notebooks | data | model | integration
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),  # passed | failed | skipped | error (pending while the run is under way)
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Column("tests", sa.Integer, nullable=False, default=0),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("errors", sa.Integer, nullable=False, default=0),
+    sa.Column("detail", sa.JSON, nullable=False))  # the stage's cases and messages
+
 # %% ../../nbs/core/03_metadata.ipynb #cff2ec24
 @dataclass(frozen=True)
 class Migration:
@@ -396,6 +423,7 @@ MIGRATIONS: list[Migration] = [
     Migration(9, "monitors, monitor runs and results, retrainings", lambda op: ([_create(op, t) for t in (monitors, monitor_runs, monitor_results, retrainings)],
               op.create_index("retrainings_one_active", "retrainings", ["model"], unique=True,
                               sqlite_where=sa.text(ACTIVE_RETRAINING), postgresql_where=sa.text(ACTIVE_RETRAINING)))),
+    Migration(10, "ci runs and their stages", lambda op: [_create(op, t) for t in (ci_runs, ci_stages)]),
 ]
 
 # %% ../../nbs/core/03_metadata.ipynb #9713709c
