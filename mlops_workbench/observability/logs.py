@@ -13,8 +13,8 @@ from typing import Callable
 from ..core.errors import *
 
 # %% auto #0
-__all__ = ['request_id_var', 'redact_filter', 'new_request_id', 'bind_request_id', 'JsonFormatter', 'TextFormatter',
-           'RedactFilter', 'set_redact', 'configure_logging']
+__all__ = ['request_id_var', 'run_id_var', 'redact_filter', 'new_request_id', 'bind_request_id', 'bind_run_id', 'JsonFormatter',
+           'TextFormatter', 'RedactFilter', 'set_redact', 'configure_logging']
 
 # %% ../../nbs/observability/81a_logs.ipynb #663d3216
 request_id_var: ContextVar[str | None] = ContextVar("mlw_request_id", default=None)
@@ -30,6 +30,15 @@ def bind_request_id(rid: str | None = None):  # the caller's id; None makes a ne
     token = request_id_var.set(rid)
     try: yield rid
     finally: request_id_var.reset(token)
+
+run_id_var: ContextVar[str | None] = ContextVar("mlw_run_id", default=None)
+
+@contextmanager
+def bind_run_id(run_id: str | None):  # a pipeline run's id (or a deployment's, a monitor run's); None: unbound inside
+    "Set the run id every log line written inside the `with` carries as `run_id`; yield it."
+    token = run_id_var.set(run_id)
+    try: yield run_id
+    finally: run_id_var.reset(token)
 
 # %% ../../nbs/observability/81a_logs.ipynb #39939f50
 # A record's own attributes, not extras; uvicorn's `color_message` (the message with ANSI colours) is noise in JSON.
@@ -50,11 +59,13 @@ def _extras(record: logging.LogRecord) -> dict:
     return {k: v for k, v in record.__dict__.items() if k not in _RECORD_FIELDS}
 
 class JsonFormatter(logging.Formatter):
-    "A log record as one line of JSON: time, level, logger, message, request_id, trace ids, extras, exception."
+    "A log record as one line of JSON: time, level, logger, message, request_id, run_id, trace ids, extras, exception."
     def format(self, record: logging.LogRecord) -> str:
         out = {"time": _utc(record.created), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
         rid = request_id_var.get()
         if rid is not None: out["request_id"] = rid
+        run = run_id_var.get()
+        if run is not None: out["run_id"] = run
         ids = _trace_ids()
         if ids: out["trace_id"], out["span_id"] = ids
         for k, v in _extras(record).items(): out.setdefault(k, v)

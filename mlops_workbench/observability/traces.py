@@ -5,14 +5,16 @@
 # %% ../../nbs/observability/81b_traces.ipynb #9005599d
 from __future__ import annotations
 import os, sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 from ..core.errors import *
-from .logs import request_id_var
+from .logs import request_id_var, run_id_var
 
 # %% auto #0
-__all__ = ['NO_SPAN', 'shutdown_tracing', 'configure_tracing', 'span', 'request_span', 'trace_headers', 'current_trace_id']
+__all__ = ['NO_SPAN', 'shutdown_tracing', 'configure_tracing', 'span', 'request_span', 'trace_headers', 'current_trace_id',
+           'record_span']
 
 # %% ../../nbs/observability/81b_traces.ipynb #6e16e6e2
 _tracer = None  # the current tracer; None: tracing is off and span() is a no-op
@@ -103,6 +105,8 @@ NO_SPAN = _NoSpan()
 def _start(name, attributes, context=None):
     rid = request_id_var.get()
     if rid is not None: attributes["request_id"] = rid
+    run = run_id_var.get()
+    if run is not None: attributes.setdefault("run_id", run)
     attrs = {k: v for k, v in attributes.items() if v is not None}
     return _tracer.start_as_current_span(name, context=context, attributes=attrs)
 
@@ -134,3 +138,25 @@ def current_trace_id() -> str | None:
     from opentelemetry import trace
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+# %% ../../nbs/observability/81b_traces.ipynb #e388788b
+def _ns(t) -> int:
+    "Nanoseconds since the epoch for a datetime (naive means UTC) or a number of seconds since the epoch."
+    if isinstance(t, datetime): return int((t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1_000_000) * 1000
+    return int(float(t) * 1e9)
+
+def record_span(name: str, start, end,  # datetimes (naive: UTC) or seconds since the epoch
+                error: str | None = None,  # set: the span's status is ERROR with this description
+                **attributes):
+    "Write a finished span with the given start and end, a child of the current span (None when tracing is off)."
+    if _tracer is None: return None
+    s0, s1 = _ns(start), _ns(end)
+    if s1 < s0: raise InvalidInput(f"record_span {name!r}: end {end} is before start {start}; pass the times the work began and ended")
+    run = run_id_var.get()
+    if run is not None: attributes.setdefault("run_id", run)
+    s = _tracer.start_span(name, start_time=s0, attributes={k: v for k, v in attributes.items() if v is not None})
+    if error:
+        from opentelemetry.trace import Status, StatusCode
+        s.set_status(Status(StatusCode.ERROR, error))
+    s.end(end_time=s1)
+    return s
