@@ -671,6 +671,7 @@ def mlw_dashboards(port: Param("port to serve on", int) = 5006,
                    oauth: Param("put the dashboards behind this OIDC issuer (URL): a browser login through its code flow", str) = None,
                    oauth_client_id: Param("the dashboards' client id at the issuer", str) = "mlw-dashboards",
                    oauth_secret: Param("name of the workspace secret holding the client secret (`mlw secrets set NAME`)", str) = "dashboards.oauth_client_secret",
+                   oauth_roles_claim: Param("the id_token claim holding a user's roles (a list, a scope string, or a dotted path); promote and archive need deployer", str) = "roles",
                    workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
     "Serve the dashboards (a Panel page per lifecycle stage), or one Voila report."
     from mlops_workbench.ui.shell import serve_dashboards, voila_command
@@ -682,7 +683,7 @@ def mlw_dashboards(port: Param("port to serve on", int) = 5006,
         print(f"Voila report {voila!r} for {ws.root} at http://{address}:{port}/ (add ?run=RUN_ID; Ctrl-C to stop)")
         os.execvpe(argv[0], argv, env)
     print(f"dashboards for {ws.root} at http://{address}:{port}/ (Ctrl-C to stop)")
-    serve_dashboards(ws, port=port, address=address, show=show, **login)
+    serve_dashboards(ws, port=port, address=address, show=show, roles_claim=oauth_roles_claim, **login)
 
 def lab_command(ws: Workspace, port: int = 8888, ip: str = "127.0.0.1", browser: bool = True,
                 dashboards_url: str = "http://127.0.0.1:5006") -> list[str]:

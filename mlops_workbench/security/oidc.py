@@ -10,7 +10,7 @@ from ..core.errors import *
 from .rbac import Principal, ROLES
 
 # %% auto #0
-__all__ = ['ASYMMETRIC_ALGS', 'REASONS', 'OIDCVerifier', 'panel_oauth_options']
+__all__ = ['ASYMMETRIC_ALGS', 'REASONS', 'OIDCVerifier', 'roles_from_claims', 'panel_oauth_options']
 
 # %% ../../nbs/security/80d_oidc.ipynb #01dc8a64
 ASYMMETRIC_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -131,15 +131,26 @@ def _refresh_for(self: OIDCVerifier, kid) -> bool:
         return kid in self._keys
 
 # %% ../../nbs/security/80d_oidc.ipynb #fbe24409
+def _claimed_roles(claims: dict, roles_claim: str, role_map: dict) -> frozenset:
+    v = claims.get(roles_claim)
+    if v is None and "." in roles_claim:
+        v = claims
+        for part in roles_claim.split("."): v = v.get(part) if isinstance(v, dict) else None
+    names = v.split() if isinstance(v, str) else [x for x in v if isinstance(x, str)] if isinstance(v, (list, tuple)) else []
+    return frozenset(r for n in names for r in role_map.get(n, ()))
+
+def roles_from_claims(claims: dict,  # a verified token's claims, or the id_token claims of a browser login
+                      roles_claim: str = "roles",  # where the roles are: a claim name or a dotted path
+                      role_map: dict | None = None,  # issuer role -> workbench role(s); None: names in ROLES map to themselves
+                     ) -> frozenset:
+    "The workbench roles `claims` grant, read the way a verifier reads a token's (for callers with claims but no verifier: the dashboards' login)."
+    return _claimed_roles(claims or {}, roles_claim, _role_map(role_map))
+
 @patch
 def map_roles(self: OIDCVerifier, claims: dict) -> frozenset:
     "The workbench roles a token's claims grant: `roles_claim` read as a list or space-separated string, through `role_map`."
-    v = claims.get(self.roles_claim)
-    if v is None and "." in self.roles_claim:
-        v = claims
-        for part in self.roles_claim.split("."): v = v.get(part) if isinstance(v, dict) else None
-    names = v.split() if isinstance(v, str) else [x for x in v if isinstance(x, str)] if isinstance(v, (list, tuple)) else []
-    return frozenset(r for n in names for r in self.role_map.get(n, ()))
+    return _claimed_roles(claims, self.roles_claim, self.role_map)
+
 
 # %% ../../nbs/security/80d_oidc.ipynb #d0d1a11d
 def _b64json(part: str, what: str) -> dict:

@@ -18,6 +18,8 @@ from ..experiments.report import compare
 from ..registry.versions import ALIASES, alias_history, get_version, list_models, model_card, model_versions
 from ..registry.versions import archive as _archive, promote as _promote
 from ..registry.validation import load_report
+from ..security.audit import record as _audit
+from ..security.rbac import Principal, authorize
 from .charts import confusion_at, model_figures, model_plot_data
 from .helpers import _MD_CSS, _e, _link, _page_header, _where, _wrap, alert_html, badge, fmt_bytes, fmt_time, query_params, query_version
 
@@ -334,21 +336,24 @@ class ModelQuality(param.Parameterized):
     other = param.Dict(None, allow_None=True, doc="That version: {'record', 'report', 'gates', 'plots', 'plots_note'}")
     comparison = param.DataFrame(doc="The two side by side (`comparison_frame`); empty without a comparison")
     user = param.String(_whoami(), doc="Who promotes and archives from this page: the audit table's actor")
+    principal = param.ClassSelector(class_=Principal, default=None, allow_None=True,
+                                    doc="The signed-in caller whose roles promote and archive need; None: the dashboards run without a login, as `user`")
     alert = param.String("", doc="A problem to show instead of a traceback; '' when there is none")
     notice = param.String("", doc="What the last action did; '' when there is nothing to say")
     info = param.String("", doc="Something to know that is not a problem (no models yet); '' when there is nothing")
 
     def __init__(self, ws: Workspace, **params):
         super().__init__(**params)
+        if self.principal is not None: self.user = self.principal.name
         self.ws, self._models, self._versions = ws, [], []
         self.refresh()
 
     @classmethod
-    def from_query(cls, ws: Workspace, query: str | dict | None) -> ModelQuality:
-        "The state a URL asks for: `?model=<name>&version=<n>` (both optional)."
+    def from_query(cls, ws: Workspace, query: str | dict | None, **params) -> ModelQuality:
+        "The state a URL asks for: `?model=<name>&version=<n>` (both optional); `params` set the rest (e.g. `principal`)."
         q = query_params(query)
         version = query_version(q, "model")
-        return cls(ws, model=q.get("model") or None, version=version)
+        return cls(ws, model=q.get("model") or None, version=version, **params)
 
     def refresh(self):
         "Reload the models and everything about the selected one, keeping the selection."
@@ -461,10 +466,30 @@ def _load_compare(self: ModelQuality):
 
 # %% ../../nbs/ui/95d_models.ipynb #8c588da8
 @patch
-def _registry_action(self: ModelQuality, done: str, act):
+def may(self: ModelQuality, action: str) -> bool:
+    "Whether this page's caller may do `action` (`model.promote`, `model.archive`) to the selected model: always without a login."
+    if self.principal is None or self.model is None: return self.principal is None
+    try: authorize(self.principal, action, f"model:{self.model}"); return True
+    except Forbidden: return False
+
+@patch
+def _refused(self: ModelQuality, action: str, version: int) -> str | None:
+    "Why the caller may not do `action` (recorded in the audit table as denied), or None when it may."
+    if self.principal is None: return None
+    resource = f"model:{self.model}"
+    try: authorize(self.principal, action, resource); return None
+    except Forbidden as e:
+        _audit(self.ws, self.principal.name, action, resource, outcome="denied",
+               detail={"version": version, "via": self.principal.via, "roles": sorted(self.principal.roles), "from": "dashboards"})
+        return str(e)
+
+@patch
+def _registry_action(self: ModelQuality, done: str, act, action: str):
     from mlflow.exceptions import MlflowException
     if self.record is None: self.param.update(alert="select a model version first", notice=""); return
     v = self.record["version"]
+    why = self._refused(action, v)
+    if why: self.param.update(alert=why, notice=""); return
     try: act(v)
     except (MLWError, MlflowException) as e: self.param.update(alert=f"{e}", notice=""); return
     keep = self.version
@@ -474,13 +499,15 @@ def _registry_action(self: ModelQuality, done: str, act):
 
 @patch
 def promote(self: ModelQuality, alias: str, reason: str = ""):
-    "Point `alias` at the selected version through the audited registry path (`registry.versions.promote`) as `user`; a refusal becomes `alert`."
-    self._registry_action(f"is now {alias}", lambda v: _promote(self.ws, self.model, v, alias, who=self.user, reason=reason or "from the Model quality page"))
+    "Point `alias` at the selected version through the audited registry path (`registry.versions.promote`) as `user`, if `principal`'s roles allow; a refusal becomes `alert`."
+    self._registry_action(f"is now {alias}", lambda v: _promote(self.ws, self.model, v, alias, who=self.user, reason=reason or "from the Model quality page"),
+                          "model.promote")
 
 @patch
 def archive(self: ModelQuality, reason: str = ""):
-    "Archive the selected version (its aliases removed) through `registry.versions.archive` as `user`; a refusal becomes `alert`."
-    self._registry_action("archived", lambda v: _archive(self.ws, self.model, v, who=self.user, reason=reason or "from the Model quality page"))
+    "Archive the selected version (its aliases removed) through `registry.versions.archive` as `user`, if `principal`'s roles allow; a refusal becomes `alert`."
+    self._registry_action("archived", lambda v: _archive(self.ws, self.model, v, who=self.user, reason=reason or "from the Model quality page"),
+                          "model.archive")
 
 # %% ../../nbs/ui/95d_models.ipynb #06fb404e
 def _alias_badges(aliases) -> str:
@@ -564,6 +591,15 @@ def _figures_grid(pn, plots: dict | None, note: str, ncols: int = 2):
     if wide is not None: out.append(pn.pane.Bokeh(wide, sizing_mode="stretch_width", name="Learning curves"))
     return pn.Column(*out, sizing_mode="stretch_width")
 
+def _who_text(s: ModelQuality) -> str:
+    "Who the buttons act as, and what they may do."
+    tail = "the registry refuses an alias for a version its gates rejected or that is archived, and records every change in the audit table."
+    if s.principal is None: return f"As **{s.user}**; {tail}"
+    roles = ", ".join(sorted(s.principal.roles)) or "none"
+    if s.may("model.promote"): return f"Signed in as **{s.user}** (roles: {roles}); {tail}"
+    return (f"Signed in as **{s.user}** (roles: {roles}): promoting and archiving `{s.model}` need role **deployer** "
+            "(or admin) with this model in scope, so the buttons are off; ask an admin for the role.")
+
 def _model_quality_page(pn, Viewer, table):
     "The Model quality page class (`mlops_workbench.ui.shell` builds it once Panel is imported)."
     class ModelQualityPage(Viewer):
@@ -642,7 +678,8 @@ def _model_quality_page(pn, Viewer, table):
             self._versions_title.object = f"### Versions of `{s.model}` (select one)" if len(s.versions) else ""
             self._summary.object = model_version_html(s.record, s.report) if has else ""
             self._detail.object = (gates_html(s.gates, s.report) + slices_html(s.slices) + card_html(s.card) + history_html(s.history, s.model)) if has else ""
-            self._who.object = f"As **{s.user}**; the registry refuses an alias for a version its gates rejected or that is archived, and records every change in the audit table."
+            self._who.object = _who_text(s)
+            self._promote.disabled, self._archive.disabled = not s.may("model.promote"), not s.may("model.archive")
             if not events or changed & {"plots", "record"}:
                 self._charts_title.object = (f"### Charts of v{s.record['version']} (holdout of run `{s.record['run_id']}`; hover for values)" if has else "")
                 self._charts.objects = [_figures_grid(pn, s.plots, s.plots_note)] if has else []

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from ..core.workspace import Workspace
 from ..core.errors import MLWError, NotFound
+from ..security.oidc import roles_from_claims
+from ..security.rbac import Principal
 from .helpers import query_params, query_version, _BADGED, _badged, _e
 from .pipelines import PipelineRuns, _pipelines_page
 from .data_quality import DataQuality, _data_quality_page
@@ -24,7 +26,8 @@ from .deployments import Deployments, _deployments_page
 from .monitoring import Monitoring, _monitoring_page
 
 # %% auto #0
-__all__ = ['STAGES', 'DASHBOARDS', 'voila_command', 'Navigation', 'pages', 'dashboard_app', 'not_found_html', 'serve_dashboards']
+__all__ = ['STAGES', 'DASHBOARDS', 'voila_command', 'Navigation', 'session_principal', 'pages', 'dashboard_app', 'not_found_html',
+           'serve_dashboards']
 
 # %% ../../nbs/ui/95e_shell.ipynb #71eb04b0
 STAGES = {  # slug -> (title, what the page shows)
@@ -138,30 +141,41 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../../nbs/ui/95e_shell.ipynb #5ececc14
-def pages(ws: Workspace) -> dict:
+def session_principal(roles_claim: str = "roles",  # the id_token claim with the roles, read as the gateway reads a token's
+                      role_map: dict | None = None,  # issuer role -> workbench role(s); None: names in ROLES map to themselves
+                     ) -> Principal | None:
+    "Who signed in to this Panel session (`mlw dashboards --oauth`), with the roles their login's claims grant; None without a login."
+    pn = _views().pn
+    if not pn.state.user: return None
+    return Principal(name=pn.state.user, roles=roles_from_claims(pn.state.user_info or {}, roles_claim, role_map), via="oidc")
+
+def pages(ws: Workspace,
+          principal: Principal | None = None,  # the signed-in caller: actions are signed by them and need their roles; None: no login
+         ) -> dict:
     "Slug -> factory `f(query=None) -> Viewer` building that stage's page on `ws` for one session."
     V = _views()
-    out = {}
+    out, who = {}, ({"user": principal.name} if principal else {})
     out["pipelines"] = lambda query=None: V.PipelinesPage(state=PipelineRuns(ws, run_id=query_params(query).get("run")))
     def data_quality(query=None):
-        q, who = query_params(query), V.pn.state.user  # who: set when the server authenticates users
-        return V.DataQualityPage(state=DataQuality(ws, dataset=q.get("dataset"), version=query_version(q, "dataset"), **({"user": who} if who else {})))
+        q = query_params(query)
+        return V.DataQualityPage(state=DataQuality(ws, dataset=q.get("dataset"), version=query_version(q, "dataset"), **who))
     out["data-quality"] = data_quality
     out["features"] = lambda query=None: V.FeaturesPage(state=FeatureViews.from_query(ws, query))
     out["experiments"] = lambda query=None: V.ExperimentsPage(state=ExperimentsBoard.from_query(ws, query))
-    out["model-quality"] = lambda query=None: V.ModelQualityPage(state=ModelQuality.from_query(ws, query))
+    out["model-quality"] = lambda query=None: V.ModelQualityPage(state=ModelQuality.from_query(ws, query, principal=principal))
     out["serving"] = lambda query=None: V.ServingPage(state=Serving.from_query(ws, query))
     out["deployments"] = lambda query=None: V.DeploymentsPage(state=Deployments.from_query(ws, query))
     out["monitoring"] = lambda query=None: V.MonitoringPage(state=Monitoring.from_query(ws, query))
     return out
 
-def dashboard_app(ws: Workspace | None = None, query: str | dict | None = None, page: str = "pipelines", link: str = "?page={slug}"):
-    "One session's dashboards: the page `?page=` (else `page`) names, in the shared template; `ws` defaults to `$MLW_HOME`."
+def dashboard_app(ws: Workspace | None = None, query: str | dict | None = None, page: str = "pipelines", link: str = "?page={slug}",
+                  roles_claim: str = "roles"):
+    "One session's dashboards: the page `?page=` (else `page`) names, in the shared template, as the signed-in user if any; `ws` defaults to `$MLW_HOME`."
     pn = _views().pn
     query = query_params(pn.state.session_args if query is None else query)
     nav = Navigation.from_query(query, page, link)
     main = [pn.pane.Alert(nav.alert, alert_type="warning", sizing_mode="stretch_width")] if nav.alert else []
-    try: main.append(pages(ws or Workspace.open())[nav.page](query))
+    try: main.append(pages(ws or Workspace.open(), session_principal(roles_claim))[nav.page](query))
     except MLWError as e: main.append(pn.pane.Alert(str(e), alert_type="danger", sizing_mode="stretch_width"))
     return pn.template.BootstrapTemplate(title=f"mlops-workbench: {nav.title}", sidebar=[pn.pane.HTML(nav.nav_html(), sizing_mode="stretch_width")],
                                          main=main, header_background="#0072b5", sidebar_width=240)
@@ -193,11 +207,13 @@ def _not_found_handler():
             self.finish(not_found_html(unquote(self.request.path)))  # as typed: /no such page, not /no%20such%20page
     return NotFoundPage
 
-def serve_dashboards(ws: Workspace, port: int = 5006, address: str = "127.0.0.1", show: bool = False, threaded: bool = False, **kwargs):
+def serve_dashboards(ws: Workspace, port: int = 5006, address: str = "127.0.0.1", show: bool = False, threaded: bool = False,
+                     roles_claim: str = "roles",  # behind a login: the id_token claim holding the user's roles
+                     **kwargs):
     "Serve each dashboards page at `http://address:port/<slug>` (`/`: pipelines); returns the server (blocks unless `threaded`)."
     pn = _views().pn
-    apps = {"/": lambda: dashboard_app(ws, link="{slug}")}
-    apps.update({f"/{slug}": (lambda slug=slug: dashboard_app(ws, page=slug, link="{slug}")) for slug in STAGES})
+    apps = {"/": lambda: dashboard_app(ws, link="{slug}", roles_claim=roles_claim)}
+    apps.update({f"/{slug}": (lambda slug=slug: dashboard_app(ws, page=slug, link="{slug}", roles_claim=roles_claim)) for slug in STAGES})
     kwargs.setdefault("websocket_origin", [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"])
     kwargs.setdefault("default_handler_class", _not_found_handler())  # Tornado's setting for a path no route matches
     return pn.serve(apps, port=port, address=address, show=show, threaded=threaded, title="mlops-workbench", **kwargs)
