@@ -14,7 +14,7 @@ from .logs import request_id_var, run_id_var
 
 # %% auto #0
 __all__ = ['NO_SPAN', 'shutdown_tracing', 'configure_tracing', 'span', 'request_span', 'trace_headers', 'current_trace_id',
-           'record_span']
+           'tracing_enabled', 'record_span']
 
 # %% ../../nbs/observability/81b_traces.ipynb #6e16e6e2
 _tracer = None  # the current tracer; None: tracing is off and span() is a no-op
@@ -138,6 +138,10 @@ def current_trace_id() -> str | None:
     from opentelemetry import trace
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+def tracing_enabled() -> bool:
+    "Whether this process has tracing on (`configure_tracing` was given an exporter)."
+    return _tracer is not None
 
 # %% ../../nbs/observability/81b_traces.ipynb #e388788b
 def _ns(t) -> int:
