@@ -14,7 +14,7 @@ from .logs import request_id_var, run_id_var
 
 # %% auto #0
 __all__ = ['NO_SPAN', 'shutdown_tracing', 'configure_tracing', 'span', 'request_span', 'trace_headers', 'current_trace_id',
-           'tracing_enabled', 'record_span']
+           'tracing_enabled', 'set_span_error', 'record_span']
 
 # %% ../../nbs/observability/81b_traces.ipynb #6e16e6e2
 _tracer = None  # the current tracer; None: tracing is off and span() is a no-op
@@ -142,6 +142,12 @@ def current_trace_id() -> str | None:
 def tracing_enabled() -> bool:
     "Whether this process has tracing on (`configure_tracing` was given an exporter)."
     return _tracer is not None
+
+def set_span_error(s, description: str):  # a span from `span`/`request_span`; the no-op span ignores it
+    "Mark span `s` as failed with `description`, for work that failed without raising (a run whose step failed)."
+    if not s.is_recording(): return
+    from opentelemetry.trace import Status, StatusCode
+    s.set_status(Status(StatusCode.ERROR, description))
 
 # %% ../../nbs/observability/81b_traces.ipynb #e388788b
 def _ns(t) -> int:

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/pipelines/60_runner.ipynb #338c9c0e
 from __future__ import annotations
-import ast, contextlib, json, os, re, shutil, signal, socket, secrets, sys, tempfile, threading, time, types
+import ast, contextlib, json, logging, os, re, shutil, signal, socket, secrets, sys, tempfile, threading, time, types
 import datetime as dt
 import multiprocessing as mp
 from multiprocessing.connection import wait as mp_wait
@@ -18,6 +18,9 @@ from ..core.errors import *
 from ..core.workspace import Workspace, _write_atomic
 from ..core.metadata import pipeline_runs, pipeline_steps, utcnow
 from ..core.progress import PROGRESS_ENV, progress_text, read_progress
+from ..observability.logs import bind_run_id
+from ..observability.traces import span, record_span, set_span_error, trace_headers
+from ..observability.workbench import workbench_tracing
 
 # %% auto #0
 __all__ = ['OUTPUTS_ENV', 'MAX_OUTPUT_BYTES', 'STEP_KEYS', 'PIPELINE_KEYS', 'REF', 'CALLER_DIR_ENV', 'KERNEL_SHUTDOWN_WAIT_S',
@@ -527,6 +530,9 @@ def _resolve_params(step: StepSpec, params: dict, outputs: dict) -> dict:
     return out
 
 # %% ../../nbs/pipelines/60_runner.ipynb #18b10205
+_log = logging.getLogger(__name__)  # step events with run_id and step, to wherever the process's logging is configured
+_log.addHandler(logging.NullHandler())  # unconfigured: nowhere (the progress lines above are the terminal's output)
+
 class _Scheduler:
     def __init__(self, ws, run_id, spec, params, max_parallel, progress):
         self.ws, self.run_id, self.spec, self.params, self.progress = ws, run_id, spec, params, progress
@@ -562,10 +568,12 @@ class _Scheduler:
         self.status[name] = "running"
         self._update_step(name, status="running", attempts=self.attempts[name], started_at=self.started[name], ended_at=None,
                           parameters=params, notebook=str(nb.relative_to(self.ws.root)), error=None)
+        if kernel_failures == 0: _log.info("step started", extra={"step": name, "attempt": self.attempts[name], "notebook": str(s.notebook)})
         job = {"input": str(s.notebook), "output": str(nb), "parameters": params, "timeout": s.timeout, "cwd": str(self.folder),
                "result": str(self._result_path(name)), "log": str(self.folder/f"{name}.log"), "runner_pid": os.getpid(), "queued_at": time.time(),
                "env": {"MLW_HOME": str(self.ws.root), "MLW_RUN_ID": self.run_id, "MLW_STEP": name, OUTPUTS_ENV: str(self._outputs_path(name)),
-                       CALLER_DIR_ENV: self.caller_dir, PROGRESS_ENV: str(self._progress_path(name))}}
+                       CALLER_DIR_ENV: self.caller_dir, PROGRESS_ENV: str(self._progress_path(name)),
+                       **{k.upper(): v for k, v in trace_headers().items()}}}  # TRACEPARENT: the run's span, for a notebook's own spans
         p = _mp_context().Process(target=_worker_body(), args=(job,), name=f"mlw-step-{name}", daemon=False)
         with _bare_main(): p.start()
         self.running[name] = (p, time.monotonic() + s.timeout + HARD_DEADLINE_GRACE, kernel_failures)
@@ -614,6 +622,11 @@ class _Scheduler:
         self.status[name], self.outputs[name] = status, outputs or {}
         dur = (now - self.started[name]).total_seconds() if self.started[name] else None
         self._update_step(name, status=status, ended_at=now, duration_s=dur, error=error, outputs=outputs or {})
+        why = _error_line(error)[:500] if error and status != "succeeded" else None
+        record_span("pipeline.step", self.started[name] or now, now, error=why if status != "skipped" else None, step=name,
+                    pipeline=self.spec.name, status=status, attempts=self.attempts[name])
+        _log.log(logging.INFO if status in ("succeeded", "skipped") else logging.ERROR, f"step {status}",
+                 extra={"step": name, "status": status, "duration_s": dur, "attempts": self.attempts[name], "error": why})
         if self.bar is not None: self.bar.update(1)
         mark = {"succeeded": "ok", "skipped": "skipped"}.get(status, status.upper())
         self._say(f"  {mark:>9}  {name}" + (f"  {dur:.1f}s" if dur is not None and status != "skipped" else "") + (f"  {_error_line(error)[:200]}" if error and status != "skipped" else ""))
@@ -648,6 +661,18 @@ class _Scheduler:
     def _on_signal(self, signum, frame): raise _RunKilled(signal.Signals(signum).name)
 
     def run(self) -> RunRecord:
+        "The run as one trace (a span for the run, one per step) with the run id on every log line written meanwhile."
+        with workbench_tracing(self.ws, "mlw-pipelines"), bind_run_id(self.run_id), \
+             span("pipeline.run", run_id=self.run_id, pipeline=self.spec.name, steps=len(self.spec.steps)) as s:
+            _log.info("run started", extra={"pipeline": self.spec.name, "steps": len(self.spec.steps)})
+            rec = self._run_steps()
+            s.set_attribute("status", rec.status)
+            if rec.status != "succeeded": set_span_error(s, _error_line(rec.error or {}) or rec.status)
+            _log.log(logging.INFO if rec.status == "succeeded" else logging.ERROR, f"run {rec.status}",
+                     extra={"pipeline": self.spec.name, "status": rec.status, "duration_s": rec.duration_s})
+        return rec
+
+    def _run_steps(self) -> RunRecord:
         done0 = sum(st in DONE for st in self.status.values())
         self.bar = tqdm(total=len(self.status), initial=done0, desc=f"{self.spec.name} {self.run_id}", unit="step", file=sys.stderr,
                         disable=None if self.progress else True, leave=True)  # None: no bar when stderr is not a terminal
