@@ -14,8 +14,8 @@ from .core.workspace import resolve_root, Workspace
 __all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'VERB_ACTIONS', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_run',
            'mlw_runs', 'mlw_ingest', 'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models', 'mlw_keys',
            'mlw_audit', 'mlw_secrets', 'mlw_deploy', 'mlw_monitor', 'check_port', 'mlw_dashboards', 'lab_command',
-           'mlw_lab', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui', 'fresh_demo_workspace',
-           'mlw_demo', 'action_help', 'one_line', 'main']
+           'mlw_lab', 'mlw_ci', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui',
+           'fresh_demo_workspace', 'mlw_demo', 'action_help', 'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
@@ -706,6 +706,82 @@ def mlw_lab(port: Param("port to serve on", int) = 8888,
     if os.geteuid() == 0: cmd.append("--allow-root")
     os.execvpe(cmd[0], cmd, {**os.environ, "MLW_HOME": str(ws.root)})
 
+# %% ../nbs/90_cli.ipynb #cli0ci02
+def _ci_stage_line(s) -> str:
+    took = f"{s.duration_s:.1f}s" if s.duration_s is not None else ""
+    return f"  {s.stage:<12} {s.outcome:<8} {s.tests:>4} tests {s.failures:>3} failed {s.errors:>3} errors  {took}"
+
+def _ci_run_line(r) -> str:
+    bad = r.failing_stage
+    return f"{r.id:>5}  {_when(r.started_at)}  {r.project:<20} {r.outcome:<8} exit {r.exit_code if r.exit_code is not None else '-'}  " + \
+           (f"{bad.stage}: {bad.detail.get('message', '')[:100]}" if bad else ", ".join(s.stage for s in r.stages))
+
+def _ci_show(r):
+    print(f"ci run {r.id} of {r.project}: {r.outcome} (exit code {r.exit_code}), by {r.who}, started {_when(r.started_at)}"
+          + (f", commit {r.git_commit[:12]}" if r.git_commit else ""))
+    for s in r.stages:
+        print(_ci_stage_line(s))
+        for c in s.cases:
+            if c.outcome in ("failed", "error"): print(f"      {c.outcome.upper()} {c.name}: {c.message[:300]}")
+        if s.outcome in ("failed", "error", "skipped") and s.detail.get("message"): print(f"      {s.detail['message'][:400]}")
+    print(f"  junit:   {r.junit_path}\n  summary: {r.summary_path}")
+
+def _ci_action_run(a):
+    from mlops_workbench.cicd.ci import load_ci_config, run_ci
+    if a["target"]: raise InvalidInput(f"`mlw ci run` takes no argument (got {a['target']!r}); name the config with --config")
+    cfg = load_ci_config(a["config"])  # a bad config is exit code 2 before the workspace is opened
+    r = run_ci(_open(a["workspace"]), cfg, stages=a["stages"], junit=a["junit"], summary=a["summary"], who=a["who"], notify=False if a["no_notify"] else None)
+    _ci_show(r)
+    if r.exit_code: raise SystemExit(r.exit_code)
+    return r
+
+def _ci_action_init(a):
+    from mlops_workbench.cicd.ci import init_ci
+    if a["target"]: raise InvalidInput(f"`mlw ci init` takes no argument (got {a['target']!r}); the templates go beside --config")
+    cfg = Path(a["config"])
+    paths = init_ci(cfg.parent, cfg.name, force=a["force"])
+    for p in paths: print(f"wrote {p}")
+    if not cfg.exists(): print(f"note: {cfg} does not exist yet; the templates run `mlw ci run --config {cfg.name}`")
+    return paths
+
+def _ci_action_history(a):
+    from mlops_workbench.cicd.ci import list_ci_runs
+    if a["target"]: raise InvalidInput(f"`mlw ci history` takes no argument (got {a['target']!r}); use --project NAME")
+    runs = list_ci_runs(_open(a["workspace"]), limit=a["limit"], project=a["project"])
+    if not runs: print("no ci runs yet; run `mlw ci` in a model project (see `mlw ci init`)")
+    for r in runs: print(_ci_run_line(r))
+    return runs
+
+def _ci_action_show(a):
+    from mlops_workbench.cicd.ci import get_ci_run
+    if not a["target"]: raise InvalidInput("`mlw ci show` needs the run's id; see `mlw ci history`")
+    r = get_ci_run(_open(a["workspace"]), a["target"])
+    _ci_show(r)
+    return r
+
+_CI_ACTIONS = {"run": _ci_action_run, "init": _ci_action_init, "history": _ci_action_history, "show": _ci_action_show}  # action -> fn(args dict)
+
+@call_parse
+def mlw_ci(action: Param("run, init, history or show", str, opt=False, nargs="?") = "run",
+           target: Param("show: the ci run's id", str, opt=False, nargs="?") = None,
+           config: Param("the model project's CI config; its folder is the project", str) = "mlw-ci.yaml",
+           stages: Param("run: only these stages, comma-separated (unit, notebooks, data, model, integration)", str) = None,
+           junit: Param("run: where the JUnit XML goes (default: the workspace's ci/RUN/junit.xml)", str) = None,
+           summary: Param("run: where the Markdown summary goes, its HTML beside it (default: ci/RUN/summary.md)", str) = None,
+           no_notify: Param("run: do not notify the alert sinks of a failing stage", store_true) = False,
+           force: Param("init: overwrite templates that exist", store_true) = False,
+           project: Param("history: only this project's runs", str) = None,
+           limit: Param("history: the newest this many", int) = 20,
+           who: Param("who runs it, for the record and the audit log (default: the OS user)", str) = None,
+           workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
+    "Run a model project's checks as stages (exit 0 passed, 1 failed, 2 bad config, 3 infrastructure), write CI templates, see past runs."
+    if action not in _CI_ACTIONS: raise InvalidInput(f"`mlw ci {action}` is unknown; actions: {', '.join(_CI_ACTIONS)}")
+    args = dict(target=target, config=config, stages=stages, junit=junit, summary=summary, no_notify=no_notify, force=force,
+                project=project, limit=limit, who=who, workspace=workspace)
+    for opt, acts in (("stages", ("run",)), ("junit", ("run",)), ("summary", ("run",)), ("no_notify", ("run",)), ("force", ("init",)), ("project", ("history",))):
+        if args[opt] and action not in acts: raise InvalidInput(f"--{opt.replace('_', '-')} is for `mlw ci {' / '.join(acts)}`")
+    return _CI_ACTIONS[action](args)
+
 # %% ../nbs/90_cli.ipynb #ba7bedd3
 @call_parse
 def mlw_serve(models: Param("models to serve: name@alias or name/version (or endpoint=name@alias), e.g. credit_default@production", str, opt=False, nargs="*") = None,
@@ -816,7 +892,7 @@ def mlw_demo(path: Param("workspace folder for the demo (default: $MLW_HOME or .
 
 # %% ../nbs/90_cli.ipynb #f455e1af
 VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_status, "ingest": mlw_ingest, "validate": mlw_validate,
-         "datasets": mlw_datasets, "features": mlw_features, "models": mlw_models, "deploy": mlw_deploy, "monitor": mlw_monitor, "serve": mlw_serve, "predict": mlw_predict, "keys": mlw_keys,
+         "datasets": mlw_datasets, "features": mlw_features, "models": mlw_models, "deploy": mlw_deploy, "monitor": mlw_monitor, "ci": mlw_ci, "serve": mlw_serve, "predict": mlw_predict, "keys": mlw_keys,
          "audit": mlw_audit, "secrets": mlw_secrets, "dashboards": mlw_dashboards, "lab": mlw_lab,
          "mlflow-ui": mlw_mlflow_ui, "demo": mlw_demo}
 
@@ -862,6 +938,12 @@ VERB_ACTIONS = {  # verb -> action -> (usage after `mlw VERB`, what it does, its
                             ["model", "retrainings", "limit", *_W]),
                 "approve": ("approve ID", "Approve a retraining waiting for approval.", _WHO),
                 "decline": ("decline ID --reason WHY", "Decline a retraining waiting for approval.", ["reason", *_WHO])},
+    "ci": {"run": ("[run] [--config mlw-ci.yaml] [--stages a,b] [--junit PATH] [--summary PATH]",
+                   "Run the model project's checks as stages, stopping at the first failing one; exit 0 passed, 1 failed, 2 bad config, 3 infrastructure.",
+                   ["config", "stages", "junit", "summary", "no_notify", *_WHO]),
+           "init": ("init [--config mlw-ci.yaml] [--force]", "Write a GitHub Actions workflow and a GitLab CI file calling `mlw ci` beside the config.", ["config", "force"]),
+           "history": ("history [--project NAME] [--limit N]", "List ci runs, newest first.", ["project", "limit", *_W]),
+           "show": ("show ID", "Show one ci run: its stages, their counts and failing cases, and its reports.", _W)},
 }
 CLOSED_PIPE = 128 + 13  # the status a shell shows for a program that SIGPIPE ended: `mlw ... | head` stopped reading
 

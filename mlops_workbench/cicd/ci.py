@@ -110,7 +110,7 @@ def _one_line(e: Exception) -> str:
     "An error message on one line."
     return " ".join(str(e).replace(":\n  - ", ": ").replace("\n  - ", "; ").split())
 
-# %% ../../nbs/cicd/90_ci.ipynb #ci000937a1
+# %% ../../nbs/cicd/90_ci.ipynb #ci0009484e
 def load_ci_config(source: str | Path | dict,  # the config file (mlw-ci.yaml), or its contents as a dict
                    root: str | Path | None = None,  # the project's folder for a dict (default: the file's folder)
                   ) -> CIConfig:
@@ -122,7 +122,8 @@ def load_ci_config(source: str | Path | dict,  # the config file (mlw-ci.yaml), 
         if p.is_dir(): p = p/"mlw-ci.yaml"
         if not p.exists(): raise NotFound(f"ci config {str(p)!r} does not exist; write one (see `mlw ci init`) or pass --config PATH")
         if p.suffix not in (".yaml", ".yml"): raise InvalidInput(f"ci config {str(p)!r} is not a .yaml or .yml file")
-        d, base = read_yaml(p, "ci config")
+        try: d, base = read_yaml(p, "ci config")
+        except InvalidInput as e: raise InvalidInput(str(e).replace(repr(str(p)[:80]), repr(str(p)))) from None  # the whole path, not its first 80 characters
         path = str(p.resolve())
     base = Path(root).resolve() if root else Path(base).resolve()
     where = f"ci config {path!r}" if path else "ci config"
