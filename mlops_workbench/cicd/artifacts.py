@@ -63,9 +63,12 @@ def _feature_defs(ws: Workspace, sm, tags: dict) -> dict:
     rec = get_training_set(ws, out["training_set"])
     out["features"] = list(rec["features"])
     if sm.service: out["key_types"], out["request"] = dict(sm.service.key_types), dict(sm.service.request)
-    for name, b in sorted(rec["views"].items()):
-        v = get_view(ws, name, b.get("version"))
+    names = set(rec["views"]) | {r.split(":", 1)[0] for r in rec["features"]}  # batch views with their versions; on-demand views by the refs
+    while names - set(out["views"]):
+        name = min(names - set(out["views"]))
+        v = get_view(ws, name, (rec["views"].get(name) or {}).get("version"))
         out["views"][name] = {"version": v.version, "kind": v.kind, "definition": v.spec()}
+        names |= set(getattr(v, "sources", None) or [])
         if getattr(v, "entity", None) and v.entity not in out["entities"]:
             e = get_entity(ws, v.entity)
             out["entities"][v.entity] = {"version": e.version, "definition": e.spec()}
@@ -85,8 +88,8 @@ def _model_json(sm, mv, tags: dict) -> dict:
             "lineage": {k.removeprefix("mlw."): tags[k] for k in _LINEAGE if tags.get(k)}, "built_with": {"mlops-workbench": __version__}}
 
 def _intended_use(sm, text: str | None) -> str:
-    what = {"binary": f"the probability that `{sm.target}` is {sm.classes[-1]!r}", "multiclass": f"the class of `{sm.target}`",
-            "regression": f"the value of `{sm.target}`"}[sm.task]
+    what = (f"the value of `{sm.target}`" if sm.task == "regression" else f"the class of `{sm.target}`" if sm.task == "multiclass"
+            else f"the probability that `{sm.target}` is {sm.classes[-1]!r}")
     keyed = (f" Rows may instead name an entity by {', '.join(f'`{k}`' for k in sm.entity_keys)} and have its features read from the online "
              "store, where the gateway runs next to one (a workspace); a bundle served on its own scores rows that carry every input.") if sm.entity_keys else ""
     return ("\n## Intended use\n\n" + (text.strip() + "\n\n" if text else "") +
@@ -246,7 +249,9 @@ class Artifacts:
     python: str
     built_at: str = ""  # ISO time, UTC
     built_by: str = ""
-    def path(self, rel: str = "") -> Path: return Path(self.out_dir) / rel
+    def path(self, *parts) -> Path:
+        "A path in the build, e.g. a.path('k8s', 'deployment.yaml')."
+        return Path(self.out_dir).joinpath(*parts)
     @property
     def bundle_dir(self) -> Path: return self.path(BUNDLE_DIR)
     @property
