@@ -143,7 +143,10 @@ def test_the_github_workflow_runs_the_sample_project_through_every_stage(world, 
 
 def test_a_failing_unit_test_stops_the_run_and_the_rest_are_skipped(world, project):
     (project / "checks/check_broken.py").write_text("def test_rounding():\n    assert round(2.675, 2) == 2.68, 'binary floats'\n")
-    run = run_ci(world, project / "mlw-ci.yaml", who="test", notify=False)
+    p = _mlw("ci", "run", "--who", "test", "--no_notify", ws=world, cwd=project)  # as a CI system calls it
+    assert p.returncode == 1, p.stderr
+    run = list_ci_runs(world, limit=1)[0]
+    assert f"ci run {run.id} of job-duration: failed (exit code 1)" in p.stdout and "FAILED test_rounding" in p.stdout
     assert (run.outcome, run.exit_code) == ("failed", 1)
     assert [(s.stage, s.outcome) for s in run.stages] == [("unit", "failed"), ("notebooks", "skipped"), ("data", "skipped"),
                                                           ("model", "skipped"), ("integration", "skipped")]

@@ -219,7 +219,7 @@ def _stage_result(stage: str, position: int, cases: list, started, message: str 
         message = f"{len(bad)} of {len(cases)} case(s) failed: " + "; ".join(f"{c.name}: {c.message}" for c in bad[:3])[:800]
     return CIStage(stage, position, outcome, started, utcnow(), len(cases), f, e, {"message": message, "cases": [c.to_dict() for c in cases], **extra})
 
-# %% ../../nbs/cicd/90_ci.ipynb #ci0018bcad
+# %% ../../nbs/cicd/90_ci.ipynb #ci0018b6bd
 def _junit_cases(path: Path, classname_prefix: str) -> list[CICase]:
     "The test cases of a JUnit XML file (pytest's), as CICases."
     if not path.exists(): return []
@@ -248,7 +248,7 @@ def _run_unit(ws: Workspace, cfg: CIConfig, s: dict, position: int, folder: Path
         cases.append(CICase("pytest", "unit", "failed", f"pytest exited with {r.returncode}", tail))
     if r.returncode not in (0, 1, 2, 5):
         return _stage_result("unit", position, cases, t0, f"pytest itself failed (exit code {r.returncode}): {tail[-300:]}", error=True, exit_code=r.returncode)
-    return _stage_result("unit", position, cases, t0, exit_code=r.returncode)
+    return _stage_result("unit", position, cases, t0, exit_code=r.returncode, log=str(folder/"unit-pytest.log"))
 
 # %% ../../nbs/cicd/90_ci.ipynb #ci0021da8b
 _NOTEBOOK_FAULTS = {"KernelDied", "StepTimeout"}
