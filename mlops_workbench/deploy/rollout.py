@@ -4,13 +4,15 @@
 
 # %% ../../nbs/deploy/30b_rollout.ipynb #rb000002
 from __future__ import annotations
-import datetime as dt, math, time
+import datetime as dt, logging, math, time
 from dataclasses import dataclass, asdict, fields
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.metadata import utcnow
 from ..security.rbac import Principal
 from . import deployments as dep
+from ..observability.traces import span, set_span_error
+from ..observability.workbench import workbench_tracing
 
 # %% auto #0
 __all__ = ['PREDICT_ROUTE', 'parse_metrics', 'scrape', 'quantile_ms', 'figures', 'RolloutPolicy', 'analyse', 'distribution',
@@ -221,6 +223,9 @@ def stage_and_check(ws: Workspace, d: dep.Deployment, who: str | Principal) -> t
         return (True, "") if perf.passed else (False, "performance check failed: " + "; ".join(perf.reasons))
 
 # %% ../../nbs/deploy/30b_rollout.ipynb #rb000023
+_log = logging.getLogger(__name__)  # rollout events with deployment_id, to wherever the process's logging is configured
+_log.addHandler(logging.NullHandler())
+
 class _Run:
     "One rollout in progress: the deployment, who acts, the production gateway and its key, the policy."
     def __init__(self, ws, d, who, url, key, policy):
@@ -228,10 +233,20 @@ class _Run:
         self.slo = dep.get_environment(ws, d.environment).slo
     def traffic(self, primary, candidate=None, share=0.0, mode="split") -> float:
         d = self.d
-        dep.set_traffic(self.ws, d.environment, d.endpoint, primary, candidate, share, mode, model=d.model, who=self.who, deployment_id=d.id)
-        return wait_serving(self.url, self.key, d.endpoint, primary, candidate, share, mode, self.policy.apply_timeout_s)
+        with span("deployment.traffic", deployment_id=d.id, primary=primary, candidate=candidate, share=share, mode=mode):
+            dep.set_traffic(self.ws, d.environment, d.endpoint, primary, candidate, share, mode, model=d.model, who=self.who, deployment_id=d.id)
+            _log.info("traffic set", extra={"deployment_id": d.id, "primary": primary, "candidate": candidate, "share": share, "mode": mode})
+            return wait_serving(self.url, self.key, d.endpoint, primary, candidate, share, mode, self.policy.apply_timeout_s)
     def watch(self, primary, candidate, seconds) -> dict:
         "Analyse canary vs primary every poll_s for `seconds` (longer until judged, up to max_step_s); stop at the first failing judged look."
+        with span("deployment.analysis", deployment_id=self.d.id, primary=primary, candidate=candidate, seconds=seconds) as s:
+            a = self._watch(primary, candidate, seconds)
+            s.set_attribute("passed", bool(a.get("passed")))
+            if not a.get("passed"): set_span_error(s, "; ".join(a.get("reasons") or [])[:500] or "analysis failed")
+            _log.log(logging.INFO if a.get("passed") else logging.WARNING, "canary analysis " + ("passed" if a.get("passed") else "failed"),
+                     extra={"deployment_id": self.d.id, "primary": primary, "candidate": candidate, "reasons": a.get("reasons")})
+            return a
+    def _watch(self, primary, candidate, seconds) -> dict:
         p, t0, since, before = self.policy, time.monotonic(), utcnow(), scrape(self.url)
         looks, longest = 0, max(seconds, p.max_step_s if p.max_step_s is not None else 5 * seconds)
         while True:
@@ -250,6 +265,10 @@ class _Run:
         except Exception as e: a["distribution"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
         return a
     def back(self, why: str) -> dep.Deployment:
+        with span("deployment.rollback", deployment_id=self.d.id, reason=why[:500]):
+            _log.warning("rolling back", extra={"deployment_id": self.d.id, "environment": self.d.environment, "reason": why})
+            return self._back(why)
+    def _back(self, why: str) -> dep.Deployment:
         t0 = time.monotonic()
         d = dep.rollback(self.ws, self.d.environment, who=self.who, reason=why, endpoint=self.d.endpoint)
         t = dep.get_traffic(self.ws, d.environment, d.endpoint)
@@ -259,6 +278,8 @@ class _Run:
         self.rollback_s = round(time.monotonic() - t0, 3)
         return d
     def finish(self, why: str | None = None) -> dep.Deployment:
+        with span("deployment.finish", deployment_id=self.d.id): return self._finish(why)
+    def _finish(self, why: str | None = None) -> dep.Deployment:
         d = dep.finish_deployment(self.ws, self.d.id, who=self.who, reason=why)
         if self.url is not None:
             try: wait_serving(self.url, self.key, d.endpoint, d.version, timeout_s=self.policy.apply_timeout_s)
@@ -328,6 +349,15 @@ def run_deployment(ws: Workspace, deployment_id: int,
                    checks: bool = True,  # stage and check first (False: straight to the rollout, recorded as skipped)
                   ) -> dep.Deployment:
     "Run pending deployment `deployment_id` to its end: stage, check, roll out by its strategy; the finished Deployment."
+    with workbench_tracing(ws, "mlw-deploy"), span("deployment.run", deployment_id=deployment_id) as s:  # a trace per deployment
+        d = _run_deployment(ws, deployment_id, url, who, checks)
+        s.set_attributes({"model": d.model, "version": d.version, "environment": d.environment, "strategy": d.strategy, "state": d.state})
+        if d.state != "succeeded": set_span_error(s, f"{d.state}: {(d.reason or '')[:500]}")
+        _log.log(logging.INFO if d.state == "succeeded" else logging.WARNING, f"deployment {d.state}",
+                 extra={"deployment_id": d.id, "model": d.model, "version": d.version, "environment": d.environment, "reason": d.reason})
+    return d
+
+def _run_deployment(ws, deployment_id, url, who, checks) -> dep.Deployment:
     d = dep.get_deployment(ws, deployment_id)
     if d.state != "pending": raise Conflict(f"deployment {d.id} is {d.state}; only a pending deployment can be run (start another with start_deployment)")
     policy = RolloutPolicy.from_params(d.params)
@@ -335,7 +365,10 @@ def run_deployment(ws: Workspace, deployment_id: int,
     try:
         d = dep.transition_deployment(ws, d.id, "staging", who=who, reason="starting a staging gateway" if checks else "checks skipped")
         if checks:
-            ok, why = stage_and_check(ws, d, who)
+            with span("deployment.checks", deployment_id=d.id) as s:
+                ok, why = stage_and_check(ws, d, who)
+                s.set_attribute("passed", ok)
+                if not ok: set_span_error(s, why[:500])
             if not ok: return dep.fail_deployment(ws, d.id, why, who=who)
         else:
             dep.record_check(ws, d.id, "skipped", {"passed": True, "detail": "checks=False: deployed without staging checks"}, who=who)

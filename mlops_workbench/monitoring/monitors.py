@@ -4,7 +4,7 @@
 
 # %% ../../nbs/monitoring/72_monitors.ipynb #59b6849e
 from __future__ import annotations
-import datetime as dt, html, json, math, re
+import datetime as dt, html, json, logging, math, re
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import polars as pl
@@ -19,6 +19,8 @@ from ..security import audit
 from .. import alerts as _alerts
 from .drift import DRIFT_METHODS, DriftReport, column_drift, data_drift
 from . import performance as perf
+from ..observability.traces import span, set_span_error
+from ..observability.workbench import workbench_tracing
 
 # %% auto #0
 __all__ = ['MONITOR_KINDS', 'parse_window', 'LabelSource', 'RetrainPolicy', 'Monitor', 'define_monitor', 'get_monitor',
@@ -364,6 +366,9 @@ def _fire(ws, m: Monitor, run: MonitorRun, now: dt.datetime) -> list[int]:
     return fired
 
 # %% ../../nbs/monitoring/72_monitors.ipynb #bd7debfe
+_log = logging.getLogger(__name__)  # monitor runs with their status, to wherever the process's logging is configured
+_log.addHandler(logging.NullHandler())
+
 def run_monitor(ws: Workspace, name: str,
                 until: dt.datetime | None = None,  # the current window's end (default: now)
                 since: dt.datetime | None = None,  # its start (default: until - window)
@@ -373,6 +378,17 @@ def run_monitor(ws: Workspace, name: str,
                 alert: bool = True,  # fire and resolve alerts (False: only record)
                ) -> MonitorRun:
     "Run monitor `name` on its current window: statistics stored as one run and its results; alerts fired for what breached."
+    with workbench_tracing(ws, "mlw-monitors"), span("monitor.run", monitor=name, pipeline_run_id=pipeline_run_id) as s:
+        run = _run_monitor(ws, name, until, since, reference_since, reference_until, who, pipeline_run_id, alert)
+        s.set_attributes({k: v for k, v in {"model": run.model, "version": run.version, "status": run.status, "monitor_run": run.id,
+                                            "current_rows": run.current_rows, "alerts": len(run.alerts or [])}.items() if v is not None})
+        if run.status == "breached": set_span_error(s, "breached: " + ", ".join(run.breached))
+        _log.log(logging.WARNING if run.status == "breached" else logging.INFO, f"monitor run {run.status}",
+                 extra={"monitor": name, "model": run.model, "version": run.version, "monitor_run": run.id, "breached": run.breached,
+                        "alerts": run.alerts, "pipeline_run_id": pipeline_run_id})
+    return run
+
+def _run_monitor(ws, name, until, since, reference_since, reference_until, who, pipeline_run_id, alert) -> MonitorRun:
     m = get_monitor(ws, name)
     now = utcnow()
     until = until or now
