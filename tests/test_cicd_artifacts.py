@@ -356,7 +356,9 @@ def test_fresh_virtualenv_serves_the_bundle(world, tmp_path):
                    capture_output=True)
     (whl,) = wheels.glob("mlops_workbench-*.whl")
     timings["wheel"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     a = build_artifacts(world["ws"], MODELS["jobs"], tmp_path / "build", wheel=whl, who="ci")
+    timings["build_artifacts"] = time.perf_counter() - t0
     assert (a.path("wheels") / whl.name).is_file()
     t0 = time.perf_counter()
     venv = tmp_path / "venv"
@@ -386,5 +388,6 @@ def test_fresh_virtualenv_serves_the_bundle(world, tmp_path):
     finally: _stop(proc)
     lines = [f"{k}: {v:.1f} s" for k, v in timings.items()]
     OUTPUT.mkdir(exist_ok=True)
-    (OUTPUT / "fresh_venv_bundle_timings.txt").write_text("\n".join(lines + [f"rows compared: {n}"]) + "\n")
+    pins = [l for l in a.path("requirements.lock").read_text().splitlines() if "==" in l]
+    (OUTPUT / "fresh_venv_bundle_timings.txt").write_text("\n".join(lines + [f"rows compared: {n}", f"packages locked: {len(pins)}"]) + "\n")
     print("fresh venv:", "; ".join(lines))

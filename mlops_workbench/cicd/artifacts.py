@@ -337,7 +337,7 @@ def get_artifacts(ws: Workspace, ref: str) -> Artifacts:
                                f"(`mlw ci build {ref} --out DIR`)")
     return Artifacts.from_dict(json.loads(tag))
 
-# %% ../../nbs/cicd/91_artifacts.ipynb #d7329944
+# %% ../../nbs/cicd/91_artifacts.ipynb #13a0be9d
 def verify_bundle(bundle) -> dict:
     "The manifest of bundle folder `bundle`, after checking every file's sha256; BundleTampered names each file that differs."
     d = Path(bundle)
@@ -371,7 +371,7 @@ def open_bundle(bundle, into=None) -> Path:
     verify_bundle(p)
     return p
 
-# %% ../../nbs/cicd/91_artifacts.ipynb #59d40976
+# %% ../../nbs/cicd/91_artifacts.ipynb #ecdc7f3e
 @dataclass
 class BundleWorkspace:
     "A throwaway workspace serving one bundle: the workspace, the ref and endpoint to serve, and a key made for it (None when one was given)."
