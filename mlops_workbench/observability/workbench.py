@@ -25,6 +25,7 @@ __all__ = ['OBSERVABILITY_DEFAULTS', 'observability_settings', 'tracing_exporter
 # %% ../../nbs/observability/81c_workbench.ipynb #69ce2126
 OBSERVABILITY_DEFAULTS = {
     "tracing": "file",  # 'file': {workspace}/traces/<service>.jsonl; 'off'; an OTLP/HTTP URL; or 'file:///path/spans.jsonl'
+    "trace_sample_ratio": 1.0,  # share of new traces recorded (a busy gateway may want 0.01)
     "log_level": "INFO",  # the root logger's level
     "log_format": "json",  # json | text
     "log_file": "",  # '' : stderr; else a file, relative to the workspace (or '{workspace}/...'), appended to
@@ -38,6 +39,9 @@ def observability_settings(ws: Workspace) -> dict:
     if unknown: raise InvalidInput(f"workspace settings [observability]: unknown key(s) {', '.join(unknown)}; "
                                    f"known: {', '.join(OBSERVABILITY_DEFAULTS)}")
     s = {**OBSERVABILITY_DEFAULTS, **got}
+    r = s["trace_sample_ratio"]
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+        raise InvalidInput(f"workspace settings [observability] trace_sample_ratio {r!r} must be a number from 0 to 1 (1: every trace)")
     if s["log_format"] not in ("json", "text"):
         raise InvalidInput(f"workspace settings [observability] log_format {s['log_format']!r} is unknown; use 'json' or 'text'")
     return s
@@ -67,7 +71,7 @@ def workbench_tracing(ws: Workspace, service_name: str,  # `service.name` of the
     with _lock:
         if _users == 0 and not tracing_enabled():
             exp = tracing_exporter(ws, service_name, exporter)
-            if exp is not None: configure_tracing(service_name, exp); _owned = True
+            if exp is not None: configure_tracing(service_name, exp, observability_settings(ws)["trace_sample_ratio"]); _owned = True
         _users += 1
     try: yield tracing_enabled()
     finally:
