@@ -80,12 +80,19 @@ def test_a_pipeline_run_is_one_trace_with_a_span_per_step_and_json_logs(ws, tmp_
 def test_a_traceparent_reaches_the_step_and_tracing_off_writes_nothing(ws, tmp_path):
     d = tmp_path / "nbs"
     make_notebook(d / "env.ipynb", "", "import os\nfrom mlops_workbench.pipelines.runner import record_output",
-                  "record_output('traceparent', os.environ.get('TRACEPARENT', ''))")
+                  "record_output('traceparent', os.environ.get('TRACEPARENT', ''))",
+                  # work the step starts (a monitor run, say) traces itself through the one setup: in the run's trace
+                  "from mlops_workbench.core.workspace import Workspace\nfrom mlops_workbench.observability.traces import span\n"
+                  "from mlops_workbench.observability.workbench import workbench_tracing\n"
+                  "with workbench_tracing(Workspace.open(), 'mlw-monitors'):\n    with span('monitor.run', monitor='m'): pass")
     spec = PipelineSpec.from_dict({"name": "env", "steps": {"a": {"notebook": str(d / "env.ipynb")}}})
     run = run_pipeline(ws, spec, progress=False)
+    assert run.status == "succeeded", run.step("a").error
     root = next(json.loads(l) for l in (ws.root / "traces" / "mlw-pipelines.jsonl").read_text().splitlines() if '"pipeline.run"' in l)
     tp = run.step("a").outputs["traceparent"]  # 00-<trace id>-<the run span's id>-01
     assert tp.split("-")[1:3] == [root["context"]["trace_id"][2:], root["context"]["span_id"][2:]]
+    inner = [json.loads(l) for l in (ws.root / "traces" / "mlw-monitors.jsonl").read_text().splitlines()]
+    assert [(s["name"], s["context"]["trace_id"], s["parent_id"]) for s in inner] == [("monitor.run", root["context"]["trace_id"], root["context"]["span_id"])]
 
     ws.settings["observability"] = {"tracing": "off"}
     (ws.root / "traces" / "mlw-pipelines.jsonl").unlink()

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/observability/81c_workbench.ipynb #053bce25
 from __future__ import annotations
-import logging, threading, time, weakref
+import logging, os, threading, time, weakref
 from contextlib import contextmanager
 from datetime import timezone
 from pathlib import Path
@@ -19,7 +19,7 @@ from .traces import configure_tracing, shutdown_tracing, tracing_enabled
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['OBSERVABILITY_DEFAULTS', 'observability_settings', 'tracing_exporter', 'workbench_tracing',
+__all__ = ['OBSERVABILITY_DEFAULTS', 'TRACEPARENT_ENV', 'observability_settings', 'tracing_exporter', 'workbench_tracing',
            'configure_workbench_logging', 'WorkbenchCollector', 'workbench_registry', 'workbench_metrics_text']
 
 # %% ../../nbs/observability/81c_workbench.ipynb #69ce2126
@@ -63,18 +63,33 @@ def tracing_exporter(ws: Workspace, service_name: str,  # e.g. 'mlw-pipelines': 
 # %% ../../nbs/observability/81c_workbench.ipynb #5c5c5b8e
 _users, _owned, _lock = 0, False, threading.Lock()
 
+TRACEPARENT_ENV = "TRACEPARENT"  # OpenTelemetry's environment carrier: the pipeline runner sets it for each step's process
+
+def _join_parent():
+    "In a pipeline step's process, with no span open: make the run's span (from `TRACEPARENT`) the parent; the context token."
+    parent = os.environ.get(TRACEPARENT_ENV)  # set by the runner, not configuration: where this process sits in a trace
+    if not parent or not tracing_enabled(): return None
+    from opentelemetry import context, trace
+    if trace.get_current_span().get_span_context().is_valid: return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    return context.attach(TraceContextTextMapPropagator().extract({"traceparent": parent}))
+
 @contextmanager
 def workbench_tracing(ws: Workspace, service_name: str,  # `service.name` of the spans, e.g. 'mlw-pipelines'
                       exporter: str | None = None):  # an explicit exporter; None: the workspace's settings
-    "Tracing on for the `with` as the workspace says, unless this process already set it up; flushed at the end."
+    "Tracing on for the `with` as the workspace says, unless this process already set it up; flushed at the end; inside a pipeline step, in the run's trace."
     global _users, _owned
     with _lock:
         if _users == 0 and not tracing_enabled():
             exp = tracing_exporter(ws, service_name, exporter)
             if exp is not None: configure_tracing(service_name, exp, observability_settings(ws)["trace_sample_ratio"]); _owned = True
         _users += 1
+    token = _join_parent()
     try: yield tracing_enabled()
     finally:
+        if token is not None:
+            from opentelemetry import context
+            context.detach(token)
         with _lock:
             _users -= 1
             if _users == 0 and _owned: shutdown_tracing(); _owned = False
