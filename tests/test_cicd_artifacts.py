@@ -253,7 +253,7 @@ def test_bad_builds_are_refused_and_write_nothing(world):
     with pytest.raises(Conflict): build_artifacts(ws, "credit_default/1", tmp / "afile")
     # a version whose run has no booster (registered outside training.train)
     c = ws.backend("tracking").client
-    rid = c.create_run(c.create_experiment("outside"), tags={"mlw.task": "binary"}).info.run_id
+    rid = c.create_run(ws.backend("tracking").experiment_id("outside"), tags={"mlw.task": "binary"}).info.run_id
     c.log_text(rid, "not a model", "notes/readme.txt")
     c.create_registered_model("outsider")
     c.create_model_version("outsider", f"runs:/{rid}/notes", run_id=rid)
@@ -294,6 +294,7 @@ def _serve(python, bundle, port, key, cwd, log):
             "serve_bundle(sys.argv[1], port=int(sys.argv[2]), api_key=os.environ.get('MLW_API_KEY'), log_flush_s=0.2)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLW_", "VIRTUAL_ENV", "PYTHONPATH"))}
     env["MLW_API_KEY"] = key
+    env["TMPDIR"] = str(Path(log).with_suffix(".tmp")); os.makedirs(env["TMPDIR"])  # its throwaway workspace, removed when it stops
     with open(log, "w") as out:
         proc = subprocess.Popen([str(python), "-c", code, str(bundle), str(port)], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
@@ -342,6 +343,8 @@ def test_a_bundle_serves_over_http_as_the_version_scores_offline(world, kind, tm
     try: _check_http(world, kind, port, key)
     finally: _stop(proc)
     assert "Traceback" not in (tmp_path / "server.log").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar.gz", "server.log", "server.tmp"]  # nothing beside the bundle (no ./mlruns)
+    assert list((tmp_path / "server.tmp").iterdir()) == []  # the throwaway workspace went with the server
 
 
 @pytest.mark.timeout(1800)

@@ -390,7 +390,7 @@ def _log_run(ws: Workspace, d: Path, model: dict) -> str:
     schema = {f: getattr(pl, _PL_TYPES[t]) for f, t in model["types"].items()}
     ds = write_dataset(ws, "bundle_inputs", pl.DataFrame(schema=schema), source={"kind": "bundle", "location": f"{model['name']} v{model['version']}"})
     client = ws.backend("tracking").client
-    eid = client.create_experiment(f"{model['name']} bundle")
+    eid = ws.backend("tracking").experiment_id(f"{model['name']} bundle")  # its artifacts under the workspace's artifact root
     tags = {"mlw.kind": "training", "mlw.task": model["task"], "mlw.target": model["target"], "mlw.features": json.dumps(model["features"]),
             "mlw.dataset": f"bundle_inputs@{ds.version}", "mlw.bundle_of": f"{model['name']}/{model['version']} (run {model['run_id']})",
             **({"mlw.threshold": str(model["threshold"])} if model.get("threshold") is not None else {})}
@@ -458,4 +458,10 @@ def serve_bundle(bundle, host: str = "127.0.0.1", port: int = SERVE_PORT,
     from mlops_workbench.serving.gateway import GatewaySettings, serve
     bw = bundle_workspace(bundle, root, api_key)
     if bw.key is not None: print(f"API key for {bw.ref} (shown once): {bw.key.key}", file=sys.stderr, flush=True)
-    serve(bw.ws, GatewaySettings(models=[f"{bw.endpoint}={bw.ref}"], **settings), host=host, port=port, workers=workers, log_level=log_level)
+    import signal, threading
+    if threading.current_thread() is threading.main_thread():  # uvicorn re-raises the SIGTERM it drained on: leave through `finally`
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try: serve(bw.ws, GatewaySettings(models=[f"{bw.endpoint}={bw.ref}"], **settings), host=host, port=port, workers=workers, log_level=log_level)
+    finally:
+        bw.ws.close()
+        if root is None: shutil.rmtree(bw.ws.root.parent, ignore_errors=True)  # a temporary workspace goes with the server; give `root` to keep its logs
