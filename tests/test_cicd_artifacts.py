@@ -6,7 +6,8 @@ on-demand view, a boolean input; registered twice so the bundle of v2 must keep 
 (tests/toy.py: regression, no id column, text site codes with nulls, dates as strings, a text categorical). Both:
 two builds are byte-identical; the Dockerfile parses and every COPY source is in the context; the Deployment and
 Service pass Kubernetes' OpenAPI schemas in strict mode (kubernetes-validate) and load into the kubernetes client's
-models; the KServe InferenceService's containers pass the Container schema and the rest a structural check; the build
+models; the KServe InferenceService fits KServe v1beta1's shapes field by field (from the `kserve` SDK wheel's generated
+models, read with `ast`: needs PyPI or pip's cache) with its Kubernetes parts against Kubernetes' schemas; the build
 is recorded on the model version and in the audit log; a served bundle scores rows with their features exactly as
 the original version does offline (1e-9).
 
@@ -49,6 +50,7 @@ UTC = dt.timezone.utc
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"
 K8S_VERSION = "1.37.0"
+KSERVE_VERSION = "0.21.0"
 warnings.filterwarnings("ignore", category=UserWarning)
 MODELS = {"credit": "credit_default/2", "jobs": "job_duration/1"}
 
@@ -192,36 +194,85 @@ def test_deployment_and_service_pass_the_kubernetes_schemas(world, kind):
     assert c.image == f"{ {'credit': 'credit-default', 'jobs': 'job-duration'}[kind] }:v{a.version}".replace(" ", "")
 
 
-def _container_validator():
-    "Kubernetes' Container schema (kubernetes-validate's local, strict copy) with its $refs resolved from the same folder."
+def _k8s_validator(name: str):
+    "Kubernetes' schema of type `name` (e.g. 'container-v1'), kubernetes-validate's local strict copy, $refs resolved from its folder."
     import jsonschema, kubernetes_validate
     from referencing import Registry, Resource
-    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{K8S_VERSION}-local-strict"
     from referencing.jsonschema import DRAFT202012
+    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{K8S_VERSION}-local-strict"
     def retrieve(uri): return Resource(json.loads((folder / uri.rsplit("/", 1)[-1]).read_text()), DRAFT202012)
-    schema = json.loads((folder / "container-v1.json").read_text())
-    return jsonschema.Draft202012Validator(schema, registry=Registry(retrieve=retrieve))
+    return jsonschema.Draft202012Validator(json.loads((folder / f"{name}.json").read_text()), registry=Registry(retrieve=retrieve))
+
+
+@pytest.fixture(scope="module")
+def kserve_shapes(tmp_path_factory):
+    """The KServe CRD's shapes, as the `kserve` SDK's generated models state them (`openapi_types`, `attribute_map`).
+
+    The SDK cannot be installed beside the workbench (it pins psutil<6 and pulls its model server, gRPC and FastAPI), so
+    its wheel is fetched with `pip download --no-deps` (pip's cache: offline after the first run) and its model files
+    are read with `ast`, never imported."""
+    import ast, zipfile
+    d = tmp_path_factory.mktemp("kserve")
+    p = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(d), f"kserve=={KSERVE_VERSION}"], capture_output=True, text=True)
+    assert p.returncode == 0, f"the KServe SDK wheel could not be fetched (needs PyPI or pip's cache): {p.stderr[-2000:]}"
+    (whl,) = d.glob("kserve-*.whl")
+    shapes = {}
+    with zipfile.ZipFile(whl) as z:
+        for n in z.namelist():
+            if not (n.startswith("kserve/models/v1") and n.endswith(".py")): continue
+            for cls in ast.parse(z.read(n)).body:
+                if not isinstance(cls, ast.ClassDef): continue
+                maps = {t.targets[0].id: ast.literal_eval(t.value) for t in cls.body
+                        if isinstance(t, ast.Assign) and isinstance(t.targets[0], ast.Name) and t.targets[0].id in ("openapi_types", "attribute_map")}
+                if len(maps) == 2: shapes[cls.name] = {maps["attribute_map"][k]: t for k, t in maps["openapi_types"].items()}
+    assert "V1beta1InferenceService" in shapes and "V1beta1PredictorSpec" in shapes, sorted(shapes)[:20]
+    return shapes
+
+
+def _kserve_errors(value, typ: str, shapes: dict, path: str = "") -> list[str]:
+    "Where `value` does not fit KServe type `typ`: unknown fields, wrong types; Kubernetes types by Kubernetes' schemas."
+    if typ.startswith("list["):
+        if not isinstance(value, list): return [f"{path}: expected a list"]
+        return [e for i, v in enumerate(value) for e in _kserve_errors(v, typ[5:-1], shapes, f"{path}[{i}]")]
+    if typ.startswith("dict("):
+        if not isinstance(value, dict): return [f"{path}: expected a map"]
+        inner = typ[5:-1].split(",", 1)[1].strip()
+        return [e for k, v in value.items() for e in _kserve_errors(v, inner, shapes, f"{path}.{k}")]
+    simple = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object}
+    if typ in simple:
+        ok = isinstance(value, simple[typ]) and not (typ in ("int", "float") and isinstance(value, bool))
+        return [] if ok else [f"{path}: expected {typ}, got {type(value).__name__}"]
+    if typ in shapes:
+        if not isinstance(value, dict): return [f"{path}: expected an object ({typ})"]
+        fields = shapes[typ]
+        out = [f"{path}.{k}: not a field of {typ}" for k in value if k not in fields]
+        return out + [e for k, v in value.items() if k in fields for e in _kserve_errors(v, fields[k], shapes, f"{path}.{k}")]
+    if typ.startswith("V1"):  # a Kubernetes core type
+        name = typ[2:].lower()
+        for f in (f"{name}-v1", f"{name}-meta-v1"):
+            try: v = _k8s_validator(f)
+            except FileNotFoundError: continue
+            return [f"{path}: {e.message}" for e in v.iter_errors(value)]
+    return [f"{path}: type {typ} is unknown to this check"]
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_the_inferenceservice_fits_kserve(world, kind):
-    """No KServe CRD schema installs from PyPI without the KServe server (the `kserve` SDK pulls its model server in): the
-    predictor's containers are checked against Kubernetes' Container schema, the rest structurally against the v1beta1 shape."""
+def test_the_inferenceservice_fits_the_kserve_crd(world, kind, kserve_shapes):
+    """The InferenceService against KServe v1beta1's shapes (from the SDK's generated models): every field known, every
+    type right, and the Kubernetes parts (metadata, containers, volumes) against Kubernetes' own schemas, strict."""
     a = world["built"][kind]
     (isvc,) = _docs(a, "inferenceservice.yaml")
     assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
-    assert set(isvc) == {"apiVersion", "kind", "metadata", "spec"} and set(isvc["spec"]) == {"predictor"}
+    assert _kserve_errors(isvc, "V1beta1InferenceService", kserve_shapes) == []
     pred = isvc["spec"]["predictor"]
-    assert set(pred) <= {"minReplicas", "maxReplicas", "containers", "volumes", "serviceAccountName", "scaleTarget", "scaleMetric"}
-    assert 1 <= pred["minReplicas"] <= pred["maxReplicas"]
-    v = _container_validator()
-    for c in pred["containers"]:
-        errors = sorted(str(e.message) for e in v.iter_errors(c))
-        assert not errors, errors
-    assert pred["containers"][0]["name"] == "kserve-container"
+    assert 1 <= pred["minReplicas"] <= pred["maxReplicas"] and pred["containers"][0]["name"] == "kserve-container"
     assert [m["name"] for m in pred["containers"][0]["volumeMounts"]] == [vol["name"] for vol in pred["volumes"]]
-    bad = dict(pred["containers"][0], imagePullPolicey="Always")
-    assert list(v.iter_errors(bad))
+    bad = json.loads(json.dumps(isvc))
+    bad["spec"]["predictor"]["minReplica"] = 1  # misspelt
+    bad["spec"]["predictor"]["containers"][0]["imagePullPolicey"] = "Always"
+    bad["spec"]["predictor"]["maxReplicas"] = "3"
+    errs = _kserve_errors(bad, "V1beta1InferenceService", kserve_shapes)
+    assert any("minReplica: not a field" in e for e in errs) and any("imagePullPolicey" in e for e in errs) and any("maxReplicas: expected int" in e for e in errs), errs
 
 
 # ---------------------------------------------------------------- recorded with the version
