@@ -16,6 +16,7 @@ Endpoints (the discovery document lists the standard ones):
 - `GET  /userinfo`                           the claims of the user behind a bearer access token.
 - `POST /test/mint`                          test only: sign any claims, with a chosen `kid`, `alg` and extra headers.
 - `POST /test/rotate`                        test only: add a new RSA key with a new `kid` and sign with it from now on.
+- `POST /test/sign_in_as`                    test only: the user the authorize endpoint logs in from now on.
 - `GET  /test/stats`                         test only: how often the JWKS and discovery were fetched.
 
 `/test/mint` algorithms: `RS256` (the current RSA key, or the key `kid` names), `ES256` (the EC key), `none` (no
@@ -222,6 +223,13 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, {"token": token})
         if path == "/test/rotate":
             return self._send(200, {"kid": iss.rotate()})
+        if path == "/test/sign_in_as":  # who the authorize endpoint logs in from now on, as a person choosing an account there
+            user = json.loads(self._body() or b"{}").get("user")
+            if user not in iss.config["users"]:
+                return self._send(400, {"error": f"unknown user {user!r}"})
+            with iss.lock:
+                iss.config["default_user"] = user
+            return self._send(200, {"user": user})
         if path == "/token":
             iss.stats["token"] += 1
             form = self._form()
@@ -281,6 +289,10 @@ class IssuerHandle:
     def rotate(self) -> str:
         "Add a new signing key; the issuer signs with it from now on. Returns its kid."
         return self._post("/test/rotate")["kid"]
+
+    def sign_in_as(self, user: str) -> None:
+        "Make the authorize endpoint log in `user` (one of the config's `users`) when a request names none (`login_hint`)."
+        self._post("/test/sign_in_as", {"user": user})
 
     def token(self, client_id: str, client_secret: str, scope: str | None = None) -> str:
         "An access token from the token endpoint's client_credentials grant."

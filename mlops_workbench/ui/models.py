@@ -580,7 +580,8 @@ def _alias_cell(text: str) -> str:
     "'candidate v1, staging v1' or 'candidate, staging' as badges."
     return " ".join(badge(p.split(" ")[0]) + ("&nbsp;" + _e(p.split(" ")[1]) if " " in p else "") for p in text.split(", ") if p)
 
-_TABLE_CSS = [".tabulator {font-size: 13px !important} .tabulator-cell, .tabulator-col-content {padding: 4px 7px !important}"]
+_TABLE_CSS = [".tabulator {font-size: 13px !important} .tabulator-cell, .tabulator-col-content {padding: 4px 7px !important}",
+              ".tabulator-cell {white-space: normal !important; text-overflow: clip !important}"]  # badges added after the widths were set wrap, never clip
 
 def _figures_grid(pn, plots: dict | None, note: str, ncols: int = 2):
     "A version's charts (`model_plot_data`) as Bokeh panes, two a row; the learning curves the whole width; `note` when there are none."
