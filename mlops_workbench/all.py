@@ -19,6 +19,7 @@ from .core.progress import *
 from .observability.metrics import *
 from .observability.logs import *
 from .observability.traces import *
+from .observability.workbench import *
 from .security.rbac import *
 from .security.keys import *
 from .security.audit import *
@@ -60,6 +61,7 @@ from .monitoring.performance import *
 from .monitoring.monitors import *
 from .monitoring.retraining import *
 from .pipelines.runner import *
+from .cicd.ci import *
 
 _MODULES = ['core.errors',
             'core.backends',
@@ -73,6 +75,7 @@ _MODULES = ['core.errors',
             'observability.metrics',
             'observability.logs',
             'observability.traces',
+            'observability.workbench',
             'security.rbac',
             'security.keys',
             'security.audit',
@@ -113,7 +116,8 @@ _MODULES = ['core.errors',
             'monitoring.performance',
             'monitoring.monitors',
             'monitoring.retraining',
-            'pipelines.runner']
+            'pipelines.runner',
+            'cicd.ci']
 
 # %% ../nbs/99_all.ipynb #f1adb596
 __all__ = [name for m in _MODULES for name in importlib.import_module(f'mlops_workbench.{m}').__all__]

@@ -20,6 +20,14 @@ __all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'VERB_ACTIONS', 'CLOSED_PI
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
 
+def _open_observed(workspace) -> Workspace:
+    "The workspace, with this process's logs set up as its `[observability]` settings say (without that table the terminal stays as it is)."
+    ws = _open(workspace)
+    if ws.settings.get("observability"):
+        from mlops_workbench.observability.workbench import configure_workbench_logging
+        configure_workbench_logging(ws)
+    return ws
+
 @call_parse
 def mlw_init(path: Param("workspace folder (default: $MLW_HOME or ./workspace)", str, opt=False, nargs="?") = None,
              metadata: Param("metadata backend URI, e.g. postgresql://user@host:5432/db", str) = None):
@@ -81,7 +89,7 @@ def mlw_run(name: Param("pipeline name or spec .yaml path", str, opt=False, narg
     from mlops_workbench.pipelines.runner import run_pipeline
     if not name and not resume: raise InvalidInput("name a pipeline to run (e.g. `mlw run demo`) or pass --resume RUN_ID")
     if name and resume: raise InvalidInput("give either a pipeline name or --resume RUN_ID, not both")
-    ws = _open(workspace)
+    ws = _open_observed(workspace)
     run = run_pipeline(ws, name, dict(param or []), max_parallel=parallel, resume=resume and _run_id(ws, resume), progress=not quiet)
     print(f"run {run.id}: {run.status} in {_fmt_s(run.duration_s)}; executed notebooks in {run.folder}")
     run.raise_for_status()
@@ -96,7 +104,7 @@ def mlw_runs(action: Param("list, or show", str, choices=["list", "show"], opt=F
     "List recent pipeline runs, or show one run's steps."
     from mlops_workbench.pipelines.runner import list_runs, get_run, _error_line
     from mlops_workbench.core.progress import progress_text
-    ws = _open(workspace)
+    ws = _open_observed(workspace)
     if action == "show":
         if not run_id: raise InvalidInput("`mlw runs show` needs a RUN_ID; list them with `mlw runs`")
         r = get_run(ws, _run_id(ws, run_id))
@@ -526,7 +534,7 @@ def mlw_deploy(target: Param("MODEL@alias or MODEL/version to deploy; or status,
     if reason is not None and action != "rollback": raise InvalidInput("--reason is for `mlw deploy rollback`")
     if action != "deploy" and (strategy != "direct" or endpoint or gateway or steps or step_s or warm_s or window_s or promote or record_only):
         raise InvalidInput("--strategy, --endpoint, --gateway, --steps, --step_s, --warm_s, --window_s, --promote and --record_only are for `mlw deploy MODEL@alias`")
-    ws = _open(workspace)
+    ws = _open_observed(workspace)
     if action == "deploy":
         from mlops_workbench.deploy.rollout import RolloutPolicy, run_deployment
         params = {k: v for k, v in dict(step_s=step_s, warm_s=warm_s, window_s=window_s, promote=promote or None).items() if v is not None}
@@ -600,7 +608,7 @@ def mlw_monitor(action: Param("status, define, run, history, approve or decline"
         try: v = dt.datetime.fromisoformat(t)
         except ValueError: raise InvalidInput(f"--{what} {t!r} is not an ISO time, e.g. 2026-03-01T09:00:00+00:00") from None
         return v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)
-    ws = _open(workspace)
+    ws = _open_observed(workspace)
     if action == "define":
         m = mon.define_monitor(ws, target, who=who)
         print(f"monitor {m.name}: {m.model} in {m.environment}, window {m.window}, reference {m.reference}"
@@ -759,17 +767,29 @@ def _ci_action_show(a):
     _ci_show(r)
     return r
 
-_CI_ACTIONS = {"run": _ci_action_run, "init": _ci_action_init, "history": _ci_action_history, "show": _ci_action_show}  # action -> fn(args dict)
+def _ci_action_build(a):
+    from mlops_workbench.cicd.artifacts import build_artifacts
+    if not a["target"]: raise InvalidInput("`mlw ci build` needs a model version, e.g. `mlw ci build credit_default@candidate --out build/`")
+    if not a["out"]: raise InvalidInput("`mlw ci build` needs --out DIR: a new (or empty) folder for the build context")
+    art = build_artifacts(_open(a["workspace"]), a["target"], a["out"], image=a["image"], wheel=a["wheel"], who=a["who"])
+    print(f"{art.model} v{art.version}: built into {art.out_dir} (bundle sha256 {art.bundle_sha256})")
+    for f, h in art.files.items(): print(f"  {h[:12]}  {f}")
+    return art
+
+_CI_ACTIONS = {"run": _ci_action_run, "init": _ci_action_init, "history": _ci_action_history, "show": _ci_action_show, "build": _ci_action_build}  # action -> fn(args dict)
 
 @call_parse
-def mlw_ci(action: Param("run, init, history or show", str, opt=False, nargs="?") = "run",
-           target: Param("show: the ci run's id", str, opt=False, nargs="?") = None,
+def mlw_ci(action: Param("run, init, history, show or build", str, opt=False, nargs="?") = "run",
+           target: Param("show: the ci run's id; build: the model version (MODEL@alias or MODEL/version)", str, opt=False, nargs="?") = None,
            config: Param("the model project's CI config; its folder is the project", str) = "mlw-ci.yaml",
            stages: Param("run: only these stages, comma-separated (unit, notebooks, data, model, integration)", str) = None,
            junit: Param("run: where the JUnit XML goes (default: the workspace's ci/RUN/junit.xml)", str) = None,
            summary: Param("run: where the Markdown summary goes, its HTML beside it (default: ci/RUN/summary.md)", str) = None,
            no_notify: Param("run: do not notify the alert sinks of a failing stage", store_true) = False,
            force: Param("init: overwrite templates that exist", store_true) = False,
+           out: Param("build: a new (or empty) folder for the bundle, lock, Dockerfile and Kubernetes manifests", str) = None,
+           image: Param("build: the container image the manifests run (default: mlw-MODEL:vN)", str) = None,
+           wheel: Param("build: a wheel of mlops-workbench to put in the build context (default: the lock installs it from the index)", str) = None,
            project: Param("history: only this project's runs", str) = None,
            limit: Param("history: the newest this many", int) = 20,
            who: Param("who runs it, for the record and the audit log (default: the OS user)", str) = None,
@@ -777,14 +797,16 @@ def mlw_ci(action: Param("run, init, history or show", str, opt=False, nargs="?"
     "Run a model project's checks as stages (exit 0 passed, 1 failed, 2 bad config, 3 infrastructure), write CI templates, see past runs."
     if action not in _CI_ACTIONS: raise InvalidInput(f"`mlw ci {action}` is unknown; actions: {', '.join(_CI_ACTIONS)}")
     args = dict(target=target, config=config, stages=stages, junit=junit, summary=summary, no_notify=no_notify, force=force,
-                project=project, limit=limit, who=who, workspace=workspace)
-    for opt, acts in (("stages", ("run",)), ("junit", ("run",)), ("summary", ("run",)), ("no_notify", ("run",)), ("force", ("init",)), ("project", ("history",))):
+                project=project, limit=limit, who=who, workspace=workspace, out=out, image=image, wheel=wheel)
+    for opt, acts in (("stages", ("run",)), ("junit", ("run",)), ("summary", ("run",)), ("no_notify", ("run",)), ("force", ("init",)), ("project", ("history",)),
+                      ("out", ("build",)), ("image", ("build",)), ("wheel", ("build",))):
         if args[opt] and action not in acts: raise InvalidInput(f"--{opt.replace('_', '-')} is for `mlw ci {' / '.join(acts)}`")
     return _CI_ACTIONS[action](args)
 
 # %% ../nbs/90_cli.ipynb #ba7bedd3
 @call_parse
 def mlw_serve(models: Param("models to serve: name@alias or name/version (or endpoint=name@alias), e.g. credit_default@production", str, opt=False, nargs="*") = None,
+              bundle: Param("serve this model bundle (a folder or bundle.tar.gz from `mlw ci build`) with no workspace; the API key comes from $MLW_API_KEY", str) = None,
               port: Param("port to serve on", int) = 8000,
               host: Param("address to bind", str) = "127.0.0.1",
               workers: Param("processes answering on the port (one core each)", int) = 1,
@@ -803,6 +825,13 @@ def mlw_serve(models: Param("models to serve: name@alias or name/version (or end
     "Serve registered models over HTTP: authenticated, validated, enriched from the online store, logged."
     from mlops_workbench.serving.gateway import GatewaySettings, Fault, serve, _endpoints
     from mlops_workbench.serving.refs import resolve_model
+    if bundle:
+        from mlops_workbench.cicd.artifacts import ENV_API_KEY, serve_bundle
+        if models or env or workspace: raise InvalidInput("--bundle serves the bundle alone: leave out model names, --env and --workspace")
+        check_port(host, port)
+        return serve_bundle(bundle, host=host, port=port, api_key=os.environ.get(ENV_API_KEY), workers=workers, log_level=log_level,
+                            max_body_bytes=max_body, max_batch=max_batch, log_flush_s=log_flush_s, tracing=tracing,
+                            oidc_issuer=oidc_issuer, oidc_audience=oidc_audience, oidc_roles_claim=oidc_roles_claim)
     if not models and not env: raise InvalidInput("name a model to serve, e.g. `mlw serve credit_default@candidate`, or an environment (--env production)")
     ws = _open(workspace)
     check_port(host, port)
@@ -943,7 +972,10 @@ VERB_ACTIONS = {  # verb -> action -> (usage after `mlw VERB`, what it does, its
                    ["config", "stages", "junit", "summary", "no_notify", *_WHO]),
            "init": ("init [--config mlw-ci.yaml] [--force]", "Write a GitHub Actions workflow and a GitLab CI file calling `mlw ci` beside the config.", ["config", "force"]),
            "history": ("history [--project NAME] [--limit N]", "List ci runs, newest first.", ["project", "limit", *_W]),
-           "show": ("show ID", "Show one ci run: its stages, their counts and failing cases, and its reports.", _W)},
+           "show": ("show ID", "Show one ci run: its stages, their counts and failing cases, and its reports.", _W),
+           "build": ("build MODEL@alias --out DIR [--image IMG] [--wheel PATH]",
+                     "Build a model version's artifacts: a reproducible bundle, the serving lock, a container context and Kubernetes manifests, recorded with the version.",
+                     ["out", "image", "wheel", *_WHO])},
 }
 CLOSED_PIPE = 128 + 13  # the status a shell shows for a program that SIGPIPE ended: `mlw ... | head` stopped reading
 

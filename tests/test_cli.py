@@ -164,7 +164,7 @@ def _write(path: Path, text: str) -> Path:
 # name -> (arguments, given the shared fixture and a scratch folder `t`; what the one error line must contain,
 # with {t} and {run_id} filled in)
 USER_ERRORS = {
-    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, ingest, validate, datasets, features, models, deploy, monitor, serve, predict, keys, audit, secrets, dashboards, lab, mlflow-ui, demo"]),
+    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, ingest, validate, datasets, features, models, deploy, monitor, ci, serve, predict, keys, audit, secrets, dashboards, lab, mlflow-ui, demo"]),
     "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: batch_predict, demo, deploy, features, monitor, train"]),
     "undeclared parameter": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "m", "1", "--workspace", c.ws],
                              ["pipeline 'count' cannot run", "unknown pipeline parameter 'm'; declared: n"]),

@@ -1,18 +1,16 @@
 """The workbench watched the way operators run it: Debian's Prometheus loads the rules shipped with the package and
 scrapes two real gateways (`mlw serve`, a regression model read by a text key) and the workbench's `/metrics`
-(`workbench_metrics_text`, served here by a small HTTP server until `mlw dashboards` mounts it); Debian's Alertmanager
+(`workbench_metrics_text`, mounted on the dashboards app as `mlw dashboards` serves it); Debian's Alertmanager
 receives what fires. Faults are injected for real: a gateway answering 503 (`--fault`) and a pipeline run that fails.
 The failed run's alert goes firing in Prometheus and arrives at Alertmanager, and resolves when a later run succeeds;
 the failing gateway's error-rate alert goes pending (its `for: 2m` is the shipped rule's, not shortened); the healthy
 gateway's request traces run gateway -> auth -> validate -> features -> predict -> log. Loopback only."""
 import contextlib
 import datetime as dt
-import http.server
 import json
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -27,7 +25,6 @@ from prometheus_server import PrometheusServer, _get, prometheus_binary
 from toy import jobs_world
 from mlops_workbench.core.workspace import Workspace
 from mlops_workbench.features.online import materialize
-from mlops_workbench.observability.workbench import workbench_metrics_text
 from mlops_workbench.pipelines.runner import PipelineSpec, make_notebook, run_pipeline
 from mlops_workbench.security.keys import create_key
 
@@ -105,19 +102,13 @@ def prometheus_with_rules(jobs: dict, alertmanager_url: str, rules: Path = RULES
 
 
 @contextlib.contextmanager
-def workbench_metrics_server(ws):
-    "What `mlw dashboards` will mount: GET /metrics answered by `workbench_metrics_text(ws, Accept)`; yields host:port."
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path != "/metrics": self.send_error(404); return
-            body, content_type = workbench_metrics_text(ws, self.headers.get("accept"))
-            self.send_response(200); self.send_header("content-type", content_type); self.send_header("content-length", str(len(body)))
-            self.end_headers(); self.wfile.write(body)
-        def log_message(self, *a): pass
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try: yield f"127.0.0.1:{srv.server_address[1]}"
-    finally: srv.shutdown(); srv.server_close()
+def workbench_metrics_server(ws, log: Path):
+    "`mlw dashboards` on `ws` in a process of its own: its GET /metrics answers `workbench_metrics_text(ws, Accept)`; yields host:port."
+    from test_dashboards import _stop, serve_workspace
+    port = free_port()
+    proc = serve_workspace(ws.root, port, log)
+    try: yield f"127.0.0.1:{port}"
+    finally: _stop(proc)
 
 
 def prom_alerts(prom: PrometheusServer, name: str, **labels) -> list[dict]:
@@ -161,7 +152,7 @@ def test_an_injected_fault_fires_the_shipped_rules_in_prometheus_and_reaches_ale
     spans_file = tmp_path / "gateway-spans.jsonl"
     post = lambda url: httpx.post(f"{url}/v1/models/job_duration/predict", json={"rows": ROWS}, headers={"X-API-Key": key}, timeout=30)
     with contextlib.ExitStack() as stack:
-        wb = stack.enter_context(workbench_metrics_server(ws))
+        wb = stack.enter_context(workbench_metrics_server(ws, tmp_path / "dashboards.log"))
         am = stack.enter_context(alertmanager())
         healthy, _ = stack.enter_context(gateway(ws.root, "job_duration/1", args=["--tracing", f"file://{spans_file}"]))
         failing, _ = stack.enter_context(gateway(ws.root, "job_duration/1", args=["--fault", "error_rate=1.0"]))

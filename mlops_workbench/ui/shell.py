@@ -207,13 +207,27 @@ def _not_found_handler():
             self.finish(not_found_html(unquote(self.request.path)))  # as typed: /no such page, not /no%20such%20page
     return NotFoundPage
 
+def _metrics_handler(ws: Workspace):
+    "The Tornado handler of `GET /metrics`: the workbench's Prometheus metrics, read from the metadata store off the event loop."
+    from tornado.ioloop import IOLoop
+    from tornado.web import RequestHandler
+    from mlops_workbench.observability.workbench import workbench_metrics_text
+
+    class WorkbenchMetrics(RequestHandler):
+        async def get(self):
+            body, content_type = await IOLoop.current().run_in_executor(None, workbench_metrics_text, ws, self.request.headers.get("Accept"))
+            self.set_header("Content-Type", content_type)
+            self.finish(body)
+    return WorkbenchMetrics
+
 def serve_dashboards(ws: Workspace, port: int = 5006, address: str = "127.0.0.1", show: bool = False, threaded: bool = False,
                      roles_claim: str = "roles",  # behind a login: the id_token claim holding the user's roles
                      **kwargs):
-    "Serve each dashboards page at `http://address:port/<slug>` (`/`: pipelines); returns the server (blocks unless `threaded`)."
+    "Serve each dashboards page at `http://address:port/<slug>` (`/`: pipelines) and the workbench's metrics at `/metrics`; returns the server (blocks unless `threaded`)."
     pn = _views().pn
     apps = {"/": lambda: dashboard_app(ws, link="{slug}", roles_claim=roles_claim)}
     apps.update({f"/{slug}": (lambda slug=slug: dashboard_app(ws, page=slug, link="{slug}", roles_claim=roles_claim)) for slug in STAGES})
     kwargs.setdefault("websocket_origin", [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"])
-    kwargs.setdefault("default_handler_class", _not_found_handler())  # Tornado's setting for a path no route matches
+    kwargs.setdefault("default_handler_class", _not_found_handler())
+    kwargs["extra_patterns"] = [*kwargs.get("extra_patterns", []), (r"/metrics", _metrics_handler(ws))]  # scraped by Prometheus: no pushgateway  # Tornado's setting for a path no route matches
     return pn.serve(apps, port=port, address=address, show=show, threaded=threaded, title="mlops-workbench", **kwargs)
