@@ -19,8 +19,8 @@ from .core.metadata import alerts, alert_deliveries, utcnow
 
 # %% auto #0
 __all__ = ['SEVERITIES', 'STATUSES', 'OPS', 'CONDITIONS', 'RULE_KEYS', 'ALERT_DEFAULTS', 'Threshold', 'AlertRule',
-           'register_sink', 'sink_kinds', 'AlertSink', 'JsonlSink', 'WebhookSink', 'email_text', 'SmtpSink',
-           'alert_settings', 'alert_sinks', 'Alert', 'alerts_table', 'AlertList', 'fingerprint', 'fire',
+           'register_sink', 'sink_kinds', 'AlertSink', 'JsonlSink', 'chat_text', 'WebhookSink', 'email_text',
+           'SmtpSink', 'alert_settings', 'alert_sinks', 'Alert', 'alerts_table', 'AlertList', 'fingerprint', 'fire',
            'deliver_pending', 'retry_failed', 'Delivery', 'list_deliveries', 'get_alert', 'list_alerts', 'acknowledge',
            'resolve']
 
@@ -190,6 +190,14 @@ class JsonlSink(AlertSink):
         finally: os.close(fd)
 
 # %% ../nbs/51_alerts.ipynb #72e39373
+def chat_text(payload: dict) -> str:
+    "One chat message for a notification: severity, title and message, and a link to the report when the details carry one."
+    p = payload
+    link = next((v for k in ("report", "url", "link") if isinstance(v := (p.get("details") or {}).get(k), str) and v), None)
+    head = f"[{p['severity'].upper()}] {' '.join(p['title'].split())}" + (f" (seen {p['count']} times)" if p.get("count", 1) > 1 else "")
+    msg = p.get("message") or ""
+    return head + (f": {msg}" if msg and msg != p["title"] else "") + (f"\n{link}" if link else "")
+
 @register_sink("webhook")
 @dataclass
 class WebhookSink(AlertSink):
@@ -213,12 +221,12 @@ class WebhookSink(AlertSink):
     def secrets(self) -> list[str]:
         return [v for var in [self.url_env, *self.headers_env.values()] if var and (v := os.environ.get(var))]
 
-    def send(self, payload: dict):
+    def send(self, payload: dict):  # the payload plus `text`, what Slack-compatible incoming webhooks show (Mattermost, Rocket.Chat, Teams' Slack connector)
         import httpx
         url = self.url or _env(self.url_env, self.name, "the webhook URL")
         headers = {**{k: str(v) for k, v in self.headers.items()}, **{h: _env(var, self.name, f"header {h}") for h, var in self.headers_env.items()}}
         if getattr(self, "_client", None) is None: self._client = httpx.Client(timeout=self.timeout)  # one per batch: building one costs ~40 ms
-        r = self._client.post(url, json=payload, headers=headers)
+        r = self._client.post(url, json={"text": chat_text(payload), **payload}, headers=headers)
         if not 200 <= r.status_code < 300: raise MLWError(f"webhook answered HTTP {r.status_code} {r.reason_phrase}: {r.text[:200]}")
 
     def close(self):
