@@ -1,7 +1,7 @@
 # mlops-workbench: `make demo` runs the lifecycle end to end, `make test` runs every check.
 # Both set up everything on a fresh machine: a .venv with the package, its test tools and the
 # JupyterLab extension; `make test` also installs the Debian packages the tests start (chromium,
-# postgresql, redis-server, prometheus; wrk for the serving bench) when they are missing.
+# postgresql, redis-server, prometheus, prometheus-alertmanager; wrk for the serving bench) when they are missing.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 EXT := extensions/mlops_workbench_lab
 EXT_SOURCES := $(wildcard $(EXT)/pyproject.toml $(EXT)/package.json $(EXT)/yarn.lock $(EXT)/src/*.ts $(EXT)/style/* $(EXT)/mlops_workbench_lab/*.py)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := chromium postgresql redis-server prometheus wrk
+DEBIAN_PACKAGES := chromium postgresql redis-server prometheus prometheus-alertmanager wrk
 PYTEST_ARGS ?=
 
 .PHONY: demo test install sysdeps check-sync layers nbtest pytest bench clean
@@ -31,13 +31,15 @@ $(VENV)/.installed: setup.py settings.ini $(EXT_SOURCES)
 
 # Debian packages the tests start for real: headless Chromium for the browser tests, PostgreSQL for
 # the metadata backend contract, redis-server for the online feature store contract, Prometheus to scrape the
-# gateway's /metrics; wrk is the load generator of bench/serving.py. Installed only when missing.
+# gateway's and the dashboards' /metrics (promtool tests the shipped rules), Alertmanager to receive what fires; wrk is
+# the load generator of bench/serving.py. Installed only when missing.
 sysdeps:
 	@missing=""; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	[ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
+	[ -x /usr/bin/prometheus-alertmanager ] || missing="$$missing prometheus-alertmanager"; \
 	[ -x /usr/bin/wrk ] || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

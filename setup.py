@@ -78,6 +78,8 @@ requirements = [
     "cryptography>=42",
     # the gateway's responses and the inference log's JSON columns: ~15x json.dumps, on the request path's core
     "orjson>=3.10",
+    # build artifacts' serving lock: requirement markers and names read as pip reads them (cicd.artifacts)
+    "packaging>=23",
 ]
 extras = {
     # PostgreSQL metadata backend (psycopg 3, binary wheels need no libpq build).
@@ -105,6 +107,13 @@ extras = {
         "import-linter>=2.3",
         "hatchling>=1.21",
         "hatch-jupyter-builder>=0.9",
+        # `mlw ci`'s JUnit XML read back the way CI systems read it
+        "junitparser>=3",
+        # build artifacts checked as a cluster would: manifests against Kubernetes' schemas (strict: a misspelt field
+        # fails) and into the client's models; the container context's Dockerfile parsed into instructions
+        "kubernetes>=30",
+        "kubernetes-validate>=1.30",
+        "dockerfile-parse>=2.0",
     ],
 }
 
@@ -131,7 +140,7 @@ setuptools.setup(
     url=cfg["git_url"],
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=["mlops_workbench", "mlops_workbench.*"]),
-    package_data={"mlops_workbench": ["pipelines/*.ipynb", "pipelines/*.yaml", "pipelines/definitions/*.yaml"]},
+    package_data={"mlops_workbench": ["pipelines/*.ipynb", "pipelines/*.yaml", "pipelines/definitions/*.yaml", "observability/*.yml"]},
     include_package_data=True,
     install_requires=requirements,
     extras_require=extras,

@@ -62,6 +62,7 @@ from .monitoring.monitors import *
 from .monitoring.retraining import *
 from .pipelines.runner import *
 from .cicd.ci import *
+from .cicd.artifacts import *
 
 _MODULES = ['core.errors',
             'core.backends',
@@ -117,7 +118,8 @@ _MODULES = ['core.errors',
             'monitoring.monitors',
             'monitoring.retraining',
             'pipelines.runner',
-            'cicd.ci']
+            'cicd.ci',
+            'cicd.artifacts']
 
 # %% ../nbs/99_all.ipynb #f1adb596
 __all__ = [name for m in _MODULES for name in importlib.import_module(f'mlops_workbench.{m}').__all__]

@@ -340,14 +340,13 @@ def test_a_tampered_bundle_is_refused(world):
 # ---------------------------------------------------------------- served with no workspace
 
 def _serve(python, bundle, port, key, cwd, log):
-    "serve_bundle in a child process of `python`; returns the process once /readyz answers 200."
-    code = ("import os, sys; from mlops_workbench.cicd.artifacts import serve_bundle; "
-            "serve_bundle(sys.argv[1], port=int(sys.argv[2]), api_key=os.environ.get('MLW_API_KEY'), log_flush_s=0.2)")
+    "The Dockerfile's command, `mlw serve --bundle`, from the environment of `python`; returns the process once /readyz answers 200."
+    cmd = [str(Path(python).with_name("mlw")), "serve", "--bundle", str(bundle), "--port", str(port), "--log_flush_s", "0.2"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLW_", "VIRTUAL_ENV", "PYTHONPATH"))}
     env["MLW_API_KEY"] = key
     env["TMPDIR"] = str(Path(log).with_suffix(".tmp")); os.makedirs(env["TMPDIR"])  # its throwaway workspace, removed when it stops
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(python), "-c", code, str(bundle), str(port)], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while True:
         if proc.poll() is not None: raise AssertionError(f"the bundle server exited {proc.returncode}: {Path(log).read_text()[-3000:]}")
