@@ -776,16 +776,34 @@ def _ci_action_build(a):
     for f, h in art.files.items(): print(f"  {h[:12]}  {f}")
     return art
 
-_CI_ACTIONS = {"run": _ci_action_run, "init": _ci_action_init, "history": _ci_action_history, "show": _ci_action_show, "build": _ci_action_build}  # action -> fn(args dict)
+def _ci_action_promote(a):
+    from mlops_workbench.cicd.ci import load_ci_config
+    from mlops_workbench.cicd.promotion import run_promotion
+    cfg = load_ci_config(a["config"])  # a bad config is exit code 2 before the workspace is opened
+    ws, who = _open(a["workspace"]), a["who"]
+    if a["api_key"] and who: raise InvalidInput("--who names a trusted local user and --api_key acts as the key's principal; pass one of them")
+    if key := a["api_key"] or (None if who else os.environ.get("MLW_API_KEY")):  # a CI system acts with its key's roles (deployer)
+        from mlops_workbench.security.keys import authenticate_key
+        who = authenticate_key(ws, key)
+    p = run_promotion(ws, a["target"], cfg, who=who, junit=a["junit"], summary=a["summary"], notify=False if a["no_notify"] else None)
+    print(f"promotion {p.id}: {p.model} v{p.version} {p.state}" + (f": {p.reason}" if p.reason else "")
+          + "".join(f"\n  {k} deployment {v}" for k, v in p.deployments.items()))
+    _ci_show(p.run)
+    if p.exit_code: raise SystemExit(p.exit_code)
+    return p
+
+_CI_ACTIONS = {"run": _ci_action_run, "init": _ci_action_init, "history": _ci_action_history, "show": _ci_action_show, "build": _ci_action_build,
+               "promote": _ci_action_promote}  # action -> fn(args dict)
 
 @call_parse
-def mlw_ci(action: Param("run, init, history, show or build", str, opt=False, nargs="?") = "run",
-           target: Param("show: the ci run's id; build: the model version (MODEL@alias or MODEL/version)", str, opt=False, nargs="?") = None,
+def mlw_ci(action: Param("run, init, history, show, build or promote", str, opt=False, nargs="?") = "run",
+           target: Param("show: the ci run's id; build: the model version (MODEL@alias or MODEL/version); promote: the version (default: the config's promote.model)", str, opt=False, nargs="?") = None,
            config: Param("the model project's CI config; its folder is the project", str) = "mlw-ci.yaml",
            stages: Param("run: only these stages, comma-separated (unit, notebooks, data, model, integration)", str) = None,
-           junit: Param("run: where the JUnit XML goes (default: the workspace's ci/RUN/junit.xml)", str) = None,
-           summary: Param("run: where the Markdown summary goes, its HTML beside it (default: ci/RUN/summary.md)", str) = None,
-           no_notify: Param("run: do not notify the alert sinks of a failing stage", store_true) = False,
+           junit: Param("run, promote: where the JUnit XML goes (default: the workspace's ci/RUN/junit.xml)", str) = None,
+           summary: Param("run, promote: where the Markdown summary goes, its HTML beside it (default: ci/RUN/summary.md)", str) = None,
+           no_notify: Param("run, promote: do not notify the alert sinks (of a failing stage; of a promotion or rollback)", store_true) = False,
+           api_key: Param("promote: act as this API key's principal (it needs the deployer role; default: $MLW_API_KEY when --who is not given)", str) = None,
            force: Param("init: overwrite templates that exist", store_true) = False,
            out: Param("build: a new (or empty) folder for the bundle, lock, Dockerfile and Kubernetes manifests", str) = None,
            image: Param("build: the container image the manifests run (default: mlw-MODEL:vN)", str) = None,
@@ -797,8 +815,9 @@ def mlw_ci(action: Param("run, init, history, show or build", str, opt=False, na
     "Run a model project's checks as stages (exit 0 passed, 1 failed, 2 bad config, 3 infrastructure), write CI templates, see past runs."
     if action not in _CI_ACTIONS: raise InvalidInput(f"`mlw ci {action}` is unknown; actions: {', '.join(_CI_ACTIONS)}")
     args = dict(target=target, config=config, stages=stages, junit=junit, summary=summary, no_notify=no_notify, force=force,
-                project=project, limit=limit, who=who, workspace=workspace, out=out, image=image, wheel=wheel)
-    for opt, acts in (("stages", ("run",)), ("junit", ("run",)), ("summary", ("run",)), ("no_notify", ("run",)), ("force", ("init",)), ("project", ("history",)),
+                project=project, limit=limit, who=who, workspace=workspace, out=out, image=image, wheel=wheel, api_key=api_key)
+    for opt, acts in (("stages", ("run",)), ("junit", ("run", "promote")), ("summary", ("run", "promote")), ("no_notify", ("run", "promote")), ("force", ("init",)),
+                      ("project", ("history",)), ("api_key", ("promote",)),
                       ("out", ("build",)), ("image", ("build",)), ("wheel", ("build",))):
         if args[opt] and action not in acts: raise InvalidInput(f"--{opt.replace('_', '-')} is for `mlw ci {' / '.join(acts)}`")
     return _CI_ACTIONS[action](args)
@@ -975,7 +994,11 @@ VERB_ACTIONS = {  # verb -> action -> (usage after `mlw VERB`, what it does, its
            "show": ("show ID", "Show one ci run: its stages, their counts and failing cases, and its reports.", _W),
            "build": ("build MODEL@alias --out DIR [--image IMG] [--wheel PATH]",
                      "Build a model version's artifacts: a reproducible bundle, the serving lock, a container context and Kubernetes manifests, recorded with the version.",
-                     ["out", "image", "wheel", *_WHO])},
+                     ["out", "image", "wheel", *_WHO]),
+           "promote": ("promote [MODEL@alias] [--config mlw-ci.yaml] [--api_key KEY]",
+                       "Promote a version: staging through the deployment manager, acceptance cases against the staged endpoint, then production by the "
+                       "config's strategy; rollback when acceptance fails. Exit 0 promoted, 1 rolled back or stopped, 2 bad config or refused, 3 infrastructure.",
+                       ["config", "api_key", "junit", "summary", "no_notify", *_WHO])},
 }
 CLOSED_PIPE = 128 + 13  # the status a shell shows for a program that SIGPIPE ended: `mlw ... | head` stopped reading
 

@@ -28,7 +28,7 @@ _STAGE_KEYS = {"unit": {"enabled", "paths", "args", "timeout"},
                "data": {"enabled", "datasets"},
                "model": {"enabled", "model", "gates", "behaviour"},
                "integration": {"enabled", "model", "endpoint", "golden_rows", "timeout"}}
-_TOP_KEYS = {"project", "stages", "notify", "report_url"}
+_TOP_KEYS = {"project", "stages", "notify", "report_url", "promote"}
 
 @dataclass
 class CIConfig:
@@ -39,8 +39,9 @@ class CIConfig:
     path: str | None = None  # the file it came from
     notify: bool = True  # notify the alerts module's sinks of a failing stage
     report_url: str | None = None  # a link to the run's report; `{run}` is replaced by the run id (default: the summary's path)
+    promote: dict | None = None  # the `promote:` section as `cicd.promotion` checked it (staging, acceptance, production); None: none
     def to_dict(self) -> dict: return {"project": self.project, "root": str(self.root), "path": self.path, "notify": self.notify,
-                                       "report_url": self.report_url, "stages": self.stages}
+                                       "report_url": self.report_url, "stages": self.stages, "promote": self.promote}
 
 # %% ../../nbs/cicd/90_ci.ipynb #ci00084be0
 def _int_ok(v, low=1): return isinstance(v, int) and not isinstance(v, bool) and v >= low
@@ -146,8 +147,12 @@ def load_ci_config(source: str | Path | dict,  # the config file (mlw-ci.yaml), 
     notify, url = d.get("notify", True), d.get("report_url")
     if not isinstance(notify, bool): problems.append(f"notify must be true or false, got {notify!r}")
     if url is not None and not isinstance(url, str): problems.append(f"report_url must be a URL (with {{run}} for the run id), got {url!r}")
+    promote = None
+    if d.get("promote") is not None:  # `mlw ci promote`'s settings, checked here so a bad section fails every action alike
+        from mlops_workbench.cicd.promotion import check_promote_config
+        promote = check_promote_config(d["promote"], raw, problems)
     if problems: raise InvalidInput(f"{where} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
-    return CIConfig(project, base, stages, path, notify, url)
+    return CIConfig(project, base, stages, path, notify, url, promote)
 
 # %% ../../nbs/cicd/90_ci.ipynb #ci001595fa
 @dataclass
