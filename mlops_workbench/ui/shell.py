@@ -24,6 +24,7 @@ from .experiments import ExperimentsBoard, _experiments_board_page
 from .serving import Serving, _serving_page
 from .deployments import Deployments, _deployments_page
 from .monitoring import Monitoring, _monitoring_page
+from .cicd import CICD, _cicd_page
 
 # %% auto #0
 __all__ = ['STAGES', 'DASHBOARDS', 'voila_command', 'Navigation', 'session_principal', 'pages', 'dashboard_app', 'not_found_html',
@@ -36,6 +37,7 @@ STAGES = {  # slug -> (title, what the page shows)
     "features": ("Features", "Feature views and their definitions, the freshness of the offline store, and materialisation runs into the online store."),
     "experiments": ("Experiments", "Experiments and their hyperparameter searches: trials, parameters and metrics side by side, and the best model of each."),
     "model-quality": ("Model quality", "Registered model versions, the validation gates each one passed or failed, and which version holds the candidate and production aliases."),
+    "ci-cd": ("CI/CD", "Recent `mlw ci` runs with their stages, JUnit results, files and the builds of the versions they checked, and the promotions and rollbacks."),
     "deployments": ("Deployments", "Environments and the model version each serves, blue-green and canary rollouts with their traffic split, and rollbacks."),
     "serving": ("Serving", "Gateway traffic per model: requests, latency, errors, and the inference log."),
     "monitoring": ("Monitoring", "Data, prediction and concept drift and model performance per window, and the alerts they fired."),
@@ -132,11 +134,12 @@ def _views() -> SimpleNamespace:
     return SimpleNamespace(pn=pn, PipelinesPage=_pipelines_page(pn, Viewer, _table), DataQualityPage=_data_quality_page(pn, Viewer, _table),
                            FeaturesPage=_features_page(pn, Viewer, _table), ExperimentsPage=_experiments_board_page(pn, Viewer, _table),
                            ModelQualityPage=_model_quality_page(pn, Viewer, _table), ServingPage=_serving_page(pn, Viewer, _table),
-                           DeploymentsPage=_deployments_page(pn, Viewer, _table), MonitoringPage=_monitoring_page(pn, Viewer, _table))
+                           DeploymentsPage=_deployments_page(pn, Viewer, _table), MonitoringPage=_monitoring_page(pn, Viewer, _table),
+                           CICDPage=_cicd_page(pn, Viewer, _table))
 
 def __getattr__(name):
     "Build the Panel page classes when first asked for, so importing this module never imports Panel."
-    if name in ("PipelinesPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage", "ServingPage", "DeploymentsPage", "MonitoringPage"): return getattr(_views(), name)
+    if name in ("PipelinesPage", "DataQualityPage", "FeaturesPage", "ExperimentsPage", "ModelQualityPage", "ServingPage", "DeploymentsPage", "MonitoringPage", "CICDPage"): return getattr(_views(), name)
     if name == "CappedKernelManager": return _capped_kernel_manager()  # named in Voila's command line, imported by Voila
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -164,6 +167,7 @@ def pages(ws: Workspace,
     out["experiments"] = lambda query=None: V.ExperimentsPage(state=ExperimentsBoard.from_query(ws, query))
     out["model-quality"] = lambda query=None: V.ModelQualityPage(state=ModelQuality.from_query(ws, query, principal=principal))
     out["serving"] = lambda query=None: V.ServingPage(state=Serving.from_query(ws, query))
+    out["ci-cd"] = lambda query=None: V.CICDPage(state=CICD.from_query(ws, query))
     out["deployments"] = lambda query=None: V.DeploymentsPage(state=Deployments.from_query(ws, query))
     out["monitoring"] = lambda query=None: V.MonitoringPage(state=Monitoring.from_query(ws, query))
     return out
