@@ -10,19 +10,22 @@ import html
 import jinja2
 import param
 import pandas as pd
+import sqlalchemy as sa
 from pathlib import Path
 from urllib.parse import quote
 from fastcore.basics import patch
 from ..core.workspace import Workspace
 from ..core.errors import MLWError, NotFound, InvalidInput
+from ..core.metadata import pipeline_runs, pipeline_steps
 from ..pipelines.runner import get_run, list_runs
 from ..core.progress import progress_text
 from .helpers import STATUS_COLORS, alert_html, badge, error_line, fmt_duration, fmt_time, query_params, _badged, _e, _page_header, _time, _wrap
 
 # %% auto #0
-__all__ = ['RUN_COLUMNS', 'STEP_COLUMNS', 'TIMELINE_COLUMNS', 'FAILED', 'runs_frame', 'steps_frame', 'timeline_frame',
-           'default_step', 'PipelineRuns', 'render_notebook', 'run_summary_html', 'steps_html', 'durations_html',
-           'errors_html', 'recent_runs_html', 'run_report_html', 'pipeline_run_report']
+__all__ = ['RUN_COLUMNS', 'STEP_COLUMNS', 'TIMELINE_COLUMNS', 'DURATION_COLUMNS', 'STEP_DURATION_COLUMNS', 'FAILED', 'runs_frame',
+           'steps_frame', 'timeline_frame', 'duration_history', 'default_step', 'PipelineRuns', 'render_notebook',
+           'run_summary_html', 'steps_html', 'durations_html', 'errors_html', 'recent_runs_html', 'run_report_html',
+           'pipeline_run_report']
 
 # %% ../../nbs/ui/95a_pipelines.ipynb #2f90e04f
 RUN_COLUMNS = ["id", "pipeline", "status", "started", "duration"]
@@ -51,6 +54,26 @@ def timeline_frame(run: dict | None) -> pd.DataFrame:
                      "end_s": (b - t0).total_seconds(), "duration_s": (b - a).total_seconds()})
     return pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
 
+# %% ../../nbs/ui/95a_pipelines.ipynb #dur00002
+DURATION_COLUMNS = ["run", "started_at", "status", "duration_s"]
+STEP_DURATION_COLUMNS = ["run", "started_at", "step", "status", "duration_s"]
+
+def duration_history(ws: Workspace, pipeline: str, limit: int = 100) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The durations of `pipeline`'s newest `limit` finished runs (oldest first: run, started_at in UTC, status, seconds),
+    the durations of their steps that ran (run, started_at of the run, step, status, seconds), and how many finished runs
+    the pipeline has in all."""
+    r, s = pipeline_runs.c, pipeline_steps.c
+    done = sa.and_(r.pipeline == pipeline, r.duration_s.isnot(None))
+    newest = sa.select(r.id, r.started_at, r.status, r.duration_s).where(done).order_by(r.started_at.desc()).limit(limit).subquery()
+    with ws.metadata.begin() as c:
+        total = c.execute(sa.select(sa.func.count()).select_from(pipeline_runs).where(done)).scalar_one()
+        runs = c.execute(sa.select(newest).order_by(newest.c.started_at)).all()
+        steps = c.execute(sa.select(newest.c.id, newest.c.started_at, s.name, s.status, s.duration_s).join(pipeline_steps, s.run_id == newest.c.id)
+                          .where(s.duration_s.isnot(None)).order_by(newest.c.started_at, s.position)).all()
+    utc = lambda f: f.assign(started_at=pd.to_datetime(f.started_at, utc=True))
+    return (utc(pd.DataFrame([tuple(x) for x in runs], columns=DURATION_COLUMNS)),
+            utc(pd.DataFrame([tuple(x) for x in steps], columns=STEP_DURATION_COLUMNS)), int(total))
+
 # %% ../../nbs/ui/95a_pipelines.ipynb #fc4b32a7
 FAILED = ("failed", "timed_out", "killed")
 
@@ -67,6 +90,10 @@ class PipelineRuns(param.Parameterized):
     runs = param.DataFrame(doc="Recent runs, newest first (`runs_frame`)")
     run = param.Dict(None, allow_None=True, doc="The selected run's record (`RunRecord.to_dict()`)")
     steps = param.DataFrame(doc="The selected run's steps (`steps_frame`)")
+    history = param.Integer(100, bounds=(2, 10_000), doc="How many of the pipeline's newest finished runs the durations chart shows")
+    durations = param.DataFrame(doc="The selected run's pipeline's run durations over time, oldest first (`duration_history`)")
+    step_durations = param.DataFrame(doc="Their steps' durations (`duration_history`)")
+    durations_total = param.Integer(0, doc="How many finished runs that pipeline has in all")
     alert = param.String("", doc="A problem to show instead of a traceback; '' when there is none")
 
     def __init__(self, ws: Workspace, **params):
@@ -84,14 +111,16 @@ class PipelineRuns(param.Parameterized):
 
     @param.depends("run_id", watch=True)
     def _load(self):
-        empty = dict(run=None, steps=steps_frame(None), step=None)
+        empty = dict(run=None, steps=steps_frame(None), step=None, durations=pd.DataFrame(columns=DURATION_COLUMNS),
+                     step_durations=pd.DataFrame(columns=STEP_DURATION_COLUMNS), durations_total=0)
         if self.run_id is None:
             msg = "" if len(self.runs) else f"no pipeline runs yet in workspace {self.ws.root}; start one with `mlw run PIPELINE`"
             self.param.update(**empty, alert=msg); return
         try: run = get_run(self.ws, self.run_id).to_dict()
         except MLWError as e: self.param.update(**empty, alert=str(e)); return
         step = self.step if any(s["name"] == self.step for s in run["steps"]) else default_step(run)
-        self.param.update(run=run, steps=steps_frame(run), step=step, alert="")
+        runs, steps, total = duration_history(self.ws, run["pipeline"], self.history)
+        self.param.update(run=run, steps=steps_frame(run), step=step, step_durations=steps, durations_total=total, durations=runs, alert="")
 
     @property
     def step_record(self) -> dict | None:
@@ -220,6 +249,36 @@ def _gantt(pn, frame: pd.DataFrame):
     fig.x_range.start = 0
     return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
+_STEP_PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#cc79a7", "#d55e00", "#0072b2", "#f0e442", "#999999")  # Okabe-Ito: tells steps apart for every eye
+
+def _durations_chart(pn, pipeline: str, runs: pd.DataFrame, steps: pd.DataFrame, total: int):
+    "The pipeline's run durations over time as a Bokeh chart: the whole run's as a line with a marker per run (coloured by status), each step's as a thinner line."
+    from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool, Legend
+    from bokeh.plotting import figure
+    if runs.empty: return pn.pane.Markdown("No finished run of this pipeline yet: its durations chart starts with the first.")
+    naive = lambda s: s.dt.tz_convert("UTC").dt.tz_localize(None)  # Bokeh reads naive times as UTC
+    shown = f"its {len(runs)} finished runs" if len(runs) == total else f"the newest {len(runs)} of its {total:,} finished runs"
+    fig = figure(height=300, sizing_mode="stretch_width", toolbar_location=None, x_axis_type="datetime", y_axis_label="seconds",
+                 title=f"Durations over time: {pipeline} ({shown})")
+    fig.x_range.default_span = 3_600_000  # one run: an hour around it, not a millisecond
+    src = ColumnDataSource(runs.assign(time=naive(runs.started_at), took=runs.duration_s.map(fmt_duration),
+                                       color=runs.status.map(lambda s: STATUS_COLORS.get(s, "#59636e"))))
+    items = [("run", [fig.line("time", "duration_s", source=src, color="#1f2328", line_width=2),
+                      dots := fig.scatter("time", "duration_s", source=src, color="color", size=9, name="runs")])]
+    for i, (name, g) in enumerate(steps.groupby("step", sort=False)):
+        color = _STEP_PALETTE[i % len(_STEP_PALETTE)]
+        s = ColumnDataSource(g.assign(time=naive(g.started_at), took=g.duration_s.map(fmt_duration)))
+        items.append((f"step {name}", [fig.line("time", "duration_s", source=s, color=color, line_width=1.5, line_dash="dashed"),
+                                       fig.scatter("time", "duration_s", source=s, color=color, size=5, name=f"step {name}")]))
+    fig.add_layout(Legend(items=items, location="top_left", orientation="horizontal", background_fill_alpha=0.7, click_policy="hide"), "above")
+    fig.add_tools(HoverTool(renderers=[dots], tooltips=[("run", "@run"), ("status", "@status"), ("took", "@took"), ("started", "@time{%F %H:%M:%S} UTC")],
+                            formatters={"@time": "datetime"}))
+    fig.xaxis.formatter = DatetimeTickFormatter(seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M", hourmin="%H:%M", hours="%m-%d %H:%M", days="%Y-%m-%d")
+    fig.xaxis.axis_label = "run started (UTC)"
+    fig.y_range.start = 0
+    fig.title.text_font_size = "13px"
+    return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
+
 def _iframe(doc: str) -> str:
     "`doc` in an iframe as tall as its content."
     # srcdoc keeps the notebook's CSS away from the page. The sandbox runs none of the notebook's scripts; it allows
@@ -254,6 +313,7 @@ def _pipelines_page(pn, Viewer, table):
                 pn.bind(lambda r: pn.pane.HTML(run_summary_html(r), sizing_mode="stretch_width") if r else None, s.param.run),
                 self._steps_title, self._steps,
                 pn.bind(lambda r: _gantt(pn, timeline_frame(r)) if r else None, s.param.run),
+                pn.bind(lambda r, d: _durations_chart(pn, r["pipeline"], d, s.step_durations, s.durations_total) if r else None, s.param.run, s.param.durations),
                 pn.bind(lambda r: pn.pane.HTML(errors_html(r), sizing_mode="stretch_width") if r and errors_html(r) else None, s.param.run),
                 pn.bind(self._notebook, s.param.run, s.param.step),
                 sizing_mode="stretch_width")
