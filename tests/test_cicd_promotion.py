@@ -189,9 +189,6 @@ def test_acceptance_failing_after_staging_rolls_back_and_tells_the_developer(wor
             pr = run_promotion(ws, config=project / "mlw-ci.yaml", who="dev")
             key = create_key(ws, "watcher2", ["predictor"], who="test").key
             assert _serves(staging, key, "job_duration", 1) and _serves(production, key, "job_duration", 1)
-    finally:
-        _sinks(ws, None)
-    try:
         assert (pr.state, pr.version, pr.exit_code) == ("rolled_back", 2, 1), pr.reason
         assert pr.reason.startswith("acceptance failed after staging (4 of 4 case(s)): a crew of five takes long: HTTP 5"), pr.reason
         assert "staging rolled back" in pr.reason and "production untouched" in pr.reason
@@ -216,6 +213,7 @@ def test_acceptance_failing_after_staging_rolls_back_and_tells_the_developer(wor
         assert (audit["principal"], audit["outcome"]) == ("dev", "failed") and json.loads(audit["detail"])["state"] == "rolled_back"
         assert read_audit(ws, action="deploy.rolled_back").height >= 1
     finally:
+        _sinks(ws, None)
         up.close()
 
 

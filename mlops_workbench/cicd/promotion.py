@@ -358,7 +358,7 @@ class _Promotion:
     def end(self, state: str, reason: str = ""):
         self.result.update(state=state, reason=reason)
 
-# %% ../../nbs/cicd/92_promotion.ipynb #pr0032503d
+# %% ../../nbs/cicd/92_promotion.ipynb #pr00329d13
 def _staging(p: _Promotion, stack) -> str | None:
     "Deploy to staging (the manager's checks first); the staged gateway's URL, or None when the stage did not pass."
     from mlops_workbench.deploy.rollout import deploy
@@ -375,15 +375,20 @@ def _staging(p: _Promotion, stack) -> str | None:
         return None
     return url
 
-def _roll_back(p: _Promotion, env: str, why: str) -> tuple[bool, str]:
-    "Roll `env` back through the deployment manager; (whether it was, what happened)."
+def _roll_back(p: _Promotion, env: str, why: str, url: str | None = None) -> tuple[bool, str]:
+    "Roll `env` back through the deployment manager and wait for its gateway at `url` to serve the version before; (whether it was, what happened)."
     from mlops_workbench.deploy.deployments import rollback, get_traffic
-    try:
-        d = rollback(p.ws, env, who=p.who, reason=why[:1000], endpoint=p.endpoint)
-        t = get_traffic(p.ws, env, p.endpoint)
-        p.result["deployments"][f"rollback_{env}"] = d.id
-        return True, f"{env} rolled back: deployment {d.id} is {d.state}; {p.endpoint} serves " + (f"v{t.primary_version}" if t and t.primary_version else "what it served before")
+    from mlops_workbench.deploy.rollout import wait_serving
+    from mlops_workbench.security.keys import temporary_key
+    try: d = rollback(p.ws, env, who=p.who, reason=why[:1000], endpoint=p.endpoint)
     except Conflict as e: return False, f"{env} was not rolled back: {_one_line(e)[:300]}"
+    p.result["deployments"][f"rollback_{env}"] = d.id
+    t, note = get_traffic(p.ws, env, p.endpoint), ""
+    if url and t is not None and t.primary_version is not None:
+        with temporary_key(p.ws, f"promote-{p.rid}-rollback", ["predictor"], models=[p.mv.name], expires="1h", who=p.name) as k:
+            try: wait_serving(url, k.key, p.endpoint, t.primary_version, timeout_s=float(p.s["production"]["params"].get("apply_timeout_s", 60)))
+            except Unavailable as e: note = f" (its gateway has not followed yet: {_one_line(e)[:200]})"
+    return True, f"{env} rolled back: deployment {d.id} is {d.state}; {p.endpoint} serves " + (f"v{t.primary_version}" if t and t.primary_version else "what it served before") + note
 
 def _acceptance(p: _Promotion, url: str) -> bool:
     "The acceptance cases and load against the staged endpoint; on failure staging rolls back."
@@ -396,7 +401,7 @@ def _acceptance(p: _Promotion, url: str) -> bool:
         p.put(_stage_result("acceptance", 1, cases, t0, gateway=url))
         return True
     why = f"acceptance failed after staging ({len(bad)} of {len(cases)} case(s)): " + "; ".join(f"{c.name}: {c.message}" for c in bad[:4])
-    done, what = _roll_back(p, p.s["staging"]["environment"], f"mlw ci promote run {p.rid}: {why}")
+    done, what = _roll_back(p, p.s["staging"]["environment"], f"mlw ci promote run {p.rid}: {why}", url)
     p.put(_stage_result("acceptance", 1, cases, t0, why[:800], gateway=url, rollback=what))
     p.end("rolled_back" if done else "failed", f"{why[:1200]}; {what}; production untouched")
     return False
@@ -422,7 +427,7 @@ def _production(p: _Promotion, stack):
             cases += acceptance_tests(url, k.key, p.endpoint, p.s["acceptance"]["cases"], None, p.mv.version, "production.smoke", p.s["acceptance"]["timeout"])
         if bad := [c for c in cases if c.outcome == "failed" and c.classname.startswith("production.smoke")]:
             why = f"smoke cases failed in production ({len(bad)}): " + "; ".join(f"{c.name}: {c.message}" for c in bad[:4])
-            done, what = _roll_back(p, s["environment"], f"mlw ci promote run {p.rid}: {why}")
+            done, what = _roll_back(p, s["environment"], f"mlw ci promote run {p.rid}: {why}", url)
             p.put(_stage_result("production", 2, cases, t0, f"{why}; {what}"[:800], rollback=what, **extra))
             return p.end("rolled_back" if done else "failed", f"{why[:1200]}; {what}")
     from mlops_workbench.registry.versions import get_model
