@@ -90,3 +90,11 @@ def oidc_issuer():
     from oidc_issuer import oidc_issuer as start_issuer
     with start_issuer() as issuer:
         yield issuer
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(tmp_path_factory):
+    """NEEDS PyPI or pip's cache, and about a minute, once per session: a virtualenv with exactly what a build's Dockerfile
+    installs (the serving lock, a wheel of this checkout). Its .python, .mlw, .wheel, .lock, .pins and .timings."""
+    from fresh_venv import make
+    return make(tmp_path_factory.mktemp("fresh-venv"))

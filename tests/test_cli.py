@@ -285,7 +285,7 @@ def test_unreadable_settings(tmp_path):
     assert mode == 0o666 & ~umask, oct(mode)
 
 
-def test_demo_runs_end_to_end_and_keeps_other_folders(tmp_path):
+def test_demo_runs_end_to_end_and_keeps_other_folders(tmp_path, fresh_venv):
     demo = tmp_path/"demo"
     p = mlw("demo", "--path", demo, "--n_applications", "1000", "--quiet", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -300,11 +300,51 @@ def test_demo_runs_end_to_end_and_keeps_other_folders(tmp_path):
     p = mlw("features", "show", "customer_transactions", "--workspace", demo, cwd=tmp_path)
     assert "amount_sum_7d" in p.stdout and "read transactions v0 -> fv_customer_transactions v0" in p.stdout, p.stdout
     user_error(mlw("features", "apply", "nope.yaml", "--workspace", demo, cwd=tmp_path), "definitions file 'nope.yaml' does not exist")
+    _demo_ci_and_its_artifacts(demo, tmp_path, fresh_venv)
 
     mine = _write(tmp_path/"mine"/"thesis.tex", "my work")
     p = mlw("demo", "--path", mine, "--n_applications", "1000", "--quiet", cwd=tmp_path)
     user_error(p, f"folder '{mine}' exists and is not a demo workspace; pass --path")
     assert (mine/"thesis.tex").read_text() == "my work" and sorted(mine.iterdir()) == [mine/"thesis.tex"]
+
+
+def _demo_ci_and_its_artifacts(demo, tmp_path, fresh_venv):
+    """The demo put its model through `mlw ci` before deploying it: a JUnit XML a JUnit parser reads (a suite per stage,
+    nothing failed); `mlw ci` again on the demo workspace, from the command line; and the version's build artifacts
+    served from a fresh virtualenv (the Dockerfile's own command on the bundle alone) as the version scores offline."""
+    import shutil
+    import httpx
+    import numpy as np
+    from junitparser import JUnitXml
+    from conftest import free_port
+    from test_cicd_artifacts import _offline, _scores, _serve, _stop
+    from mlops_workbench.cicd.artifacts import get_artifacts
+    from mlops_workbench.cicd.ci import list_ci_runs
+    from mlops_workbench.core.workspace import Workspace
+    from mlops_workbench.security.keys import create_key
+    ws = Workspace.open(demo)
+    (run,) = list_ci_runs(ws)
+    assert (run.project, run.outcome, run.who) == ("credit-default", "passed", "demo")
+    suites = {s.name: s for s in JUnitXml.fromfile(str(run.junit_path))}
+    assert set(suites) == {"data", "model", "integration"} and all(s.tests > 0 and s.failures == s.errors == 0 for s in suites.values()), suites
+    config = Path(__import__("mlops_workbench").__file__).parent/"pipelines"/"definitions"/"credit_default_ci.yaml"
+    p = mlw("ci", "--config", config, "--stages", "data,model", "--junit", tmp_path/"again.xml", "--workspace", demo, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert {s.name for s in JUnitXml.fromfile(str(tmp_path/"again.xml"))} == {"data", "model"}
+    version = run.stage("model").detail["version"]  # the version the demo registered, pinned by its ci step
+    art = get_artifacts(ws, f"credit_default/{version}")
+    alone = tmp_path/"alone"; alone.mkdir()
+    shutil.copy(art.bundle_tar, alone/"bundle.tar.gz")
+    key = create_key(ws, "demo-client", ["predictor"], who="test").key
+    port = free_port()
+    proc = _serve(fresh_venv.python, alone/"bundle.tar.gz", port, key, alone, tmp_path/"bundle-server.log")
+    try:
+        rows, want = _offline(ws, art.run_id, n=50)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/models/credit_default/predict", json={"rows": rows}, headers={"X-API-Key": key}, timeout=60)
+        assert r.status_code == 200 and r.json()["model"]["version"] == version, r.text
+        np.testing.assert_allclose(_scores(r.json(), "binary"), want, rtol=0, atol=1e-9)
+    finally: _stop(proc)
+    ws.close()
 
 
 # ---------------------------------------------------------------- the data verbs on a user's own file
