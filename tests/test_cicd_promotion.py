@@ -105,6 +105,7 @@ def world(tmp_path_factory):
     for i, n in enumerate((5, 9, 13), 1):
         r = train(ws, exp, {"num_leaves": n, "n_estimators": 15}, run_name=f"credit-v{i}").run_id
         register_model(ws, r, "credit_default", validate_model(ws, r, default_gates("binary")), who="test")
+    materialize(ws, "customer_spend")
     for env, p99 in (("staging", 3000), ("production", 2000)):
         define_environment(ws, env, slo=SLO(p99_ms=p99, error_rate=0.05), who="test")
     yield ws
@@ -241,7 +242,9 @@ def test_the_credit_model_canaries_into_production_and_a_smoke_failure_rolls_pro
         d = get_deployment(ws, second.deployments["production"])
         assert d.strategy == "canary" and [s["share"] for s in d.steps] == [0.5, 1.0] and all(s["analysis"]["passed"] for s in d.steps)
         assert load.versions[2] > 0 and set(load.status) == {200}
-        third = run_promotion(ws, "credit_default/3", config, who="dev", notify=False)  # staging is clean; production's gateway fails v3
+        cfg["promote"]["production"] = {"strategy": "direct", "smoke": True}  # no canary analysis: the smoke cases are what catch it
+        (tmp_path / "direct.yaml").write_text(yaml.safe_dump(cfg))
+        third = run_promotion(ws, "credit_default/3", tmp_path / "direct.yaml", who="dev", notify=False)  # staging is clean; production's gateway fails v3
         assert _serves(production, key, "credit_default", 2)
     assert third.state == "rolled_back" and third.reason.startswith("smoke cases failed in production (3)"), third.reason
     assert [(s.stage, s.outcome) for s in third.run.stages] == [("staging", "passed"), ("acceptance", "passed"), ("production", "failed")]
