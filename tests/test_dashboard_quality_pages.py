@@ -28,30 +28,17 @@ _FIGURES = "(window.Bokeh ? Bokeh.documents.flatMap(d => [...d.all_models]).filt
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     import polars as pl
-    from toy import jobs_world
+    from toy import credit_loans, credit_version, jobs_world
     from mlops_workbench.core.metadata import utcnow
     from mlops_workbench.core.storage import read_dataset, write_dataset
     from mlops_workbench.core.workspace import Workspace
-    from mlops_workbench.data.synthetic import generate_lending
-    from mlops_workbench.experiments.definition import Experiment, FloatParam, IntParam, TimeSplit
     from mlops_workbench.features.online import materialize
-    from mlops_workbench.registry.gates import default_gates
-    from mlops_workbench.registry.validation import validate_model
-    from mlops_workbench.registry.versions import register_model
-    from mlops_workbench.training.fit import train
     d = tmp_path_factory.mktemp("quality-pages")
     ws = Workspace.init(d / "ws")
     # binary
-    lend = generate_lending(1_200, seed=11)
-    loans = lend.applications.join(lend.labels.select("application_id", "defaulted"), on="application_id")
-    exp = Experiment("credit_default", target="defaulted", exclude=["application_id", "customer_id"], split=TimeSplit("event_timestamp", valid_size=0.25),
-                     search_space={"learning_rate": FloatParam(0.02, 0.3, log=True), "num_leaves": IntParam(4, 32, log=True)},
-                     params={"num_threads": 1}, num_boost_round=40, trials=1, seed=7)
-    gates = default_gates("binary", slices=["channel"])
-    good = train(ws, exp, {"learning_rate": 0.1, "num_leaves": 15}, data=loans, run_name="good").run_id
-    v1 = register_model(ws, good, "credit_default", validate_model(ws, good, gates), owner="alice", who="alice")
-    flat = train(ws, exp, {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 5000}, data=loans, run_name="misconfigured").run_id
-    v2 = register_model(ws, flat, "credit_default", validate_model(ws, flat, gates), owner="bob", who="bob")
+    loans = credit_loans()
+    good, v1 = credit_version(ws, loans, {"learning_rate": 0.1, "num_leaves": 15}, "good", slices=["channel"])
+    flat, v2 = credit_version(ws, loans, {"learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 5000}, "misconfigured", who="bob", slices=["channel"])
     assert (v1.tags["mlw.validation"], v2.tags["mlw.validation"]) == ("passed", "rejected")
     write_quality_data(ws)
     feats = write_feature_data(ws)

@@ -31,22 +31,11 @@ _BUTTONS = "(label) => Bokeh.documents.flatMap(d => [...d.all_models]).filter(m 
 def world(tmp_path_factory):
     import subprocess
     from oidc_issuer import oidc_issuer
-    from toy import jobs_world
+    from toy import credit_loans, credit_version, jobs_world
     from mlops_workbench.core.workspace import Workspace
-    from mlops_workbench.data.synthetic import generate_lending
-    from mlops_workbench.experiments.definition import Experiment, FloatParam, TimeSplit
-    from mlops_workbench.registry.gates import default_gates
-    from mlops_workbench.registry.validation import validate_model
-    from mlops_workbench.registry.versions import register_model
-    from mlops_workbench.training.fit import train
     d = tmp_path_factory.mktemp("roles")
     ws = Workspace.init(d / "ws")
-    lend = generate_lending(1_000, seed=3)
-    loans = lend.applications.join(lend.labels.select("application_id", "defaulted"), on="application_id")
-    exp = Experiment("credit_default", target="defaulted", exclude=["application_id", "customer_id"], split=TimeSplit("event_timestamp", valid_size=0.25),
-                     search_space={"learning_rate": FloatParam(0.02, 0.3, log=True)}, params={"num_threads": 1}, num_boost_round=30, trials=1, seed=7)
-    run = train(ws, exp, {"learning_rate": 0.1, "num_leaves": 15}, data=loans, run_name="good").run_id
-    register_model(ws, run, "credit_default", validate_model(ws, run, default_gates("binary")), owner="alice", who="alice")
+    credit_version(ws, credit_loans(1_000, seed=3), {"learning_rate": 0.1, "num_leaves": 15}, "good", rounds=30)
     jobs_world(ws)
     mlw = str(Path(sys.executable).with_name("mlw"))
     put = subprocess.run([mlw, "secrets", "set", "dashboards.oauth_client_secret", "--workspace", str(ws.root)], input="dashboards-secret",

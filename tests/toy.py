@@ -69,3 +69,25 @@ def jobs_world(ws, seed: int = 5, base: dt.datetime = dt.datetime(2025, 1, 1, tz
     run_id = train(ws, exp, {"num_leaves": 15, "min_child_samples": 5}, run_name="jobs").run_id
     register_model(ws, run_id, "job_duration", validate_model(ws, run_id, default_gates("regression")), who="test")
     return run_id, sites
+
+
+def credit_loans(n: int = 1_200, seed: int = 11) -> pl.DataFrame:
+    "Generated loan applications with their `defaulted` label: the demo's shape, small."
+    from mlops_workbench.data.synthetic import generate_lending
+    lend = generate_lending(n, seed=seed)
+    return lend.applications.join(lend.labels.select("application_id", "defaulted"), on="application_id")
+
+
+def credit_version(ws, loans: pl.DataFrame, params: dict, run_name: str, who: str = "alice", slices=None, rounds: int = 40):
+    """A `credit_default` model trained on `loans` with `params`, validated with the binary gates (`slices`: per-slice
+    gates) and registered by `who`. Returns (training run id, model version)."""
+    from mlops_workbench.experiments.definition import Experiment, FloatParam, IntParam, TimeSplit
+    from mlops_workbench.registry.gates import default_gates
+    from mlops_workbench.registry.validation import validate_model
+    from mlops_workbench.registry.versions import register_model
+    from mlops_workbench.training.fit import train
+    exp = Experiment("credit_default", target="defaulted", exclude=["application_id", "customer_id"], split=TimeSplit("event_timestamp", valid_size=0.25),
+                     search_space={"learning_rate": FloatParam(0.02, 0.3, log=True), "num_leaves": IntParam(4, 32, log=True)},
+                     params={"num_threads": 1}, num_boost_round=rounds, trials=1, seed=7)
+    run = train(ws, exp, params, data=loans, run_name=run_name).run_id
+    return run, register_model(ws, run, "credit_default", validate_model(ws, run, default_gates("binary", slices=slices or [])), owner=who, who=who)
