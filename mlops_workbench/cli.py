@@ -328,10 +328,11 @@ def mlw_features(action: Param("list, show or apply", str, choices=["list", "sho
         return v
     views = list_views(ws)
     if not views: print("no feature views yet; apply definitions with `mlw features apply FILE`")
-    from mlops_workbench.ui.features import feature_view_summaries, fmt_age, view_status
+    from mlops_workbench.ui.features import feature_view_summaries, view_status
+    from mlops_workbench.ui.helpers import fmt_duration
     for s in feature_view_summaries(ws):  # the Features page's states: a view past its TTL is STALE, never just "complete"
         st = view_status(s)
-        age = f", newest event {fmt_age(s['freshness_s'])} ago" if s["freshness_s"] is not None else ""
+        age = f", newest event {fmt_duration(s['freshness_s'])} ago" if s["freshness_s"] is not None else ""
         print(f"{s['name']:<28} v{s['version']:<3} {s['kind']:<9} {len(s['features']):>3} features  ttl {s['ttl'] or '-':<5} "
               f"{st.upper() if st == 'stale' else st}{age}")
     return views

@@ -23,14 +23,14 @@ from .charts import column_figure, dataset_profile
 from ..data.quality import quality_history, validation_history
 from ..alerts import list_alerts
 from ..core.metadata import alerts as alerts_t
-from .helpers import STATUS_COLORS, alert_html, badge, fmt_bytes, fmt_share, fmt_time, query_params, query_version, _MD_CSS, _badged, _e, _link, _page_header, _where, _wrap
+from .helpers import STATUS_COLORS, alert_html, badge, fmt_age, fmt_bytes, fmt_share, fmt_time, query_params, query_version, _MD_CSS, _badged, _e, _link, _page_header, _where, _wrap
 
 # %% auto #0
 __all__ = ['QUALITY_METRICS', 'DATASET_COLUMNS', 'VERSION_COLUMNS', 'RULE_COLUMNS', 'TREND_COLUMNS', 'OPEN', 'NOT_VALIDATED',
-           'COLUMN_METRICS', 'fmt_age', 'dataset_summaries', 'datasets_frame', 'versions_frame', 'rule_result',
-           'example_text', 'rules_frame', 'versions_trend', 'trend_frame', 'DataQuality', 'open_alert_summaries',
-           'version_html', 'validation_html', 'rules_html', 'metrics_html', 'profile_html', 'alert_card_html',
-           'alerts_html', 'data_quality_report']
+           'COLUMN_METRICS', 'dataset_summaries', 'datasets_frame', 'versions_frame', 'rule_result', 'example_text',
+           'rules_frame', 'versions_trend', 'trend_frame', 'DataQuality', 'open_alert_summaries', 'version_html',
+           'validation_html', 'rules_html', 'metrics_html', 'profile_html', 'alert_card_html', 'alerts_html',
+           'data_quality_report']
 
 # %% ../../nbs/ui/95b_data_quality.ipynb #401898bb
 QUALITY_METRICS = {"rule_failure_rate": "share of rows failing each rule", "null_rate": "share of null values in each column"}
@@ -46,18 +46,6 @@ TREND_COLUMNS = ["version", "series", "value"]
 OPEN = ("firing", "acknowledged")  # alert statuses that still need someone
 
 NOT_VALIDATED = "not validated"  # a version no validation report covers: never an all-clear
-
-def fmt_age(t, now: dt.datetime | None = None) -> str:
-    "How old a time (ISO text or datetime) is at `now` (default: now), for people: `45 s old`, `12 min old`, `5.2 hours old`, `3.4 days old`; '' for none."
-    if t in (None, ""): return ""
-    t = dt.datetime.fromisoformat(t) if isinstance(t, str) else t
-    if t.tzinfo is None: t = t.replace(tzinfo=dt.timezone.utc)
-    s = ((now or utcnow()) - t).total_seconds()
-    if s < 0: return "in the future"
-    if s < 90: return f"{s:.0f} s old"
-    if s < 90 * 60: return f"{s / 60:.0f} min old"
-    if s < 36 * 3600: return f"{s / 3600:.1f} hours old"
-    return f"{s / 86400:.1f} days old"
 
 def dataset_summaries(ws: Workspace) -> list[dict]:
     "Each dataset: name, kind, latest version, rows, last write, its newest validation (status, version) and open alerts."

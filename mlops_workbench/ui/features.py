@@ -22,24 +22,12 @@ from .helpers import _MD_CSS, _e, _page_header, _where, _wrap, badge, fmt_durati
 
 # %% auto #0
 __all__ = ['VIEW_STATES', 'VIEW_COLUMNS', 'VERSION_COLUMNS', 'FEATURE_COLUMNS', 'BUILD_COLUMNS', 'MATERIALIZATION_COLUMNS',
-           'SERVICE_COLUMNS', 'STAT_COLUMNS', 'fmt_age', 'feature_view_summaries', 'view_status', 'status_badge',
-           'views_frame', 'view_versions', 'versions_frame', 'features_frame', 'builds_frame', 'materializations_frame',
+           'SERVICE_COLUMNS', 'STAT_COLUMNS', 'feature_view_summaries', 'view_status', 'status_badge', 'views_frame',
+           'view_versions', 'versions_frame', 'features_frame', 'builds_frame', 'materializations_frame',
            'services_frame', 'feature_stats', 'FeatureViews', 'summary_html', 'definition_html', 'stats_html',
            'builds_html', 'materializations_html', 'services_html', 'feature_view_html']
 
 # %% ../../nbs/ui/95c_features.ipynb #760db0ba
-def fmt_age(seconds) -> str:
-    "An age in seconds as `45 s`, `12 min`, `3 h 20 min`, `4 d 06 h` or `45 d`; a negative one as `... ahead`; '' for none."
-    if seconds is None or pd.isna(seconds): return ""
-    if seconds < 0: return f"{fmt_age(-seconds)} ahead"
-    s = int(round(seconds))
-    if s < 60: return f"{s} s"
-    if s < 3600: return f"{s // 60} min"
-    h, m = divmod(s // 60, 60)
-    if h < 24: return f"{h} h {m:02d} min"
-    d, h = divmod(h, 24)
-    return f"{d} d {h:02d} h" if d < 30 else f"{d} d"
-
 def _iso(t) -> str | None: return None if t is None else t.isoformat()
 
 def _record(x: FeatureBuild | Materialization | None) -> dict | None:
@@ -110,7 +98,7 @@ def views_frame(summaries: list[dict]) -> pd.DataFrame:
         b, m = s["build"] or {}, s["materialization"] or {}
         return {"name": s["name"], "version": s["version"], "status": view_status(s), "kind": s["kind"], "entity": s["entity"] or "", "source": s["source"],
                 "features": len(s["features"]), "ttl": s["ttl"] or ("no limit" if s["kind"] == "batch" else ""), "owner": s["owner"],
-                "last build": fmt_time(b.get("created_at")), "rows": _count(b.get("rows")), "freshness": fmt_age(s["freshness_s"]),
+                "last build": fmt_time(b.get("created_at")), "rows": _count(b.get("rows")), "freshness": fmt_duration(s["freshness_s"]),
                 "materialization": m.get("status", ""), "online rows": _count(m.get("rows")), "online up to": fmt_time(s["online_until"]),
                 "store": m.get("store", "")}
     return pd.DataFrame([row(s) for s in summaries], columns=VIEW_COLUMNS)
@@ -310,7 +298,7 @@ def summary_html(s: dict) -> str:
         rows.append(("last build", f"build {b['id']} at {_e(fmt_time(b['created_at']))}: <code>{_e(b['source'])}</code> v{b['source_version']} &rarr; "
                                    f"<code>{_e(b['table'])}</code> v{b['table_version']}, {b['rows']:,} rows"))
         stale = f" {status_badge('stale')} older than its TTL ({_e(s['ttl'])}): lookups now get nulls" if s["expired"] else ""
-        rows.append(("freshness", f"<b>{_e(fmt_age(s['freshness_s']))}</b> since its newest event ({_e(fmt_time(b['max_event_time']))}){stale}"))
+        rows.append(("freshness", f"<b>{_e(fmt_duration(s['freshness_s']))}</b> since its newest event ({_e(fmt_time(b['max_event_time']))}){stale}"))
     if m:
         err = f": {_e(m['error'])}" if m.get("error") else ""
         shown = status_badge("stale") + " " if s["expired"] and m["status"] == "complete" else ""  # a complete copy of stale values is no all-clear

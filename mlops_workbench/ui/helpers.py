@@ -13,7 +13,7 @@ from ..core.errors import InvalidInput
 
 # %% auto #0
 __all__ = ['STATUS_COLORS', 'query_params', 'query_version', 'fmt_time', 'fmt_duration', 'error_line', 'badge', 'alert_html',
-           'fmt_bytes', 'fmt_share']
+           'fmt_bytes', 'fmt_age', 'fmt_share']
 
 # %% ../../nbs/ui/95_helpers.ipynb #75886ac6
 def query_params(query: str | dict | None) -> dict[str, str]:
@@ -44,9 +44,11 @@ def fmt_time(t) -> str:
     return (t.astimezone(dt.timezone.utc) if t.tzinfo else t).strftime("%Y-%m-%d %H:%M:%S")
 
 def fmt_duration(s) -> str:
-    "Seconds as `0.8 s`, `4 min 05 s` or `2 h 03 min`; '' for none."
+    "Seconds for people: `0.8 s`, `4 min 05 s`, `2 h 03 min`, then `3.4 days` from two days and `45 days` from ten; a negative span as `... ahead`; '' for none."
     if s is None or pd.isna(s): return ""
+    if s < 0: return f"{fmt_duration(-s)} ahead"
     if s < 60: return f"{s:.1f} s"
+    if s >= 2 * 86400: return f"{s / 86400:.1f} days" if s < 10 * 86400 else f"{s / 86400:.0f} days"
     m, sec = divmod(int(round(s)), 60)
     if m < 60: return f"{m} min {sec:02d} s"
     h, m = divmod(m, 60)
@@ -117,6 +119,13 @@ def fmt_bytes(n) -> str:
         if abs(n) < 1000: return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+def fmt_age(t, now: dt.datetime | None = None) -> str:
+    "How old a time (ISO text or datetime; naive is UTC) is at `now` (default: now): `12 min old`, `3.4 days old`; '' for none."
+    if t in (None, ""): return ""
+    t = dt.datetime.fromisoformat(t) if isinstance(t, str) else t
+    s = ((now or dt.datetime.now(dt.timezone.utc)) - (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc))).total_seconds()
+    return "in the future" if s < 0 else f"{fmt_duration(s)} old"
 
 def fmt_share(x) -> str:
     "A share as a percentage to 3 digits (`4.53%`, `0%`); '' for none."
