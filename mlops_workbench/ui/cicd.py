@@ -14,14 +14,15 @@ from ..core.errors import MLWError, InvalidInput
 from ..core.metadata import ci_runs, ci_stages, utcnow
 from ..core.workspace import Workspace
 from ..cicd.ci import CIRun, get_ci_run
-from ..deploy.deployments import deployment_history
+from ..deploy.deployments import deployment_history, get_deployment
 from .helpers import STATUS_COLORS, _MD_CSS, _e, _page_header, _wrap, fmt_bytes, fmt_duration, fmt_time, query_params
 
 # %% auto #0
 __all__ = ['CI_HINT', 'PROMOTION_STAGES', 'OUTCOME_COLORS', 'RUN_COLUMNS', 'STAGE_COLUMNS', 'TIMELINE_COLUMNS', 'CASE_COLUMNS',
-           'EMBED_MAX', 'ARTIFACT_COLUMNS', 'PROMOTION_COLUMNS', 'ci_badge', 'ci_runs_frame', 'stages_frame',
-           'stage_timeline', 'cases_frame', 'failures', 'run_files', 'files_html', 'run_models', 'artifacts_frame',
-           'artifacts_html', 'promotions_frame', 'promotions_html', 'CICD', 'run_html', 'stages_html', 'cases_html']
+           'EMBED_MAX', 'ARTIFACT_COLUMNS', 'PROMOTION_COLUMNS', 'ci_badge', 'fmt_took', 'ci_runs_frame',
+           'stages_frame', 'stage_timeline', 'cases_frame', 'failures', 'run_files', 'files_html', 'run_models',
+           'artifacts_frame', 'artifacts_html', 'promotions_frame', 'promotions_html', 'CICD', 'run_html',
+           'stages_html', 'cases_html']
 
 # %% ../../nbs/ui/95j_cicd.ipynb #cicd8f14
 CI_HINT = "mlw ci init"
@@ -36,6 +37,10 @@ def ci_badge(outcome: str) -> str:
             f'background:{OUTCOME_COLORS.get(outcome, "#59636e")}">{_e(outcome)}</span>') if outcome else ""
 
 def _secs(a, b) -> float | None: return (b - a).total_seconds() if a is not None and b is not None else None
+
+def fmt_took(s) -> str:
+    "A duration as `fmt_duration` writes it, but under a second in milliseconds (`40 ms`): a stage or case that took 0.04 s is not `0.0 s`."
+    return "" if s is None or pd.isna(s) else f"{s * 1000:.0f} ms" if s < 1 else fmt_duration(s)
 
 RUN_COLUMNS = ["id", "outcome", "project", "kind", "who", "started", "duration", "commit", "failing stage", "stages"]
 
@@ -57,7 +62,7 @@ def ci_runs_frame(ws: Workspace, limit: int = 50, project: str | None = None, ou
     for r in runs:
         ss = by.get(r.id, [])
         rows.append({"id": r.id, "outcome": r.outcome, "project": r.project, "kind": "promotion" if any(s.stage in PROMOTION_STAGES for s in ss) else "checks", "who": r.who, "started": fmt_time(r.started_at),
-                     "duration": fmt_duration(_secs(r.started_at, r.ended_at or now)) + ("" if r.ended_at else " so far"),
+                     "duration": fmt_took(_secs(r.started_at, r.ended_at or now)) + ("" if r.ended_at else " so far"),
                      "commit": (r.git_commit or "")[:10], "failing stage": next((s.stage for s in ss if s.outcome in ("failed", "error")), ""),
                      "stages": f"{sum(s.outcome == 'passed' for s in ss)} of {len(ss)} passed"})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
@@ -69,7 +74,7 @@ TIMELINE_COLUMNS = ["stage", "outcome", "start_s", "end_s", "duration_s"]
 def stages_frame(run: CIRun) -> pd.DataFrame:
     "Run `run`'s stages in order: outcome, the counts of tests, failures, errors and skipped cases, when it started, how long it took, its message."
     rows = [{"stage": s.stage, "outcome": s.outcome, "tests": s.tests, "failures": s.failures, "errors": s.errors,
-             "skipped": sum(c.outcome == "skipped" for c in s.cases), "started": fmt_time(s.started_at), "duration": fmt_duration(s.duration_s),
+             "skipped": sum(c.outcome == "skipped" for c in s.cases), "started": fmt_time(s.started_at), "duration": fmt_took(s.duration_s),
              "message": s.detail.get("message", "")} for s in run.stages]
     return pd.DataFrame(rows, columns=STAGE_COLUMNS)
 
@@ -89,7 +94,7 @@ _CASE_ORDER = {"failed": 0, "error": 0, "passed": 1, "skipped": 2}
 
 def cases_frame(run: CIRun) -> pd.DataFrame:
     "Every test case of `run`, as its JUnit XML holds them: stage, outcome, name, class, seconds, message; failures and errors first, then in stage order."
-    rows = [{"stage": s.stage, "outcome": c.outcome, "case": c.name, "classname": c.classname, "time": fmt_duration(c.time_s) if c.time_s else "",
+    rows = [{"stage": s.stage, "outcome": c.outcome, "case": c.name, "classname": c.classname, "time": fmt_took(c.time_s) if c.time_s else "",
              "message": c.message} for s in run.stages for c in s.cases]
     out = pd.DataFrame(rows, columns=CASE_COLUMNS)
     return out.iloc[out.outcome.map(_CASE_ORDER).fillna(1).argsort(kind="stable")].reset_index(drop=True)
@@ -106,7 +111,7 @@ _CI_CSS = """<style>
 .mlw-report.mlw-report .mlw-scroll th {position: sticky; top: 0; background: #fff; z-index: 1}
 .mlw-report.mlw-report td.mlw-id, .mlw-report.mlw-report .mlw-id {overflow-wrap: anywhere; word-break: break-word; min-width: 10em}
 .mlw-report.mlw-report td.mlw-nowrap {white-space: nowrap}
-.mlw-report.mlw-report td.mlw-reason {min-width: 16em; max-width: 40em}
+.mlw-report.mlw-report td.mlw-reason {min-width: 14em; max-width: 40em}
 .mlw-report.mlw-report td.mlw-num {text-align: right}
 .mlw-report.mlw-report tr.mlw-bad td {color: #cf222e}
 .mlw-report.mlw-report details {margin: 4px 0}
@@ -182,7 +187,7 @@ def artifacts_html(arts: pd.DataFrame, notes: list[str], models: list[tuple[str,
     return _wrap(_CI_CSS + "".join(out))
 
 # %% ../../nbs/ui/95j_cicd.ipynb #cicd6ea9
-PROMOTION_COLUMNS = ["source", "kind", "model", "version", "environment", "state", "who", "started", "finished", "reason"]
+PROMOTION_COLUMNS = ["source", "kind", "model", "version", "environment", "state", "who", "started", "took", "reason"]
 
 def _promotion_runs(ws: Workspace, limit: int) -> list[dict]:
     "The newest ci runs with promotion stages, read lightly: the run, its `result` (what `mlw ci promote` concluded), and its promotion stages' outcomes and details."
@@ -202,7 +207,8 @@ def promotions_frame(ws: Workspace, limit: int = 50) -> pd.DataFrame:
     """Promotions and rollbacks, newest first: every staged promotion (`mlw ci promote`, a ci run with staging, acceptance
     and production stages: a rollback when it was rolled back), and every deployment of the deployment manager (a
     rolled-back one is a rollback), the deployments a promotion made naming its run. Each: where it came from, the model
-    version, the environment it reached, its state, who, when, why it ended."""
+    version, the environment it reached, its state, who (for a rolled-back deployment, who rolled it back), when, how
+    long it took, why it ended."""
     rows, made_by = [], {}
     for p in _promotion_runs(ws, limit):
         r, res, ss = p["run"], p["result"], p["stages"]
@@ -213,13 +219,14 @@ def promotions_frame(ws: Workspace, limit: int = 50) -> pd.DataFrame:
         for dep_id in (res.get("deployments") or {}).values(): made_by[dep_id] = r.id
         rows.append({"source": f"ci run {r.id}", "kind": "rollback" if state == "rolled_back" else "promotion", "model": res.get("model") or d.get("model", ""),
                      "version": res.get("version") or d.get("version"), "environment": reached[-1].stage if reached else "", "state": state, "who": r.who,
-                     "started": fmt_time(r.started_at), "finished": fmt_time(r.ended_at),
+                     "started": fmt_time(r.started_at), "took": fmt_took(_secs(r.started_at, r.ended_at)),
                      "reason": res.get("reason") or ((bad.detail or {}).get("message", "") if bad else ""), "_at": r.started_at})
     for r in deployment_history(ws, limit=limit).iter_rows(named=True):
+        back = r["state"] == "rolled_back"  # who rolled it back is who this row is about: read from its last transition (rollbacks only, so few reads)
         rows.append({"source": f"deployment {r['id']}" + (f" (ci run {made_by[r['id']]})" if r["id"] in made_by else ""),
-                     "kind": "rollback" if r["state"] == "rolled_back" else "promotion", "model": r["model"], "version": r["version"],
-                     "environment": r["environment"], "state": r["state"], "who": r["created_by"], "started": fmt_time(r["created_at"]),
-                     "finished": fmt_time(r["finished_at"]), "reason": r["reason"] or "", "_at": r["created_at"]})
+                     "kind": "rollback" if back else "promotion", "model": r["model"], "version": r["version"], "environment": r["environment"],
+                     "state": r["state"], "who": (get_deployment(ws, r["id"]).transitions[-1].get("by") or r["created_by"]) if back else r["created_by"],
+                     "started": fmt_time(r["created_at"]), "took": fmt_took(_secs(r["created_at"], r["finished_at"])), "reason": r["reason"] or "", "_at": r["created_at"]})
     rows.sort(key=lambda x: x["_at"], reverse=True)
     return pd.DataFrame([{k: v for k, v in r.items() if k != "_at"} for r in rows[:limit]], columns=PROMOTION_COLUMNS)
 
@@ -302,7 +309,7 @@ class CICD(param.Parameterized):
 # %% ../../nbs/ui/95j_cicd.ipynb #cicdd67d
 def run_html(run: CIRun) -> str:
     "A run's header: project, outcome and exit code, who started it when, how long it took, the commit and config, and the failing stage's message."
-    took = fmt_duration(_secs(run.started_at, run.ended_at or utcnow()))
+    took = fmt_took(_secs(run.started_at, run.ended_at or utcnow()))
     rows = [("outcome", f"{ci_badge(run.outcome)} exit code {_e(run.exit_code)}"), ("who", _e(run.who)), ("started", f"{_e(fmt_time(run.started_at))} UTC"),
             ("duration", _e(took) + ("" if run.ended_at else " so far")), ("commit", f"<code class='mlw-id'>{_e(run.git_commit or 'not a git checkout')}</code>"),
             ("config", f"<code class='mlw-id'>{_e(run.config.get('path') or '')}</code>")]
@@ -346,11 +353,11 @@ def _stages_chart(pn, timeline: pd.DataFrame, run: CIRun | None):
     if run is None or timeline.empty: return pn.pane.Markdown("No stage of this run has started." if run is not None else "")
     names = list(timeline.stage)[::-1]
     src = ColumnDataSource(timeline.assign(color=timeline.outcome.map(lambda o: OUTCOME_COLORS.get(o, "#59636e")),
-                                           took=timeline.duration_s.map(fmt_duration), label_x=timeline.end_s))
+                                           took=timeline.duration_s.map(fmt_took), label_x=timeline.end_s))
     end = float(timeline.end_s.max()) or 1.0
     fig = figure(y_range=names, height=90 + 36 * len(names), sizing_mode="stretch_width", toolbar_location=None, x_range=Range1d(0, end * 1.15),
                  x_axis_label="seconds since the run started", title=f"Stage durations of run {run.id} (bar: from the stage's start to its end)")
-    fig.hbar(y="stage", left="start_s", right="end_s", height=0.6, color="color", source=src)
+    fig.hbar(y="stage", left="start_s", right="end_s", height=0.6, color="color", source=src, name="stages")
     fig.add_layout(LabelSet(x="label_x", y="stage", text="took", source=src, x_offset=6, y_offset=-7, text_font_size="12px", text_color="#1f2328"))
     fig.add_tools(HoverTool(tooltips=[("stage", "@stage"), ("outcome", "@outcome"), ("took", "@took"), ("from", "@start_s{0.0} s"), ("to", "@end_s{0.0} s")]))
     fig.title.text_font_size = "13px"

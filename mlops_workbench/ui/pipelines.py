@@ -253,15 +253,18 @@ _STEP_PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#cc79a7", "#d55e00", "#0072b2
 
 def _durations_chart(pn, pipeline: str, runs: pd.DataFrame, steps: pd.DataFrame, total: int):
     "The pipeline's run durations over time as a Bokeh chart: the whole run's as a line with a marker per run (coloured by status), each step's as a thinner line."
-    from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool, Legend
+    from bokeh.models import ColumnDataSource, DatetimeTickFormatter, HoverTool, Legend, Range1d
     from bokeh.plotting import figure
     if runs.empty: return pn.pane.Markdown("No finished run of this pipeline yet: its durations chart starts with the first.")
     naive = lambda s: s.dt.tz_convert("UTC").dt.tz_localize(None)  # Bokeh reads naive times as UTC
-    shown = f"its {len(runs)} finished runs" if len(runs) == total else f"the newest {len(runs)} of its {total:,} finished runs"
+    shown = "its one finished run" if total == 1 else f"its {len(runs)} finished runs" if len(runs) == total else f"the newest {len(runs)} of its {total:,} finished runs"
+    t = naive(runs.started_at)
+    span = t.max() - t.min()
+    pad = span / 20 if span > pd.Timedelta(0) else pd.Timedelta(seconds=30)  # no marker on the frame's edge; one run gets a minute around it
+    top = max(runs.duration_s.max(), steps.duration_s.max() if len(steps) else 0) * 1.15
     fig = figure(height=300, sizing_mode="stretch_width", toolbar_location=None, x_axis_type="datetime", y_axis_label="seconds",
-                 title=f"Durations over time: {pipeline} ({shown})")
-    fig.x_range.default_span = 3_600_000  # one run: an hour around it, not a millisecond
-    src = ColumnDataSource(runs.assign(time=naive(runs.started_at), took=runs.duration_s.map(fmt_duration),
+                 title=f"Durations over time: {pipeline} ({shown})", x_range=Range1d(t.min() - pad, t.max() + pad), y_range=Range1d(0, top or 1))
+    src = ColumnDataSource(runs.assign(time=t, took=runs.duration_s.map(fmt_duration),
                                        color=runs.status.map(lambda s: STATUS_COLORS.get(s, "#59636e"))))
     items = [("run", [fig.line("time", "duration_s", source=src, color="#1f2328", line_width=2),
                       dots := fig.scatter("time", "duration_s", source=src, color="color", size=9, name="runs")])]
@@ -275,7 +278,6 @@ def _durations_chart(pn, pipeline: str, runs: pd.DataFrame, steps: pd.DataFrame,
                             formatters={"@time": "datetime"}))
     fig.xaxis.formatter = DatetimeTickFormatter(seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M", hourmin="%H:%M", hours="%m-%d %H:%M", days="%Y-%m-%d")
     fig.xaxis.axis_label = "run started (UTC)"
-    fig.y_range.start = 0
     fig.title.text_font_size = "13px"
     return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
