@@ -137,9 +137,10 @@ def test_the_sample_project_goes_from_a_clean_checkout_to_production(world, proj
     hook = Hook()
     _sinks(ws, [{"kind": "webhook", "name": "team", "url": hook.url}])
     key = create_key(ws, "watcher", ["predictor"], who="test").key
+    deployer = create_key(ws, "ci-deployer", ["deployer"], who="test").key  # the CI system's secret: it acts with the key's roles
     try:
         with gateway(ws.root, args=["--env", "staging"]) as (staging, _), gateway(ws.root, args=["--env", "production"]) as (production, _):
-            p = _mlw("ci", "promote", "--who", "dev", ws=ws, cwd=project)
+            p = _mlw("ci", "promote", ws=ws, cwd=project, env={"MLW_API_KEY": deployer})
             assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-3000:]
             assert _serves(staging, key, "job_duration", 1) and _serves(production, key, "job_duration", 1)  # the real gateways serve it
     finally:
@@ -169,8 +170,10 @@ def test_the_sample_project_goes_from_a_clean_checkout_to_production(world, proj
     assert body["text"].startswith("[INFO] mlw ci promote job-duration: job_duration v1 promoted to production") and body["text"].endswith(f"cicd?run={pr.id}")
     assert pr.notification["deliveries"] == {"team": "delivered"}
     audit = read_audit(ws, action="ci.promote").row(-1, named=True)
-    assert (audit["principal"], audit["outcome"], audit["resource"]) == ("dev", "ok", "model:job_duration")
-    moved = [json.loads(r["detail"]) for r in read_audit(ws, action="alias.set").iter_rows(named=True) if r["principal"] == "dev"]
+    assert (audit["principal"], audit["outcome"], audit["resource"]) == ("ci-deployer", "ok", "model:job_duration")
+    assert json.loads(audit["detail"])["via"] == "api_key" and pr.run.who == "ci-deployer"
+    assert {"deploy.pending", "deploy.succeeded"} <= set(read_audit(ws, principal="ci-deployer")["action"])
+    moved = [json.loads(r["detail"]) for r in read_audit(ws, action="alias.set").iter_rows(named=True) if r["principal"] == "ci-deployer"]
     assert any(m.get("alias") == "production" for m in moved), moved  # the alias moved through the audited registry path
     shown = _mlw("ci", "show", str(pr.id), ws=ws, cwd=project)
     assert shown.returncode == 0 and f"ci run {pr.id} of job-duration: passed" in shown.stdout and "acceptance" in shown.stdout
