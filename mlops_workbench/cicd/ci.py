@@ -15,9 +15,10 @@ from ..core.workspace import Workspace, _write_atomic
 from ..core.metadata import ci_runs, ci_stages, utcnow
 
 # %% auto #0
-__all__ = ['CI_STAGES', 'EXIT_CODES', 'BEHAVIOUR_KINDS', 'CI_ALERT_RULE', 'GITHUB_WORKFLOW', 'GITLAB_CI', 'CI_TEMPLATES',
-           'CIConfig', 'load_ci_config', 'CICase', 'CIStage', 'CIRun', 'junit_xml', 'summary_markdown', 'summary_html',
-           'report_link', 'get_ci_run', 'list_ci_runs', 'notify_failure', 'run_ci', 'init_ci']
+__all__ = ['CI_STAGES', 'EXIT_CODES', 'BEHAVIOUR_KINDS', 'PROMOTE_STRATEGIES', 'CI_ALERT_RULE', 'GITHUB_WORKFLOW', 'GITLAB_CI',
+           'CI_TEMPLATES', 'CIConfig', 'check_promote_config', 'load_ci_config', 'CICase', 'CIStage', 'CIRun',
+           'junit_xml', 'summary_markdown', 'summary_html', 'report_link', 'get_ci_run', 'list_ci_runs',
+           'notify_failure', 'run_ci', 'init_ci']
 
 # %% ../../nbs/cicd/90_ci.ipynb #ci0007ddce
 CI_STAGES = ("unit", "notebooks", "data", "model", "integration")  # the order stages run in
@@ -39,7 +40,7 @@ class CIConfig:
     path: str | None = None  # the file it came from
     notify: bool = True  # notify the alerts module's sinks of a failing stage
     report_url: str | None = None  # a link to the run's report; `{run}` is replaced by the run id (default: the summary's path)
-    promote: dict | None = None  # the `promote:` section as `cicd.promotion` checked it (staging, acceptance, production); None: none
+    promote: dict | None = None  # the `promote:` section as `check_promote_config` read it (staging, acceptance, production); None: none
     def to_dict(self) -> dict: return {"project": self.project, "root": str(self.root), "path": self.path, "notify": self.notify,
                                        "report_url": self.report_url, "stages": self.stages, "promote": self.promote}
 
@@ -111,6 +112,109 @@ def _one_line(e: Exception) -> str:
     "An error message on one line."
     return " ".join(str(e).replace(":\n  - ", ": ").replace("\n  - ", "; ").split())
 
+# %% ../../nbs/cicd/90_ci.ipynb #ci00089a02
+PROMOTE_STRATEGIES = ("direct", "blue_green", "canary")  # shadow never promotes on its own: use `mlw deploy --strategy shadow` to compare first
+_PROMOTE_KEYS = {"model", "endpoint", "staging", "acceptance", "production"}
+_CHECK_PARAMS = {"golden_rows", "perf_requests", "perf_duration_s", "perf_connections", "baseline", "performance", "tolerance"}  # stage_and_check's
+_STAGING_KEYS = {"environment", "gateway", "checks", "timeout"} | _CHECK_PARAMS
+_ACCEPT_KEYS = {"cases", "load", "timeout"}
+_CASE_KEYS = {"name", "row", "output", "expect", "tolerance", "min", "max", "label"}
+_LOAD_KEYS = {"requests", "connections", "max_error_rate", "p99_ms"}
+
+def _policy_keys() -> set:
+    from dataclasses import fields
+    from mlops_workbench.deploy.rollout import RolloutPolicy
+    return {f.name for f in fields(RolloutPolicy)}
+
+def _num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+def _count(v, low=1, high=None) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+
+def _check_case(i: int, c, problems: list) -> dict | None:
+    k = f"promote.acceptance.cases[{i}]"
+    if not isinstance(c, dict): problems.append(f"{k} must be a mapping with name, row and an expectation (expect, min, max or label), got {c!r}"); return None
+    if extra := set(c) - _CASE_KEYS: problems.append(f"{k}: unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(_CASE_KEYS))}")
+    out = dict(c)
+    out["name"] = c.get("name") or f"case {i + 1}"
+    if not isinstance(out["name"], str): problems.append(f"{k}.name must be text, got {out['name']!r}")
+    if not (isinstance(c.get("row"), dict) and c["row"]): problems.append(f"{k}.row must be a mapping of request fields to values, got {c.get('row')!r}")
+    if not {"expect", "min", "max", "label"} & set(c): problems.append(f"{k} ({out['name']}) says nothing to check; give expect (with tolerance), min, max or label")
+    for key in ("min", "max", "tolerance"):
+        if key in c and not _num(c[key]): problems.append(f"{k}.{key} must be a number, got {c[key]!r}")
+    if _num(c.get("min")) and _num(c.get("max")) and c["min"] > c["max"]: problems.append(f"{k}: min {c['min']} is above max {c['max']}")
+    if "tolerance" in c and _num(c["tolerance"]) and c["tolerance"] < 0: problems.append(f"{k}.tolerance must be >= 0, got {c['tolerance']!r}")
+    if "output" in c and not isinstance(c["output"], str): problems.append(f"{k}.output must name a field of a prediction (value, score, label, ...), got {c['output']!r}")
+    return out
+
+def _check_load(l, problems: list) -> dict | None:
+    k = "promote.acceptance.load"
+    if l is None: return None
+    if not isinstance(l, dict): problems.append(f"{k} must be a mapping of {', '.join(sorted(_LOAD_KEYS))}, got {l!r}"); return None
+    if extra := set(l) - _LOAD_KEYS: problems.append(f"{k}: unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(_LOAD_KEYS))}")
+    out = {"requests": l.get("requests", 100), "connections": l.get("connections", 2), "max_error_rate": l.get("max_error_rate", 0.0), "p99_ms": l.get("p99_ms")}
+    if not _count(out["requests"], 1, 100_000): problems.append(f"{k}.requests must be a count from 1 to 100000 (a short, bounded load), got {out['requests']!r}")
+    if not _count(out["connections"], 1, 32): problems.append(f"{k}.connections must be a count from 1 to 32, got {out['connections']!r}")
+    if not (_num(out["max_error_rate"]) and 0 <= out["max_error_rate"] <= 1): problems.append(f"{k}.max_error_rate must be a share from 0 to 1, got {out['max_error_rate']!r}")
+    if out["p99_ms"] is not None and not (_num(out["p99_ms"]) and out["p99_ms"] > 0): problems.append(f"{k}.p99_ms must be a positive number of ms, got {out['p99_ms']!r}")
+    return out
+
+def _section(d: dict, name: str, problems: list) -> dict:
+    s = d.get(name)
+    if s is None: return {}
+    if not isinstance(s, dict): problems.append(f"promote.{name} must be a mapping of settings, got {s!r}"); return {}
+    return s
+
+def check_promote_config(d,  # the `promote:` section as read
+                         stages: dict | None = None,  # the config's `stages:` (as read): its model reference is the default
+                         problems: list | None = None,  # problems are appended here; None: raise InvalidInput
+                        ) -> dict:
+    "The `promote:` section checked, defaults filled in; each problem as 'promote.KEY: ...'."
+    from mlops_workbench.deploy.deployments import STRATEGIES
+    from mlops_workbench.deploy.rollout import RolloutPolicy
+    mine, problems = problems is None, [] if problems is None else problems
+    if not isinstance(d, dict): problems.append(f"promote must be a mapping with model, staging, acceptance and production, got {d!r}"); d = {}
+    if extra := set(d) - _PROMOTE_KEYS: problems.append(f"promote: unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(_PROMOTE_KEYS))}")
+    st = stages if isinstance(stages, dict) else {}
+    model = d.get("model") or next((s.get("model") for n in ("model", "integration") if isinstance(s := st.get(n), dict) and s.get("model")), None)
+    if not (isinstance(model, str) and ("@" in model or "/" in model)):
+        problems.append(f"promote.model must be a model reference, name@alias or name/version, got {model!r} (and no stage names one)")
+    endpoint = d.get("endpoint")
+    if endpoint is not None and not isinstance(endpoint, str): problems.append(f"promote.endpoint must be a name, got {endpoint!r}")
+    s = _section(d, "staging", problems)
+    if extra := set(s) - _STAGING_KEYS: problems.append(f"promote.staging: unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(_STAGING_KEYS))}")
+    staging = {"environment": s.get("environment", "staging"), "gateway": s.get("gateway"), "checks": s.get("checks", True),
+               "timeout": s.get("timeout", 120), "params": {k: v for k, v in s.items() if k in _CHECK_PARAMS}}
+    a = _section(d, "acceptance", problems)
+    if extra := set(a) - _ACCEPT_KEYS: problems.append(f"promote.acceptance: unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(_ACCEPT_KEYS))}")
+    cases = a.get("cases")
+    if not (isinstance(cases, list) and cases): problems.append(f"promote.acceptance.cases must list at least one case (name, row, and expect, min, max or label), got {cases!r}"); cases = []
+    acceptance = {"cases": [x for i, c in enumerate(cases) if (x := _check_case(i, c, problems)) is not None],
+                  "load": _check_load(a.get("load"), problems), "timeout": a.get("timeout", 30)}
+    p = _section(d, "production", problems)
+    policy = {k: v for k, v in p.items() if k in _policy_keys()}
+    if extra := set(p) - {"environment", "gateway", "strategy", "checks", "smoke"} - _CHECK_PARAMS - _policy_keys():
+        problems.append(f"promote.production: unknown key(s) {sorted(extra)}; allowed: environment, gateway, strategy, checks, smoke, the rollout policy's "
+                        f"({', '.join(sorted(_policy_keys()))}) and the checks' ({', '.join(sorted(_CHECK_PARAMS))})")
+    production = {"environment": p.get("environment", "production"), "gateway": p.get("gateway"), "strategy": p.get("strategy", "canary"),
+                  "checks": p.get("checks", False), "smoke": p.get("smoke", True), "params": {**policy, **{k: v for k, v in p.items() if k in _CHECK_PARAMS}}}
+    if production["strategy"] not in PROMOTE_STRATEGIES:
+        problems.append(f"promote.production.strategy must be one of {', '.join(PROMOTE_STRATEGIES)}, got {production['strategy']!r}"
+                        + (" (shadow compares without promoting: run it with `mlw deploy --strategy shadow` first)" if production["strategy"] in STRATEGIES else ""))
+    try: RolloutPolicy.from_params(policy)
+    except InvalidInput as e: problems.append(f"promote.production: {_one_line(e)}")
+    for where, sec in (("staging", staging), ("production", production)):
+        for key in ("environment",):
+            if not isinstance(sec[key], str) or not sec[key]: problems.append(f"promote.{where}.{key} must be an environment's name, got {sec[key]!r}")
+        if sec["gateway"] is not None and not (isinstance(sec["gateway"], str) and sec["gateway"].startswith(("http://", "https://"))):
+            problems.append(f"promote.{where}.gateway must be the URL of the gateway following the environment (http://...), got {sec['gateway']!r}")
+        if not isinstance(sec["checks"], bool): problems.append(f"promote.{where}.checks must be true or false, got {sec['checks']!r}")
+    if staging["environment"] == production["environment"] and isinstance(staging["environment"], str):
+        problems.append(f"promote.staging.environment and promote.production.environment are both {staging['environment']!r}; stage somewhere else")
+    if not isinstance(production["smoke"], bool): problems.append(f"promote.production.smoke must be true or false, got {production['smoke']!r}")
+    for where, t in (("staging.timeout", staging["timeout"]), ("acceptance.timeout", acceptance["timeout"])):
+        if not (_num(t) and t > 0): problems.append(f"promote.{where} must be a positive number of seconds, got {t!r}")
+    if mine and problems: raise InvalidInput("promote section is invalid:\\n" + "\\n".join(f"  - {p}" for p in problems))
+    return {"model": model, "endpoint": endpoint, "staging": staging, "acceptance": acceptance, "production": production}
+
 # %% ../../nbs/cicd/90_ci.ipynb #ci0009484e
 def load_ci_config(source: str | Path | dict,  # the config file (mlw-ci.yaml), or its contents as a dict
                    root: str | Path | None = None,  # the project's folder for a dict (default: the file's folder)
@@ -149,7 +253,6 @@ def load_ci_config(source: str | Path | dict,  # the config file (mlw-ci.yaml), 
     if url is not None and not isinstance(url, str): problems.append(f"report_url must be a URL (with {{run}} for the run id), got {url!r}")
     promote = None
     if d.get("promote") is not None:  # `mlw ci promote`'s settings, checked here so a bad section fails every action alike
-        from mlops_workbench.cicd.promotion import check_promote_config
         promote = check_promote_config(d["promote"], raw, problems)
     if problems: raise InvalidInput(f"{where} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
     return CIConfig(project, base, stages, path, notify, url, promote)
