@@ -4,7 +4,7 @@
 
 # %% ../../nbs/ui/95j_cicd.ipynb #cicdc4ca
 from __future__ import annotations
-import base64, math
+import base64, math, re
 import datetime as dt
 from pathlib import Path
 import param
@@ -109,7 +109,7 @@ _CI_CSS = """<style>
 .mlw-report.mlw-report .mlw-scroll {overflow: auto; max-height: 460px; border: 1px solid #d8dee4; border-radius: 6px; padding: 0 8px; margin: 4px 0 12px}
 .mlw-report.mlw-report .mlw-scroll table {margin: 0; width: 100%}
 .mlw-report.mlw-report .mlw-scroll th {position: sticky; top: 0; background: #fff; z-index: 1}
-.mlw-report.mlw-report td.mlw-id, .mlw-report.mlw-report .mlw-id {overflow-wrap: anywhere; word-break: break-word; min-width: 10em}
+.mlw-report.mlw-report td.mlw-id, .mlw-report.mlw-report .mlw-id {overflow-wrap: break-word}
 .mlw-report.mlw-report td.mlw-nowrap {white-space: nowrap}
 .mlw-report.mlw-report td.mlw-reason {min-width: 14em; max-width: 40em}
 .mlw-report.mlw-report td.mlw-num {text-align: right}
@@ -117,6 +117,10 @@ _CI_CSS = """<style>
 .mlw-report.mlw-report details {margin: 4px 0}
 .mlw-report.mlw-report details pre {max-height: 300px; overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere}
 </style>"""
+
+def _ident(x) -> str:
+    "An identifier (a path, a test id, a class name) escaped, with a line-break opportunity after each separator, so a long one wraps at `/`, `.`, `_`, `:` or `-`, never mid-word."
+    return re.sub(r"([/._:-])", r"\1<wbr>", _e(x))
 
 EMBED_MAX = 2_000_000  # bytes: a report file up to this size is embedded in the page as a download link
 
@@ -145,7 +149,7 @@ def _download(f: dict) -> str:
 
 def files_html(run: CIRun) -> str:
     "The run's files as a table: what, a download link, the path (wrapped, to copy)."
-    rows = "".join(f"<tr><td class='mlw-nowrap'>{_e(f['what'])}</td><td class='mlw-nowrap'>{_download(f)}</td><td class='mlw-id'><code>{_e(f['path'])}</code></td></tr>"
+    rows = "".join(f"<tr><td class='mlw-nowrap'>{_e(f['what'])}</td><td class='mlw-nowrap'>{_download(f)}</td><td class='mlw-id'><code>{_ident(f['path'])}</code></td></tr>"
                    for f in run_files(run))
     return _wrap(_CI_CSS + "<h4>Files</h4>" + (f"<table><tr><th>file</th><th>link</th><th>path</th></tr>{rows}</table>" if rows
                                                 else "<p class='mlw-muted'>This run recorded no files.</p>"))
@@ -180,8 +184,8 @@ def artifacts_html(arts: pd.DataFrame, notes: list[str], models: list[tuple[str,
                    "Builds are recorded with a model version by <code>mlw ci build MODEL@ALIAS --out DIR</code>.</p>")
     for (m, v), g in arts.groupby(["model", "version"], sort=False):
         r = g.iloc[0]
-        files = "".join(f"<tr><td class='mlw-id'><code>{_e(f)}</code></td><td class='mlw-id'><code>{_e(h)}</code></td></tr>" for f, h in zip(g.file, g.sha256))
-        out.append(f"<p><b>{_e(m)} v{v}</b> built by {_e(r['built by'])} at {_e(r['built at'])} UTC into <code class='mlw-id'>{_e(r.folder)}</code></p>"
+        files = "".join(f"<tr><td class='mlw-id'><code>{_ident(f)}</code></td><td class='mlw-id'><code>{_e(h)}</code></td></tr>" for f, h in zip(g.file, g.sha256))
+        out.append(f"<p><b>{_e(m)} v{v}</b> built by {_e(r['built by'])} at {_e(r['built at'])} UTC into <code class='mlw-id'>{_ident(r.folder)}</code></p>"
                    f"<div class='mlw-scroll'><table><tr><th>file</th><th>sha256</th></tr>{files}</table></div>")
     out += [f"<p class='mlw-muted'>{_e(n)}</p>" for n in notes]
     return _wrap(_CI_CSS + "".join(out))
@@ -312,7 +316,7 @@ def run_html(run: CIRun) -> str:
     took = fmt_took(_secs(run.started_at, run.ended_at or utcnow()))
     rows = [("outcome", f"{ci_badge(run.outcome)} exit code {_e(run.exit_code)}"), ("who", _e(run.who)), ("started", f"{_e(fmt_time(run.started_at))} UTC"),
             ("duration", _e(took) + ("" if run.ended_at else " so far")), ("commit", f"<code class='mlw-id'>{_e(run.git_commit or 'not a git checkout')}</code>"),
-            ("config", f"<code class='mlw-id'>{_e(run.config.get('path') or '')}</code>")]
+            ("config", f"<code class='mlw-id'>{_ident(run.config.get('path') or '')}</code>")]
     trs = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     f = run.failing_stage
     card = (f"<div class='mlw-card' style='border-left-color:{OUTCOME_COLORS.get(f.outcome, '#59636e')}'><b>stage {_e(f.stage)} {_e(f.outcome)}:</b> "
@@ -335,10 +339,10 @@ def cases_html(cases: pd.DataFrame, fails: list[dict]) -> str:
     n = cases.outcome.value_counts()
     line = ", ".join(f"{ci_badge(o)} {n[o]}" for o in ("failed", "error", "passed", "skipped") if o in n)
     body = "".join(f"<tr{' class=mlw-bad' if r.outcome in ('failed', 'error') else ''}><td class='mlw-nowrap'>{_e(r.stage)}</td><td>{ci_badge(r.outcome)}</td>"
-                   f"<td class='mlw-id'><code>{_e(r.case)}</code></td><td class='mlw-id'>{_e(r.classname)}</td><td class='mlw-nowrap'>{_e(r.time)}</td>"
+                   f"<td class='mlw-id'><code>{_ident(r.case)}</code></td><td class='mlw-id'>{_ident(r.classname)}</td><td class='mlw-nowrap'>{_e(r.time)}</td>"
                    f"<td class='mlw-reason mlw-id'>{_e(r.message)}</td></tr>" for r in cases.itertuples())
     head = "".join(f"<th>{c}</th>" for c in CASE_COLUMNS)
-    story = "".join(f"<details><summary><b>{_e(f['stage'])}</b>: <code class='mlw-id'>{_e(f['case'])}</code>: {_e(f['message'])}</summary>"
+    story = "".join(f"<details><summary><b>{_e(f['stage'])}</b>: <code class='mlw-id'>{_ident(f['case'])}</code>: {_e(f['message'])}</summary>"
                     f"<pre>{_e(f['detail'] or '(no detail recorded)')}</pre></details>" for f in fails)
     return _wrap(_CI_CSS + f"<h4>Test results (JUnit)</h4><p>{line}</p><div class='mlw-scroll'><table><tr>{head}</tr>{body}</table></div>"
                  + (f"<h4>Failures in full</h4>{story}" if story else ""))
