@@ -63,6 +63,7 @@ from .monitoring.retraining import *
 from .pipelines.runner import *
 from .cicd.ci import *
 from .cicd.artifacts import *
+from .cicd.promotion import *
 
 _MODULES = ['core.errors',
             'core.backends',
@@ -119,7 +120,8 @@ _MODULES = ['core.errors',
             'monitoring.retraining',
             'pipelines.runner',
             'cicd.ci',
-            'cicd.artifacts']
+            'cicd.artifacts',
+            'cicd.promotion']
 
 # %% ../nbs/99_all.ipynb #f1adb596
 __all__ = [name for m in _MODULES for name in importlib.import_module(f'mlops_workbench.{m}').__all__]

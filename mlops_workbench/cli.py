@@ -783,7 +783,7 @@ def _ci_action_promote(a):
     cfg = load_ci_config(a["config"])  # a bad config is exit code 2 before the workspace is opened
     ws, who = _open(a["workspace"]), a["who"]
     if a["api_key"] and who: raise InvalidInput("--who names a trusted local user and --api_key acts as the key's principal; pass one of them")
-    if key := a["api_key"] or (None if who else os.environ.get("MLW_API_KEY")):  # a CI system acts with its key's roles (deployer)
+    if key := a["api_key"] or (None if who else os.environ.get("MLW_DEPLOY_KEY")):  # a CI system acts with its key's roles (deployer)
         from mlops_workbench.security.keys import authenticate_key
         who = authenticate_key(ws, key)
     p = run_promotion(ws, a["target"], cfg, who=who, junit=a["junit"], summary=a["summary"], notify=False if a["no_notify"] else None)
@@ -804,7 +804,7 @@ def mlw_ci(action: Param("run, init, history, show, build or promote", str, opt=
            junit: Param("run, promote: where the JUnit XML goes (default: the workspace's ci/RUN/junit.xml)", str) = None,
            summary: Param("run, promote: where the Markdown summary goes, its HTML beside it (default: ci/RUN/summary.md)", str) = None,
            no_notify: Param("run, promote: do not notify the alert sinks (of a failing stage; of a promotion or rollback)", store_true) = False,
-           api_key: Param("promote: act as this API key's principal (it needs the deployer role; default: $MLW_API_KEY when --who is not given)", str) = None,
+           api_key: Param("promote: act as this API key's principal (it needs the deployer role; default: $MLW_DEPLOY_KEY when --who is not given)", str) = None,
            force: Param("init: overwrite templates that exist", store_true) = False,
            out: Param("build: a new (or empty) folder for the bundle, lock, Dockerfile and Kubernetes manifests", str) = None,
            image: Param("build: the container image the manifests run (default: mlw-MODEL:vN)", str) = None,

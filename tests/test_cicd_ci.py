@@ -193,7 +193,7 @@ def test_a_blocking_rule_fails_the_data_stage_and_the_developer_is_notified(worl
         assert note["deliveries"] == {"team": "delivered", "down": "pending"}
         [body] = up.bodies
         assert body["rule"] == "ci_stage_failed" and body["details"]["stage"] == "data" and body["details"]["run"] == run.id
-        assert body["details"]["report"] == f"http://127.0.0.1:5006/cicd?run={run.id}" and body["details"]["failing"][0]["name"] == bad[0].name
+        assert body["details"]["report"] == f"http://127.0.0.1:5006/ci-cd?run={run.id}" and body["details"]["failing"][0]["name"] == bad[0].name
         [pending] = list_deliveries(world, alert_id=note["alert"], status="pending")
         assert pending.attempts == 1 and "ConnectError" in pending.last_error
         later = Hook(dead)  # the sink comes back on its port

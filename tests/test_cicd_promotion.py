@@ -120,7 +120,7 @@ def project(tmp_path):
 
 def _mlw(*args, ws, cwd, env=None):
     return subprocess.run([str(BIN / "mlw"), *args], cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env={**{k: v for k, v in os.environ.items() if k != "MLW_API_KEY"}, "MLW_HOME": str(ws.root), **(env or {})})
+                          env={**{k: v for k, v in os.environ.items() if k not in ("MLW_API_KEY", "MLW_DEPLOY_KEY")}, "MLW_HOME": str(ws.root), **(env or {})})
 
 
 def _serves(url, key, endpoint, version):
@@ -140,7 +140,7 @@ def test_the_sample_project_goes_from_a_clean_checkout_to_production(world, proj
     deployer = create_key(ws, "ci-deployer", ["deployer"], who="test").key  # the CI system's secret: it acts with the key's roles
     try:
         with gateway(ws.root, args=["--env", "staging"]) as (staging, _), gateway(ws.root, args=["--env", "production"]) as (production, _):
-            p = _mlw("ci", "promote", ws=ws, cwd=project, env={"MLW_API_KEY": deployer})
+            p = _mlw("ci", "promote", ws=ws, cwd=project, env={"MLW_DEPLOY_KEY": deployer})
             assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-3000:]
             assert _serves(staging, key, "job_duration", 1) and _serves(production, key, "job_duration", 1)  # the real gateways serve it
     finally:
@@ -226,7 +226,7 @@ def test_the_credit_model_canaries_into_production_and_a_smoke_failure_rolls_pro
     ws = world
     sm = load_served_model(ws, "credit_default/1")
     _, rows = request_rows(sm, load_holdout(ws, sm.run_id), 3)
-    cfg = {"project": "credit", "report_url": "http://127.0.0.1:5006/cicd?run={run}", "stages": {"model": {"model": "credit_default@candidate"}},
+    cfg = {"project": "credit", "report_url": "http://127.0.0.1:5006/ci-cd?run={run}", "stages": {"model": {"model": "credit_default@candidate"}},
            "promote": {"model": "credit_default/1",
                        "staging": {"golden_rows": 10, "perf_requests": 200, "perf_duration_s": 2, "perf_connections": 2, "baseline": False},
                        "acceptance": {"cases": [{"name": f"applicant {i}", "row": r, "min": 0.0, "max": 1.0} for i, r in enumerate(rows)],
@@ -263,7 +263,7 @@ def test_a_caller_without_the_deployer_role_is_refused_and_audited(world, projec
     viewer = create_key(ws, "ci-bot", ["predictor"], who="test")
     p = _mlw("ci", "promote", "--api_key", viewer.key, ws=ws, cwd=project)
     assert p.returncode == 2 and "mlw ci promote of 'job_duration' refused" in p.stderr and "needs role deployer" in p.stderr, p.stderr
-    p = _mlw("ci", "promote", ws=ws, cwd=project, env={"MLW_API_KEY": viewer.key})  # as a CI system passes its secret
+    p = _mlw("ci", "promote", ws=ws, cwd=project, env={"MLW_DEPLOY_KEY": viewer.key})  # as a CI system passes its secret
     assert p.returncode == 2 and "refused" in p.stderr
     row = read_audit(ws, action="access.denied").row(-1, named=True)
     assert (row["principal"], row["outcome"], json.loads(row["detail"])["action"]) == ("ci-bot", "denied", "ci.promote")
