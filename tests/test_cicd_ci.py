@@ -11,15 +11,12 @@ notebook that raises and one whose kernel dies, a blocking data rule, a failing 
 a gateway that will not start (exit 3), and a notification sink that is down (queued, retried, the outcome
 unchanged). Webhooks are real HTTP servers on loopback."""
 import datetime as dt
-import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import warnings
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from mlops_workbench.registry.validation import validate_model
 from mlops_workbench.registry.versions import register_model
 from mlops_workbench.security.audit import read_audit
 from mlops_workbench.training.fit import train
+from webhook import Hook, dead_port
 
 UTC = dt.timezone.utc
 PROJECT = Path(__file__).resolve().parent / "ci_project"
@@ -82,28 +80,6 @@ def _junit(path):
     from junitparser import JUnitXml
     xml = JUnitXml.fromfile(str(path))
     return {s.name: [(c.name, c.result[0]._tag if c.result else "passed", c.result[0].message if c.result else None) for c in s] for s in xml}
-
-
-class Hook:
-    "A real webhook receiver on loopback: keeps every JSON body POSTed to it."
-    def __init__(self, port: int = 0):
-        self.bodies = []
-        hook = self
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-            def log_message(self, *a): pass
-        self.server = http.server.HTTPServer(("127.0.0.1", port), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-    def close(self): self.server.shutdown(); self.server.server_close()
-
-
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_github_workflow_runs_the_sample_project_through_every_stage(world, project):
@@ -181,7 +157,7 @@ def test_a_blocking_rule_fails_the_data_stage_and_the_developer_is_notified(worl
     rules = yaml.safe_load((project / "rules/jobs.yaml").read_text())
     rules["rules"][-1]["policy"] = "block"
     (project / "rules/jobs.yaml").write_text(yaml.safe_dump(rules))
-    up, dead = Hook(), _dead_port()
+    up, dead = Hook(), dead_port()
     world.settings["alerts"] = {"sinks": [{"kind": "webhook", "name": "team", "url": up.url},
                                           {"kind": "webhook", "name": "down", "url": f"http://127.0.0.1:{dead}/hook", "timeout": 2}], "backoff": 1}
     try:

@@ -12,14 +12,11 @@ integer ids) goes through a canary under load, and a version production's smoke 
 A caller whose key lacks the deployer role is refused and audited; a missing or invalid promote section is refused
 with nothing recorded. Counts and states are asserted, never wall-clock times."""
 import datetime as dt
-import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import tomllib
 import warnings
 from pathlib import Path
@@ -47,33 +44,12 @@ from mlops_workbench.security.keys import create_key
 from mlops_workbench.security.rbac import Principal
 from mlops_workbench.serving.model import load_served_model
 from mlops_workbench.training.fit import load_holdout, train
+from webhook import Hook, dead_port
 
 UTC = dt.timezone.utc
 PROJECT = Path(__file__).resolve().parent / "ci_project"
 BIN = Path(sys.executable).parent
 warnings.filterwarnings("ignore", category=UserWarning)
-
-
-class Hook:
-    "A real webhook receiver on loopback: keeps every JSON body POSTed to it."
-    def __init__(self, port: int = 0):
-        self.bodies = []
-        hook = self
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-            def log_message(self, *a): pass
-        self.server = http.server.HTTPServer(("127.0.0.1", port), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-    def close(self): self.server.shutdown(); self.server.server_close()
-
-
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sinks(ws, sinks):
@@ -185,7 +161,7 @@ def test_acceptance_failing_after_staging_rolls_back_and_tells_the_developer(wor
     ws = world
     _train_jobs_v2(ws)
     assert get_model(ws, "job_duration").aliases["candidate"] == 2
-    up, dead = Hook(), _dead_port()
+    up, dead = Hook(), dead_port()
     _sinks(ws, [{"kind": "webhook", "name": "team", "url": up.url}, {"kind": "webhook", "name": "down", "url": f"http://127.0.0.1:{dead}/hook", "timeout": 2}])
     try:
         with gateway(ws.root, args=["--env", "staging", "--fault", "version=2,error_rate=1.0"]) as (staging, _), \
