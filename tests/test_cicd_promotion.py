@@ -143,7 +143,7 @@ def test_the_sample_project_goes_from_a_clean_checkout_to_production(world, proj
     assert get_deployment(ws, pr.deployments["production"]).state == "succeeded"
     [body] = hook.bodies
     assert body["rule"] == "ci_promotion" and body["severity"] == "info" and body["details"]["event"] == "promoted"
-    assert body["text"].startswith("[INFO] mlw ci promote job-duration: job_duration v1 promoted to production") and body["text"].endswith(f"cicd?run={pr.id}")
+    assert body["text"].startswith("[INFO] mlw ci promote job-duration: job_duration v1 promoted to production") and body["text"].endswith(f"ci-cd?run={pr.id}")
     assert pr.notification["deliveries"] == {"team": "delivered"}
     audit = read_audit(ws, action="ci.promote").row(-1, named=True)
     assert (audit["principal"], audit["outcome"], audit["resource"]) == ("ci-deployer", "ok", "model:job_duration")
