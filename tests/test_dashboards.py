@@ -197,6 +197,7 @@ def dashboards_and_report(ws, report: str, folder: Path):
     finally: _stop(proc)
 
 
+AGE = r"(\d+\.\d s|\d+ min \d\d s|\d+ h \d\d min|\d+(\.\d)? days)"  # an age as ui.helpers.fmt_duration writes it
 FIGURES_JS = "() => window.Bokeh ? Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => m.type == 'Figure') : []"  # a page's Bokeh figures
 
 
@@ -410,7 +411,7 @@ def test_features_page(dashboards, features, page, shot):
     expect(spend.locator('[tabulator-field="last build"]')).to_contain_text(f"{b2.rows:,} rows")
     # its state as a badge, then its age; past its TTL (60 d after the data's newest event) it is stale, and its complete materialization says so too
     state = view_status({s["name"]: s for s in feature_view_summaries(f.ws)}["customer_spend"])
-    expect(spend.locator('[tabulator-field="freshness"]')).to_have_text(re.compile(f"^{state}\\s*(\\d+\\.\\d s|\\d+ min \\d\\d s|\\d+ h \\d\\d min|\\d+(\\.\\d)? days) old$"))
+    expect(spend.locator('[tabulator-field="freshness"]')).to_have_text(re.compile(f"^{state}\\s*{AGE} old$"))
     expect(spend.locator('[tabulator-field="materialization"]')).to_have_text(re.compile(f"{'stale' if state == 'stale' else 'complete'}\\s*{m2.rows:,} rows"))
     expect(spend.locator('[tabulator-field="online up to"]')).to_contain_text("sqlite://")
     expect(row("application_ratios").locator('[tabulator-field="kind"]')).to_have_text("on_demand")
