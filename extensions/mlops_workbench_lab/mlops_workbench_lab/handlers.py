@@ -55,6 +55,7 @@ _IMPORTING = threading.Lock()
 
 
 _WARMED: set = set()  # modules whose summaries have run once (MLflow's lazy imports done)
+_OPENED = threading.Event()  # a workspace was opened once in this process (SQLAlchemy's lazy imports done; see `workspace`)
 
 
 def _module(name: str, *lazy: str):
@@ -83,7 +84,12 @@ class MLWHandler(APIHandler):
         "The configured workspace, opened for this request and closed after it."
         # Opened per request in the worker thread that uses it (its backends hold
         # connections), so a workspace created or repaired after start-up just works.
-        ws = Workspace.open(self.lab.workspace)
+        if _OPENED.is_set():
+            ws = Workspace.open(self.lab.workspace)
+        else:  # the first open also makes SQLAlchemy's first connection, which imports sqlalchemy.orm lazily: one thread at a time
+            with _IMPORTING:
+                ws = Workspace.open(self.lab.workspace)
+                _OPENED.set()
         try:
             yield ws
         finally:
