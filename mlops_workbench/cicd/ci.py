@@ -45,8 +45,9 @@ class CIConfig:
                                        "report_url": self.report_url, "stages": self.stages, "promote": self.promote}
 
 # %% ../../nbs/cicd/90_ci.ipynb #ci00084be0
-def _int_ok(v, low=1): return isinstance(v, int) and not isinstance(v, bool) and v >= low
-def _num_ok(v): return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+def _num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+def _count(v, low=1, high=None) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+def _positive(v) -> bool: return _num(v) and v > 0
 def _str_list(v): return [v] if isinstance(v, str) else v
 
 def _check_stage(name: str, s: dict, root: Path, problems: list) -> dict:
@@ -63,13 +64,13 @@ def _check_stage(name: str, s: dict, root: Path, problems: list) -> dict:
             if not (root/p).exists(): problems.append(f"{k}.paths: {p!r} does not exist under {str(root)!r}")
         out["paths"] = paths
         out["timeout"] = s.get("timeout", 600 if name == "unit" else 300)
-        if not _num_ok(out["timeout"]): problems.append(f"{k}.timeout must be a positive number of seconds, got {out['timeout']!r}")
+        if not _positive(out["timeout"]): problems.append(f"{k}.timeout must be a positive number of seconds, got {out['timeout']!r}")
     if name == "unit":
         out["args"] = s.get("args", [])
         if not (isinstance(out["args"], list) and all(isinstance(a, str) for a in out["args"])): problems.append(f"{k}.args must be a list of strings (pytest options), got {out['args']!r}")
     if name == "notebooks":
         out["workers"] = s.get("workers", 2)
-        if not _int_ok(out["workers"]): problems.append(f"{k}.workers must be an integer >= 1, got {out['workers']!r}")
+        if not _count(out["workers"]): problems.append(f"{k}.workers must be an integer >= 1, got {out['workers']!r}")
         nbs = [str(f.relative_to(root)) for p in out["paths"] for f in ([root/p] if (root/p).is_file() else sorted((root/p).rglob("*.ipynb")))
                if f.suffix == ".ipynb" and ".ipynb_checkpoints" not in f.parts]
         if out["paths"] and not nbs and not any("does not exist" in p and p.startswith(k) for p in problems): problems.append(f"{k}.paths hold no .ipynb notebooks")
@@ -103,9 +104,9 @@ def _check_stage(name: str, s: dict, root: Path, problems: list) -> dict:
                 except MLWError as e: problems.append(f"{k}.{key}[{i}]: {_one_line(e)}")
     if name == "integration":
         out["golden_rows"] = s.get("golden_rows", 20)
-        if not _int_ok(out["golden_rows"]): problems.append(f"{k}.golden_rows must be an integer >= 1, got {out['golden_rows']!r}")
+        if not _count(out["golden_rows"]): problems.append(f"{k}.golden_rows must be an integer >= 1, got {out['golden_rows']!r}")
         out["timeout"] = s.get("timeout", 120)
-        if not _num_ok(out["timeout"]): problems.append(f"{k}.timeout must be a positive number of seconds (for the gateway to start), got {out['timeout']!r}")
+        if not _positive(out["timeout"]): problems.append(f"{k}.timeout must be a positive number of seconds (for the gateway to start), got {out['timeout']!r}")
     return out
 
 def _one_line(e: Exception) -> str:
@@ -126,8 +127,6 @@ def _policy_keys() -> set:
     from mlops_workbench.deploy.rollout import RolloutPolicy
     return {f.name for f in fields(RolloutPolicy)}
 
-def _num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-def _count(v, low=1, high=None) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
 
 def _check_case(i: int, c, problems: list) -> dict | None:
     k = f"promote.acceptance.cases[{i}]"
@@ -154,7 +153,7 @@ def _check_load(l, problems: list) -> dict | None:
     if not _count(out["requests"], 1, 100_000): problems.append(f"{k}.requests must be a count from 1 to 100000 (a short, bounded load), got {out['requests']!r}")
     if not _count(out["connections"], 1, 32): problems.append(f"{k}.connections must be a count from 1 to 32, got {out['connections']!r}")
     if not (_num(out["max_error_rate"]) and 0 <= out["max_error_rate"] <= 1): problems.append(f"{k}.max_error_rate must be a share from 0 to 1, got {out['max_error_rate']!r}")
-    if out["p99_ms"] is not None and not (_num(out["p99_ms"]) and out["p99_ms"] > 0): problems.append(f"{k}.p99_ms must be a positive number of ms, got {out['p99_ms']!r}")
+    if out["p99_ms"] is not None and not _positive(out["p99_ms"]): problems.append(f"{k}.p99_ms must be a positive number of ms, got {out['p99_ms']!r}")
     return out
 
 def _section(d: dict, name: str, problems: list) -> dict:
@@ -211,7 +210,7 @@ def check_promote_config(d,  # the `promote:` section as read
         problems.append(f"promote.staging.environment and promote.production.environment are both {staging['environment']!r}; stage somewhere else")
     if not isinstance(production["smoke"], bool): problems.append(f"promote.production.smoke must be true or false, got {production['smoke']!r}")
     for where, t in (("staging.timeout", staging["timeout"]), ("acceptance.timeout", acceptance["timeout"])):
-        if not (_num(t) and t > 0): problems.append(f"promote.{where} must be a positive number of seconds, got {t!r}")
+        if not _positive(t): problems.append(f"promote.{where} must be a positive number of seconds, got {t!r}")
     if mine and problems: raise InvalidInput("promote section is invalid:\\n" + "\\n".join(f"  - {p}" for p in problems))
     return {"model": model, "endpoint": endpoint, "staging": staging, "acceptance": acceptance, "production": production}
 
