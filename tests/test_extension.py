@@ -335,6 +335,7 @@ class TestSidebar(BrowserOnly):
         load = 60_000  # ms Playwright may wait for JupyterLab (and the first REST call) to load
         ok, bad = recorded_ws.ok, recorded_ws.bad
         panel = self._open_sidebar(page, lab_server, load)
+        self._sections_answered(panel, lab_server, load)
         section = panel.locator("#mlw-section-runs")
         expect(panel.locator(".mlw-panel-title")).to_have_text("MLOps Workbench")
         expect(panel.locator(".mlw-section-title")).to_have_text(["Pipeline runs", "Datasets", "Feature views", "Experiments", "Models", "Environments", "Monitors", "Alerts"])
@@ -417,6 +418,19 @@ class TestSidebar(BrowserOnly):
             tab.click(timeout=load)
         expect(panel).to_be_visible(timeout=load)
         return panel
+
+    @staticmethod
+    def _sections_answered(panel, lab_server, load):
+        """Wait until every section has answered, and fail naming each section that shows an error, with its message and
+        the tracebacks in the lab server's log: the error a section shows in the browser says what broke, the log says where."""
+        from playwright.sync_api import expect
+        expect(panel.locator('.mlw-section[aria-busy="false"]')).to_have_count(8, timeout=load)
+        shown = [(s.get_attribute("id"), s.locator(".mlw-error").inner_text()) for s in panel.locator(".mlw-section").all()
+                 if s.locator(".mlw-error").count() and s.locator(".mlw-error").is_visible()]
+        if shown:
+            log = lab_server.log.read_text(errors="replace")
+            tracebacks = log[log.find("Traceback"):][-6000:] if "Traceback" in log else log[-3000:]
+            pytest.fail(f"sections answered with an error: {shown}\nthe lab server's log:\n{tracebacks}")
 
     @staticmethod
     def _run_command(page, label):

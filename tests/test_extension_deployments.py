@@ -203,7 +203,7 @@ class TestEnvironmentsAndAlertsInSidebar(BrowserOnly):
         load = 60_000
         m = recorded_ws.made
         panel = _Sidebar._open_sidebar(page, lab_server, load)
-        expect(panel.locator('.mlw-section[aria-busy="false"]')).to_have_count(8, timeout=load)  # every section answered
+        _Sidebar._sections_answered(panel, lab_server, load)
 
         envs = panel.locator("#mlw-section-environments")
         items = envs.locator(".mlw-environment")

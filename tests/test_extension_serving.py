@@ -75,6 +75,7 @@ class TestServedInSidebar(BrowserOnly):
 
         load = 60_000
         panel = _Sidebar._open_sidebar(page, lab_server, load)
+        _Sidebar._sections_answered(panel, lab_server, load)
         models = panel.locator("#mlw-section-models")
         model = models.locator('.mlw-model[data-model="credit_default"]')
         expect(models.locator(".mlw-model")).to_have_count(1, timeout=load)

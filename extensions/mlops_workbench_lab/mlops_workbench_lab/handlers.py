@@ -51,25 +51,27 @@ class MLWLab(Configurable):
     )
 
 
-_IMPORTING = threading.Lock()
+_FIRST_CALLS = threading.Lock()
+_WARMED: set[str] = set()  # the routes whose work has once run to the end in this process
 
 
-_WARMED: set = set()  # modules whose summaries have run once (MLflow's lazy imports done)
-_OPENED = threading.Event()  # a workspace was opened once in this process (SQLAlchemy's lazy imports done; see `workspace`)
+def _first_alone(route: str, work: Callable[[], Any]) -> Any:
+    """`work()`; a route's first call (until one succeeds) runs alone, under one lock, so the first imports run one at a time.
 
-
-def _module(name: str, *lazy: str):
-    """Import `name`, and the packages in `lazy` that it imports only inside its functions, one import at a time.
-
-    The sidebar's sections ask at once and each handler's work runs in its own thread. MLflow's first import is not
-    safe from two threads: its protobuf modules import each other in a circle, so a second thread can be handed a
-    half-initialised module (`TypeError: Couldn't build proto file into descriptor pool`, an HTTP 500 in the
-    Experiments or Models section about one page load in four on this machine). Under this lock the first request
-    imports everything its work will need; later ones find it imported and pass straight through."""
-    with _IMPORTING:
-        for package in lazy:
-            importlib.import_module(package)
-        return importlib.import_module(name)
+    The sidebar's sections ask at once and each handler's work runs in its own thread, so the first page load imports
+    the library's modules and their lazy imports from eight threads together. That is not safe for packages whose
+    modules import each other in a circle: a second thread can be handed a half-initialised module. It happened with
+    MLflow's protobuf modules (`TypeError: Couldn't build proto file into descriptor pool`), with the `sqlalchemy.orm`
+    that SQLAlchemy imports on a first connection, and the Environments section's first call once
+    failed in a CI run (a 500 whose traceback that run did not keep).
+    So no list of which imports are lazy is kept: every route's first call waits its turn, which makes the first page
+    load wait for the sum of the sections' first calls instead of the longest; later calls find everything imported and run side by side."""
+    if route in _WARMED:
+        return work()
+    with _FIRST_CALLS:
+        out = work()
+        _WARMED.add(route)
+        return out
 
 
 class MLWHandler(APIHandler):
@@ -84,12 +86,7 @@ class MLWHandler(APIHandler):
         "The configured workspace, opened for this request and closed after it."
         # Opened per request in the worker thread that uses it (its backends hold
         # connections), so a workspace created or repaired after start-up just works.
-        if _OPENED.is_set():
-            ws = Workspace.open(self.lab.workspace)
-        else:  # the first open also makes SQLAlchemy's first connection, which imports sqlalchemy.orm lazily: one thread at a time
-            with _IMPORTING:
-                ws = Workspace.open(self.lab.workspace)
-                _OPENED.set()
+        ws = Workspace.open(self.lab.workspace)
         try:
             yield ws
         finally:
@@ -98,7 +95,7 @@ class MLWHandler(APIHandler):
     async def respond(self, work: Callable[[], Any]) -> None:
         "Answer with `work()` as JSON, or with `{error, message}` and the error's status."
         try:
-            body = await asyncio.to_thread(work)
+            body = await asyncio.to_thread(_first_alone, self.request.path, work)
         except MLWError as e:
             self.set_status(e.http_status)
             body = {"error": type(e).__name__, "message": str(e)}
@@ -127,7 +124,7 @@ class RunsHandler(MLWHandler):
         def work() -> dict:
             # Imported on first use: the runner module takes seconds to import cold, and the
             # server should start without waiting for it.
-            list_runs = _module("mlops_workbench.pipelines.runner").list_runs
+            list_runs = importlib.import_module("mlops_workbench.pipelines.runner").list_runs
 
             limit = _limit(raw)
             with self.workspace() as ws:
@@ -181,7 +178,7 @@ class StepNotebookHandler(MLWHandler):
                 raise InvalidInput("query parameters 'run' and 'step' are required, e.g. notebook?run=20260101-120000-ab12cd&step=train")
             if root is None:
                 raise NotSupported("this Jupyter server's contents manager has no root folder on disk; open the executed notebook from the workspace's runs/ folder instead")
-            get_run = _module("mlops_workbench.pipelines.runner").get_run
+            get_run = importlib.import_module("mlops_workbench.pipelines.runner").get_run
             with self.workspace() as ws:
                 run = get_run(ws, run_id)
             found = next((s for s in run.steps if s.name == step), None)
@@ -227,28 +224,21 @@ class SummariesHandler(MLWHandler):
     The module is imported on first use, like the runner above: the dashboards' modules import the feature store,
     optuna, LightGBM and the registry, and the server should start without waiting for them."""
 
-    def initialize(self, module: str, function: str, key: str, lazy: tuple[str, ...] = ()) -> None:
-        self.module, self.function, self.key, self.lazy = module, function, key, lazy
+    def initialize(self, module: str, function: str, key: str) -> None:
+        self.module, self.function, self.key = module, function, key
 
     @tornado.web.authenticated
     async def get(self):
         def work() -> dict:
-            summaries = getattr(_module(self.module, *self.lazy), self.function)
+            summaries = getattr(importlib.import_module(self.module), self.function)
             with self.workspace() as ws:
-                if self.lazy and self.module not in _WARMED:
-                    # The first call also imports what MLflow loads only on first use (its SQLAlchemy stores); two
-                    # threads doing that at once can meet a half-initialised sqlalchemy.orm: one first call at a time.
-                    with _IMPORTING:
-                        out = summaries(ws)
-                        _WARMED.add(self.module)
-                else: out = summaries(ws)
-                return {"workspace": str(ws.root), self.key: out}
+                return {"workspace": str(ws.root), self.key: summaries(ws)}
 
         await self.respond(work)
 
 
-def _summaries(module: str, function: str, key: str, lazy: tuple[str, ...] = ()) -> tuple[type[MLWHandler], dict]:
-    return SummariesHandler, {"module": module, "function": function, "key": key, "lazy": lazy}
+def _summaries(module: str, function: str, key: str) -> tuple[type[MLWHandler], dict]:
+    return SummariesHandler, {"module": module, "function": function, "key": key}
 
 
 # path under /mlops-workbench/ -> handler and its arguments
@@ -263,14 +253,14 @@ ROUTES: list[tuple[str, type[MLWHandler], dict]] = [
     # each feature view's latest version, its newest build and freshness, and its newest materialization
     ("features", *_summaries("mlops_workbench.ui.features", "feature_view_summaries", "views")),
     # each searched experiment's trial counts, best trial and state, most recently active first (MLflow imported inside)
-    ("experiments", *_summaries("mlops_workbench.ui.models", "experiment_summaries", "experiments", lazy=("mlflow",))),
+    ("experiments", *_summaries("mlops_workbench.ui.models", "experiment_summaries", "experiments")),
     # each registered model's versions with their validation status and aliases (MLflow imported inside)
-    ("models", *_summaries("mlops_workbench.ui.models", "model_summaries", "models", lazy=("mlflow",))),
+    ("models", *_summaries("mlops_workbench.ui.models", "model_summaries", "models")),
     # each endpoint of each running gateway: its model reference, the version that resolves to now, port, pid (MLflow imported inside)
-    ("served", *_summaries("mlops_workbench.ui.serving", "served_models", "served", lazy=("mlflow",))),
+    ("served", *_summaries("mlops_workbench.ui.serving", "served_models", "served")),
     # each deployment environment: its endpoints' traffic (primary, candidate, share, mode), the active deployment, the last
-    # finished one, and the gateways running for it (the gateway module, imported inside, under the import lock too)
-    ("environments", *_summaries("mlops_workbench.ui.deployments", "environment_summaries", "environments", lazy=("mlops_workbench.serving.gateway",))),
+    # finished one, and the gateways running for it (the gateway module imported inside)
+    ("environments", *_summaries("mlops_workbench.ui.deployments", "environment_summaries", "environments")),
     # each model monitor with its newest run: status, drift share against its bound, drifted features, breached kinds, open alerts
     ("monitors", *_summaries("mlops_workbench.ui.monitoring", "monitor_summaries", "monitors")),
     # the open (firing or acknowledged) alerts of the workspace, newest first
