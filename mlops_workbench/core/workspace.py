@@ -27,7 +27,8 @@ def default_settings() -> dict:
             "backends": {"metadata": "sqlite:///{workspace}/metadata.db", "storage": "file://{workspace}/data",
                          "online": "sqlite:///{workspace}/online.db",
                          "tracking": "sqlite:///{workspace}/mlflow.db",  # MLflow; artifacts always in {workspace}/mlartifacts
-                         "compute": "local://"},  # trials and training in this process; tcp://host:8786 or dask-local:// for Dask
+                         "compute": "local://",  # trials and training in this process; tcp://host:8786 or dask-local:// for Dask
+                         "studies": "journal://{workspace}/experiments"},  # optuna studies, a journal file each; postgresql:// or redis:// to share them
             "pipelines": {"max_parallel": 2}}
 
 def resolve_root(path=None) -> Path:
