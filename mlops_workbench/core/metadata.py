@@ -20,8 +20,8 @@ __all__ = ['meta', 'schema_migrations', 'pipeline_runs', 'pipeline_steps', 'data
            'environments', 'ACTIVE_DEPLOYMENT', 'deployments', 'environment_endpoints', 'monitors', 'monitor_runs',
            'monitor_results', 'ACTIVE_RETRAINING', 'retrainings', 'ci_runs', 'ci_stages', 'MIGRATIONS',
            'MIGRATION_LOCK_KEY', 'TRANSIENT_SQLSTATES', 'UTCDateTime', 'utcnow', 'Migration', 'MetadataStore',
-           'file_lock', 'sqlite_metadata', 'postgresql_metadata', 'is_transient', 'is_integrity', 'driver_error',
-           'db_errors', 'transact']
+           'file_lock', 'file_try_lock', 'file_lock_holder', 'sqlite_metadata', 'postgresql_metadata', 'is_transient',
+           'is_integrity', 'driver_error', 'db_errors', 'transact']
 
 # %% ../../nbs/core/03_metadata.ipynb #4c8a09de
 class UTCDateTime(sa.types.TypeDecorator):
@@ -458,11 +458,15 @@ class MetadataStore:
     "SQLAlchemy engine plus migrations for the workspace's metadata database."
     def __init__(self, url: str,
                  migration_lock=None,  # `migration_lock()` -> context manager held while one migration applies; the backend supplies it
-                 named_lock=None):  # `named_lock(key)` -> context manager: a lock every process using this database shares; the backend supplies it
+                 named_lock=None,  # `named_lock(key)` -> context manager: a lock every process using this database shares; the backend supplies it
+                 try_named_lock=None,  # `try_named_lock(key, holder)` -> context manager: the same lock without waiting, raising `Conflict` naming its holder
+                 named_lock_holder=None):  # `named_lock_holder(key)` -> who holds `key` by `try_named_lock` now, or None
         self.engine = sa.create_engine(url, pool_pre_ping=True)
         self.name = self.engine.url.render_as_string(hide_password=True)
         self._migration_lock = migration_lock or contextlib.nullcontext
         self._named_lock = named_lock or (lambda key: contextlib.nullcontext())  # one process (an in-memory database): the in-process lock is enough
+        self._try_named_lock = try_named_lock or (lambda key, holder: _local_try_lock(self.name, key, holder))
+        self._named_lock_holder = named_lock_holder or (lambda key: _LOCAL_HOLDERS.get((self.name, key)))
         event.listen(self.engine, "handle_error", _pass_mlw_errors)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_connect)
@@ -514,6 +518,16 @@ class MetadataStore:
                 held.depth -= 1
                 if held.depth == 0: cm, held.cm = held.cm, None; cm.__exit__(None, None, None)
 
+    def try_lock(self, key: str,  # e.g. 'study:churn'
+                 holder: str = "",  # who takes it, as others will read it (e.g. 'pid 4242 on host-a')
+                ):
+        "Context manager: the exclusive lock `key` taken without waiting, for the `with` block; `Conflict` naming its holder when another holds it."
+        return self._try_named_lock(key, holder)
+
+    def lock_holder(self, key: str) -> str | None:
+        "Who holds `try_lock(key)` now (as it named itself), None when nobody does."
+        return self._named_lock_holder(key)
+
     def close(self): self.engine.dispose()
     def __repr__(self): return f"MetadataStore({self.name!r}, version={self.version})"
 
@@ -527,6 +541,46 @@ def file_lock(path: Path):
         try: yield
         finally: fcntl.flock(fh, fcntl.LOCK_UN)
 
+def _busy(key: str, who: str | None) -> Conflict:
+    "The refusal of `try_lock(key)`; `.holder` says who holds it, for callers that word their own message."
+    e = Conflict(f"lock {key!r} is held by {who or 'another process'}; wait for it to be released")
+    e.holder = who or "another process"
+    return e
+
+_LOCAL_HOLDERS: dict[tuple, str] = {}
+
+@contextlib.contextmanager
+def _local_try_lock(store: str, key: str, holder: str):
+    "`try_lock` for a database only this process sees (in memory): a table of holders."
+    with _HELD_GUARD:
+        if (store, key) in _LOCAL_HOLDERS: raise _busy(key, _LOCAL_HOLDERS[(store, key)])
+        _LOCAL_HOLDERS[(store, key)] = holder
+    try: yield
+    finally:
+        with _HELD_GUARD: _LOCAL_HOLDERS.pop((store, key), None)
+
+@contextlib.contextmanager
+def file_try_lock(path: Path, key: str, holder: str):
+    "`file_lock` without waiting: `Conflict` naming the holder (written into the file while held) when another holds `path`."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try: fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0); raise _busy(key, fh.read().strip()) from None
+        try:
+            fh.seek(0); fh.truncate(); fh.write(holder); fh.flush()
+            yield
+        finally: fcntl.flock(fh, fcntl.LOCK_UN)
+
+def file_lock_holder(path: Path) -> str | None:
+    "Who holds `path` by `file_try_lock` now, None when nobody does (a shared lock probe: it never blocks a taker for long)."
+    if not path.exists(): return None
+    with open(path) as fh:
+        try: fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError: return fh.read().strip() or "another process"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
 def _lock_file_name(key: str) -> str:
     "A file name for lock `key`: readable, and unique even where two keys differ only by characters a file name cannot hold."
     return re.sub(r"[^A-Za-z0-9_.-]", "-", key)[:80] + "-" + hashlib.sha256(key.encode()).hexdigest()[:8] + ".lock"
@@ -536,7 +590,22 @@ def sqlite_metadata(uri: str, ws=None) -> MetadataStore:
     db = sa.engine.make_url(uri).database
     if not db or db == ":memory:": return MetadataStore(uri)
     return MetadataStore(uri, migration_lock=lambda: file_lock(Path(db + ".migrate.lock")),
-                         named_lock=lambda key: file_lock(Path(db + ".locks")/_lock_file_name(key)))
+                         named_lock=lambda key: file_lock(Path(db + ".locks")/_lock_file_name(key)),
+                         try_named_lock=lambda key, holder: file_try_lock(Path(db + ".locks")/_lock_file_name(key), key, holder),
+                         named_lock_holder=lambda key: file_lock_holder(Path(db + ".locks")/_lock_file_name(key)))
+
+def _advisory_key(key: str) -> int:
+    "The bigint advisory-lock id of `key` on PostgreSQL."
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+def _pg_holder(c, k: int, none_if_free: bool = False) -> str | None:
+    "The application_name of the session holding advisory lock `k` in this database (pg_locks shows a bigint id as its two halves)."
+    row = c.execute(sa.text("SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid::bigint = :hi AND l.objid::bigint = :lo "
+                            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+                    {"hi": (k >> 32) & 0xFFFFFFFF, "lo": k & 0xFFFFFFFF}).first()
+    if row is None: return None if none_if_free else "another process"
+    return row[0] or f"another process (server session {row[1]})"
 
 MIGRATION_LOCK_KEY = 0x6d6c77  # 'mlw': the advisory-lock id migrations take on PostgreSQL
 
@@ -554,12 +623,26 @@ def postgresql_metadata(uri: str, ws=None) -> MetadataStore:
     store._migration_lock = advisory_lock
     @contextlib.contextmanager
     def named_lock(key: str):  # a session-level advisory lock on its own autocommit connection: no transaction stays open while held
-        k = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        k = _advisory_key(key)
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
             c.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": k})
             try: yield
             finally: c.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": k})
     store._named_lock = named_lock
+    @contextlib.contextmanager
+    def try_named_lock(key: str, holder: str):  # the holder names itself in its session's application_name, which others read in pg_stat_activity
+        k = _advisory_key(key)
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            if not c.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": k}).scalar(): raise _busy(key, _pg_holder(c, k))
+            try:
+                c.execute(sa.text("SELECT set_config('application_name', :h, false)"), {"h": holder[:63]})  # 63: the server's limit
+                yield
+            finally:
+                c.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": k}); c.execute(sa.text("RESET application_name"))
+    store._try_named_lock = try_named_lock
+    def named_lock_holder(key: str) -> str | None:
+        with store.engine.connect() as c: return _pg_holder(c, _advisory_key(key), none_if_free=True)
+    store._named_lock_holder = named_lock_holder
     return store
 
 # %% ../../nbs/core/03_metadata.ipynb #c0ac1a03
