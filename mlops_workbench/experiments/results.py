@@ -10,20 +10,22 @@ from pathlib import Path
 import polars as pl
 import optuna
 from optuna.trial import TrialState
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from ..core.errors import *
 from ..core.workspace import Workspace
 from .definition import *
 
 # %% auto #0
-__all__ = ['study_dir', 'trials_frame', 'SearchResult', 'curve', 'lgb_params', 'selection_rule', 'select_best', 'open_search',
-           'best_model']
+__all__ = ['study_dir', 'searched', 'trials_frame', 'SearchResult', 'curve', 'lgb_params', 'selection_rule', 'select_best',
+           'open_search', 'best_model']
 
 # %% ../../nbs/experiments/20b_results.ipynb #cbbc02d4
 def study_dir(ws: Workspace, name: str) -> Path:
     "The workspace folder of experiment `name`'s study."
     return ws.path("experiments", name)
+
+def searched(ws: Workspace) -> list[str]:
+    "The experiments with a study in the workspace's `studies` backend, by name."
+    return ws.backend("studies").names()
 
 def _runs(client, experiment_id: str, filter_string: str) -> list:
     "Every MLflow run matching `filter_string`, through all pages."
@@ -96,11 +98,10 @@ def select_best(trials: list, exp: Experiment, tolerance: float = 0.0):
 # %% ../../nbs/experiments/20b_results.ipynb #2b95f5d1
 def open_search(ws: Workspace, name: str) -> SearchResult:
     "The last state of experiment `name`'s search, read from the workspace (study) and MLflow (runs)."
-    f = study_dir(ws, name)/"study.journal"
-    if not f.exists():
-        known = sorted(p.name for p in ws.path("experiments").glob("*") if (p/"study.journal").exists()) if ws.path("experiments").exists() else []
-        raise NotFound(f"experiment {name!r} has no search in this workspace; experiments searched: {', '.join(known) or '(none)'}")
-    study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(f))))
+    studies = ws.backend("studies")
+    if not studies.exists(name):
+        raise NotFound(f"experiment {name!r} has no search in this workspace; experiments searched: {', '.join(studies.names()) or '(none)'}")
+    study = optuna.load_study(study_name=name, storage=studies.storage(name))
     exp = Experiment.from_dict(study.user_attrs["mlw.experiment"])
     parent = study.user_attrs.get("mlw.parent_run_id")
     tracking = ws.backend("tracking")

@@ -4,15 +4,13 @@
 
 # %% ../../nbs/experiments/20a_search.ipynb #0546f9cf
 from __future__ import annotations
-import fcntl, json, logging, os, queue, signal, socket, threading, time
+import json, logging, os, queue, signal, socket, threading, time
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 import polars as pl
 import optuna
 from optuna.trial import TrialState, create_trial
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.compute import LocalCompute
@@ -24,7 +22,7 @@ from .results import *
 from .results import _runs
 
 # %% auto #0
-__all__ = ['TrialPlan', 'TrialOutcome', 'run_trial', 'load_study', 'search']
+__all__ = ['TrialPlan', 'TrialOutcome', 'run_trial', 'load_study', 'study_lock_key', 'search']
 
 # %% ../../nbs/experiments/20a_search.ipynb #3fb7a25e
 _DATASET_PARAMS = {"max_bin", "max_bin_by_feature", "min_data_in_bin", "bin_construct_sample_cnt", "data_random_seed", "is_enable_sparse",
@@ -152,28 +150,27 @@ def run_trial(data: PreparedData, plan: TrialPlan, stop: threading.Event | None 
 # %% ../../nbs/experiments/20a_search.ipynb #29c99175
 def load_study(ws: Workspace, exp: Experiment, create: bool = False) -> optuna.Study:
     "The optuna study of `exp` in the workspace (created when `create`)."
-    d = study_dir(ws, exp.name)
-    if not (d/"study.journal").exists() and not create:
+    studies = ws.backend("studies")
+    if not create and not studies.exists(exp.name):
         raise NotFound(f"experiment {exp.name!r} has no study in workspace {str(ws.root)!r}; run search(ws, experiment) first")
-    d.mkdir(parents=True, exist_ok=True)
-    storage, kw = JournalStorage(JournalFileBackend(str(d/"study.journal"))), dict(sampler=make_sampler(exp.sampler, exp.seed), pruner=make_pruner(exp.pruner))
+    storage, kw = studies.storage(exp.name), dict(sampler=make_sampler(exp.sampler, exp.seed), pruner=make_pruner(exp.pruner))
     if not create: return optuna.load_study(study_name=exp.name, storage=storage, **kw)  # reads only (create_study would append)
     return optuna.create_study(storage=storage, study_name=exp.name, direction=exp.direction, load_if_exists=True, **kw)
 
+def study_lock_key(name: str) -> str: return f"study:{name}"
+
 class _StudyLock:
-    "An exclusive, non-blocking lock on the study for the duration of a search."
-    def __init__(self, path: Path, name: str): self.path, self.name, self.fh = path, name, None
+    "An exclusive, non-blocking lock on the study for the duration of a search, shared by every host on the metadata database."
+    def __init__(self, ws: Workspace, name: str): self.ws, self.name, self.cm = ws, name, None
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a+")
-        try: fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.seek(0); who = self.fh.read().strip() or "another process"; self.fh.close()
-            raise Conflict(f"experiment {self.name!r} is being searched by {who}; wait for it, or stop it (its trials resume on the next run)") from None
-        self.fh.seek(0); self.fh.truncate(); self.fh.write(f"pid {os.getpid()} on {socket.gethostname()}"); self.fh.flush()
+        cm = self.ws.metadata.try_lock(study_lock_key(self.name), f"pid {os.getpid()} on {socket.gethostname()}")
+        try: cm.__enter__()
+        except Conflict as e:
+            raise Conflict(f"experiment {self.name!r} is being searched by {getattr(e, 'holder', 'another process')}; "
+                           "wait for it, or stop it (its trials resume on the next run)") from None
+        self.cm = cm
         return self
-    def __exit__(self, *exc):
-        fcntl.flock(self.fh, fcntl.LOCK_UN); self.fh.close()
+    def __exit__(self, *exc): self.cm.__exit__(*exc)
 
 def _check_provenance(study: optuna.Study, exp: Experiment, data: PreparedData):
     a = study.user_attrs
@@ -249,7 +246,7 @@ def _source_tags(data: PreparedData) -> dict:
     if "dataset" in s: return {"mlw.dataset": s["dataset"], "mlw.dataset_version": str(s["version"])}
     return {"mlw.data": "dataframe"}
 
-def _parent(client, eid: str, study: optuna.Study, exp: Experiment, data: PreparedData) -> str:
+def _parent(client, eid: str, study: optuna.Study, exp: Experiment, data: PreparedData, where: str = "") -> str:
     "The parent run of the search: the study's own, set RUNNING again, or a new one describing the search."
     pid = study.user_attrs.get("mlw.parent_run_id")
     if pid:
@@ -260,7 +257,7 @@ def _parent(client, eid: str, study: optuna.Study, exp: Experiment, data: Prepar
             client.set_tag(pid, "mlw.resumed", str(int(tags.get("mlw.resumed", "0")) + 1))
             if "mlw.failure_reason" in tags: client.delete_tag(pid, "mlw.failure_reason")  # the last stop's reason no longer holds
             return pid
-    tags = {"mlw.experiment": exp.name, "mlw.definition": exp.hash(), "mlw.data_fingerprint": data.fingerprint, "mlw.study": f"experiments/{exp.name}/study.journal",
+    tags = {"mlw.experiment": exp.name, "mlw.definition": exp.hash(), "mlw.data_fingerprint": data.fingerprint, "mlw.study": where or exp.name,
             **_source_tags(data)}
     pid = client.create_run(eid, run_name=f"{exp.name} search", tags=tags).info.run_id
     try: _describe(client, pid, study, exp, data)
@@ -340,14 +337,14 @@ def search(ws: Workspace, exp: Experiment,
         local = isinstance(backend, LocalCompute)
         n_par = max(1, n_jobs or (1 if local else slots))
         data = prepare_data(ws, exp, data)
-        with _StudyLock(study_dir(ws, exp.name)/"study.lock", exp.name):
+        with _StudyLock(ws, exp.name):
             tracking = ws.backend("tracking")
             client, eid = tracking.client, tracking.experiment_id(exp.name)
             study = load_study(ws, exp, create=True)
             _check_provenance(study, exp, data)
             if "mlw.experiment" in study.user_attrs: study.set_user_attr("mlw.experiment", exp.to_dict())  # a resume may change the budget: pages show this one
             _sweep(client, eid, study, exp)
-            parent = _parent(client, eid, study, exp, data)
+            parent = _parent(client, eid, study, exp, data, ws.backend("studies").location(exp.name))
             return _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, max(1, slots // n_par) if local else None, report, progress)
     finally:
         if owned: backend.close()
