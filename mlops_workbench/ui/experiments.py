@@ -15,14 +15,12 @@ from .helpers import _MD_CSS, _e, _page_header, _where, _wrap, badge, query_para
 from .models import Experiments, _searching, experiment_html, trials_table
 
 # %% auto #0
-__all__ = ['journal_marks', 'ExperimentsBoard', 'side_by_side_html']
+__all__ = ['study_marks', 'ExperimentsBoard', 'side_by_side_html']
 
 # %% ../../nbs/ui/95i_experiments.ipynb #fc21eee2
-def journal_marks(ws: Workspace) -> tuple:
-    "Each searched experiment as (name, journal size, its modification time in ns, whether a search holds it): it changes whenever a search writes, starts or ends."
-    root = ws.path("experiments")
-    if not root.exists(): return ()
-    return tuple((p.parent.name, (st := p.stat()).st_size, st.st_mtime_ns, _searching(ws, p.parent.name)) for p in sorted(root.glob("*/study.journal")))
+def study_marks(ws: Workspace) -> tuple:
+    "Each searched experiment as (name, the studies backend's marks..., whether a search holds it): it changes whenever a search writes, starts or ends."
+    return tuple((*m, _searching(ws, m[0])) for m in ws.backend("studies").marks())
 
 # %% ../../nbs/ui/95i_experiments.ipynb #d7d9a42b
 class ExperimentsBoard(Experiments):
@@ -46,13 +44,13 @@ class ExperimentsBoard(Experiments):
 
     def refresh(self):
         "Reload the experiments, the selected one and the ones beside it, keeping the selection."
-        self._marks = journal_marks(self.ws)  # read before the studies: a write during the reload shows at the next poll
+        self._marks = study_marks(self.ws)  # read before the studies: a write during the reload shows at the next poll
         with param.parameterized.batch_call_watchers(self): super().refresh()  # the page redraws once, never half-reloaded
         self.checked_at = f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S}"
 
     def poll(self) -> bool:
         "Reload when a search wrote since the last read (a trial started, reported or finished); whether it did."
-        if journal_marks(self.ws) == self._marks: return False
+        if study_marks(self.ws) == self._marks: return False
         with param.parameterized.discard_events(self): self.updates += 1  # shown by the redraw that the reload makes
         self.refresh()
         return True

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/ui/95d_models.ipynb #46cfe0c6
 from __future__ import annotations
-import datetime as dt, fcntl, functools, getpass, math, re
+import datetime as dt, functools, getpass, math, re
 from urllib.parse import urlencode
 import param
 from fastcore.basics import patch
@@ -13,7 +13,8 @@ import polars as pl
 from ..core.errors import *
 from ..core.workspace import Workspace
 from ..experiments.definition import Experiment
-from ..experiments.results import SearchResult, best_model, open_search, select_best, study_dir
+from ..experiments.results import SearchResult, best_model, open_search, searched, select_best, study_dir
+from ..experiments.search import study_lock_key
 from ..experiments.report import compare
 from ..registry.versions import ALIASES, alias_history, get_version, list_models, model_card, model_versions
 from ..registry.versions import archive as _archive, promote as _promote
@@ -38,24 +39,15 @@ def _iso(t: dt.datetime | None) -> str | None:
 
 def _searched(ws: Workspace) -> list[str]:
     "The experiments of `ws` with a study, by name."
-    root = ws.path("experiments")
-    return sorted(p.name for p in root.iterdir() if (p/"study.journal").exists()) if root.exists() else []
+    return searched(ws)
 
 def _load_study(ws: Workspace, name: str):
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(study_dir(ws, name)/"study.journal"))))
+    return optuna.load_study(study_name=name, storage=ws.backend("studies").storage(name))
 
 def _searching(ws: Workspace, name: str) -> bool:
     "Whether a search of `name` holds its study lock now (`search` takes it exclusively for its whole run)."
-    f = study_dir(ws, name)/"study.lock"
-    if not f.exists(): return False
-    with open(f) as fh:
-        try: fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError: return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
+    return ws.metadata.lock_holder(study_lock_key(name)) is not None  # asks without taking it: a search starting now is never refused by a page
 
 _RUN_STATES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed", "RUNNING": "stopped"}  # an MLflow parent run's status, when no search holds the lock
 TRIAL_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "pending"}
