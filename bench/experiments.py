@@ -1,6 +1,7 @@
 """Experiment search: what our tracking and storage cost per trial against plain optuna, what pruning saves, and Dask throughput.
 
 Run: .venv/bin/python bench/experiments.py [--rows 100_000] [--features 50] [--trials 50] [--rounds 100] [--threads 1] [--throughput-trials 20]
+     [--studies URI ...] [--studies-trials 100] [--only-studies]
 
 One synthetic binary problem (--rows x --features, a nonlinear signal in a dozen features), the latest 20% of rows
 validating, LightGBM with early stopping (10 rounds), a 6-parameter space. All sides run in this one process, side by
@@ -19,6 +20,12 @@ side, on the same rows and the same validation split:
   (3) throughput, --throughput-trials trials with a seeded random sampler (every mode trains the same models):
       one trial at a time on one LightGBM thread and on every core, one trial per core in threads of this process, and a
       Dask LocalCluster of one single-threaded worker process per core (`dask-local://`).
+
+  (4) with --studies URI (repeatable): the study storage's own cost per trial, the workspace's default journal file
+      against each `studies` backend URI (postgresql://user@host/db, redis://host:6379/0; see core.studies), in this
+      same run: --studies-trials trivial trials (no LightGBM), each doing the bookkeeping a search does (ask six
+      parameters, one `mlw` user attribute with a 20-point curve, tell), after a warm-up of 20, TPE and random sampler.
+      The ratio to the journal file is what to read. --only-studies skips (1)-(3).
 
 MLflow's one-time costs (its import and the creation of a workspace's tracking database) are paid before the clock
 starts and reported apart. Timings on these shared 2-core VMs swing run to run (another job on the machine stretches one
@@ -103,6 +110,9 @@ def main():
     ap.add_argument("--throughput-trials", type=int, default=20, help="trials per mode of the throughput comparison (0 skips it)")
     ap.add_argument("--repeat", type=int, default=1, help="alternate plain and ours this many times in (1); the best wall time of each side counts")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--studies", action="append", default=[], metavar="URI", help="(4): a studies backend URI to compare with the journal file (repeatable)")
+    ap.add_argument("--studies-trials", type=int, default=100, help="trivial trials per storage and sampler in (4)")
+    ap.add_argument("--only-studies", action="store_true", help="run (4) only")
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
 
@@ -115,7 +125,9 @@ def main():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t_import = time.perf_counter() - t0
     tmp = Path(tempfile.mkdtemp(prefix="mlw-bench-exp-"))
-    try: run(a, tmp, t_import, Workspace, Experiment, TimeSplit, prepare_data, write_report)
+    try:
+        if not a.only_studies: run(a, tmp, t_import, Workspace, Experiment, TimeSplit, prepare_data, write_report)
+        if a.studies: studies_cost(a, tmp, Workspace)
     finally: shutil.rmtree(tmp, ignore_errors=True)  # whatever happened, nothing is left in /tmp
 
 
@@ -185,6 +197,44 @@ def run(a, tmp: Path, t_import: float, Workspace, Experiment, TimeSplit, prepare
         print(f"      Dask LocalCluster, {cores} worker processes x 1 thread: {rate(t_dask)}  (+ {t_start:.1f} s to start the cluster)", flush=True)
         vals = [sorted(round(t.value, 9) for t in r.study.trials if t.value is not None) for r in (r1, r2, r3)]
         print(f"      same models in every mode: {'yes' if vals[0] == vals[1] == vals[2] else 'NO'}", flush=True)
+    ws.close()
+
+
+def _bookkeeping(trial):
+    "A trivial trial doing a search's study writes: six parameters asked, one `mlw` attribute with a curve (see search._tell)."
+    x = [trial.suggest_float("learning_rate", 0.01, 0.3, log=True), trial.suggest_int("num_leaves", 4, 256, log=True),
+         trial.suggest_int("min_child_samples", 5, 100), trial.suggest_float("feature_fraction", 0.5, 1.0),
+         trial.suggest_float("lambda_l1", 1e-8, 10, log=True), trial.suggest_float("lambda_l2", 1e-8, 10, log=True)]
+    v = (x[0] - 0.1) ** 2 + (x[3] - 0.8) ** 2
+    trial.set_user_attr("mlw", {"n_trees": 100, "duration_s": 0.0, "host": "bench", "curve": [[i * 5, v + 1 / i] for i in range(1, 21)]})
+    return v
+
+
+def studies_cost(a, tmp: Path, Workspace):
+    "(4) per-trial cost of the study storage: the default journal file against each --studies URI, side by side."
+    import uuid, optuna
+    from mlops_workbench.core.backends import registry
+    ws = Workspace.init(tmp / "ws-studies")
+    backends = [("journal file (default)", ws.backend("studies"))] + [(u, registry("studies").build(u, ws)) for u in a.studies]
+    n = a.studies_trials
+    print(f"  (4) study storage per trial, {n} trivial trials each (a search's writes, no training), after 20 warm-up trials:", flush=True)
+    cost = {}
+    for label, st in backends:
+        names = []
+        for kind, sampler in (("tpe", lambda: optuna.samplers.TPESampler(seed=a.seed)), ("random", lambda: optuna.samplers.RandomSampler(seed=a.seed))):
+            name = f"bench-{kind}-{uuid.uuid4().hex[:8]}"; names.append(name)
+            study = optuna.create_study(study_name=name, storage=st.storage(name), sampler=sampler(), direction="minimize")
+            study.optimize(_bookkeeping, n_trials=20)  # warm-up: imports, connections, tables
+            t0 = time.perf_counter(); study.optimize(_bookkeeping, n_trials=n); dt_ = time.perf_counter() - t0
+            t0 = time.perf_counter(); optuna.load_study(study_name=name, storage=st.storage(name)).best_trial; t_load = time.perf_counter() - t0
+            cost[(label, kind)] = dt_ / n
+            base = cost[(backends[0][0], kind)]
+            print(f"      {label:<50.50} {kind:<6} {dt_ / n * 1000:7.1f} ms/trial  x{dt_ / n / base:5.2f} the journal file   "
+                  f"(load_study + best_trial {t_load * 1000:5.0f} ms)", flush=True)
+        for name in names:  # leave nothing behind on a shared server
+            try: optuna.delete_study(study_name=name, storage=st.storage(name))
+            except Exception: pass
+        if st is not backends[0][1]: st.close()
     ws.close()
 
 
