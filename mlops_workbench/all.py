@@ -16,6 +16,7 @@ from .core.storage import *
 from .core.tracking import *
 from .core.compute import *
 from .core.progress import *
+from .core.studies import *
 from .observability.metrics import *
 from .observability.logs import *
 from .observability.traces import *
@@ -74,6 +75,7 @@ _MODULES = ['core.errors',
             'core.tracking',
             'core.compute',
             'core.progress',
+            'core.studies',
             'observability.metrics',
             'observability.logs',
             'observability.traces',
