@@ -84,8 +84,17 @@ requirements = [
 extras = {
     # PostgreSQL metadata backend (psycopg 3, binary wheels need no libpq build).
     "postgres": ["psycopg[binary]>=3.2"],
+    # The team profile: PostgreSQL metadata, and Delta tables on S3-compatible object storage. obstore is the Rust
+    # object_store crate deltalake itself writes with: the storage role lists, hashes and deletes a table's objects
+    # through it (core.storage says why not pyarrow's S3 or s3fs). boto3 is what an MLflow tracking server with
+    # s3:// artifacts needs in its own environment.
+    "team": ["psycopg[binary]>=3.2", "obstore>=0.12", "boto3>=1.34"],
     "dev": [
         "psycopg[binary]>=3.2",
+        "obstore>=0.12",
+        "boto3>=1.34",
+        # an S3-compatible server on loopback for the object-storage tests (the one that installs from the registries here)
+        "moto[server]>=5.2",
         "pytest>=8",
         "pytest-timeout>=2.3",
         "pytest-jupyter[server]>=0.10",
@@ -122,12 +131,15 @@ extras = {
 # so `core` never imports a concrete store.
 BACKENDS = {f"mlops_workbench.{role}": [f"{scheme} = mlops_workbench.{target}" for scheme, target in schemes.items()] for role, schemes in {
     "metadata": {"sqlite": "core.metadata:sqlite_metadata", "postgresql": "core.metadata:postgresql_metadata"},
-    "storage": {"file": "core.storage:file_storage"},
+    "storage": {"file": "core.storage:file_storage", "s3": "core.storage:s3_storage"},
     "online": {"sqlite": "features.online_store:sqlite_online", "redis": "features.online_store:redis_online",
                "rediss": "features.online_store:redis_online"},
     "tracking": {"sqlite": "core.tracking:sqlite_tracking", "http": "core.tracking:http_tracking", "https": "core.tracking:http_tracking"},
     "compute": {"local": "core.compute:local_compute", "tcp": "core.compute:dask_compute", "tls": "core.compute:dask_compute",
                 "dask-local": "core.compute:dask_local_compute"},
+    "secrets": {"workspace": "security.secrets:workspace_secrets"},
+    "studies": {"journal": "core.studies:journal_studies", "postgresql": "core.studies:postgresql_studies",
+                "redis": "core.studies:redis_studies", "rediss": "core.studies:redis_studies"},
 }.items()}
 
 setuptools.setup(

@@ -84,6 +84,21 @@ def rediss_uri():
         yield uri
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    "A real S3-compatible server (moto's, tests/s3_server.py) on a free loopback port for the session; yields its endpoint URL."
+    from s3_server import s3_server
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    "A fresh, empty bucket on the session's S3 server; yields its name."
+    from s3_server import new_bucket
+    return new_bucket(s3_endpoint)
+
+
 @pytest.fixture
 def oidc_issuer():
     "A real OIDC issuer (tests/oidc_issuer.py) in its own process on a loopback port, fresh per test; yields its handle (.url, .mint, .rotate, .token, .claims, .stats, .stop)."

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from .errors import *
 
 # %% auto #0
-__all__ = ['registries', 'uri_scheme', 'BackendRegistry', 'registry']
+__all__ = ['registries', 'SECRET_OPTIONS', 'SECRET_REF', 'uri_scheme', 'BackendRegistry', 'registry', 'backend_options']
 
 # %% ../../nbs/core/01_backends.ipynb #0bc16ff9
 def uri_scheme(uri: str) -> str:
@@ -63,3 +63,27 @@ registries: dict[str, BackendRegistry] = {}
 def registry(role: str) -> BackendRegistry:
     "The registry for `role`, created on first use."
     return registries.setdefault(role, BackendRegistry(role))
+
+# %% ../../nbs/core/01_backends.ipynb #a1466fb2
+SECRET_OPTIONS = ("password", "secret_access_key", "session_token", "token", "access_key_id")  # option names that must be references
+SECRET_REF = "secret:"
+
+def _secret_value(ws, role: str, key: str, name: str) -> str:
+    "The value of secret `name` from the workspace's secrets store, or an error naming the option that wants it."
+    try: return registry("secrets").build("workspace://", ws).get(name)
+    except NotFound:
+        raise NotFound(f"[backend_options.{role}] {key} refers to secret {name!r}, which is not set; set it with "
+                       f"`mlw secrets set {name}` (the value on stdin)") from None
+
+def backend_options(ws, role: str) -> dict:
+    "The `[backend_options.<role>]` settings of workspace `ws`, with each `secret:NAME` value read from its secrets store."
+    raw = (ws.settings.get("backend_options") or {}).get(role) or {}
+    if not isinstance(raw, dict): raise InvalidInput(f"workspace settings: [backend_options.{role}] must be a table of options, not {type(raw).__name__}")
+    out = {}
+    for key, value in raw.items():
+        ref = isinstance(value, str) and value.startswith(SECRET_REF)
+        if key in SECRET_OPTIONS and not ref:
+            raise InvalidInput(f"workspace settings: [backend_options.{role}] {key} is written in clear; store it with "
+                               f"`mlw secrets set {role}.{key}` and write {key} = \"{SECRET_REF}{role}.{key}\" instead")
+        out[key] = _secret_value(ws, role, key, value[len(SECRET_REF):]) if ref else value
+    return out

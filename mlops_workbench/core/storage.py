@@ -16,26 +16,133 @@ from .metadata import datasets, dataset_versions, transact, utcnow
 
 # %% auto #0
 __all__ = ['NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'RECORD_FAILED', 'COMMIT_TAG_KEY', 'Storage', 'FileStorage', 'file_storage',
-           'DatasetVersion', 'check_name', 'check_columns', 'check_schema_change', 'write_dataset', 'commit_tag',
-           'dataset_lock', 'restore_on_failure', 'reconcile_dataset', 'latest_version', 'dataset_version',
-           'dataset_versions_of', 'read_dataset', 'list_datasets', 'scan_partitions']
+           'S3Storage', 's3_storage', 'DatasetVersion', 'check_name', 'check_columns', 'check_schema_change',
+           'write_dataset', 'commit_tag', 'dataset_lock', 'restore_on_failure', 'reconcile_dataset', 'latest_version',
+           'dataset_version', 'dataset_versions_of', 'read_dataset', 'list_datasets', 'scan_partitions']
 
 # %% ../../nbs/core/05_storage.ipynb #69fc5126
 class Storage:
-    "Where a workspace's Delta tables live."
+    "Where a workspace's Delta tables live, and the file operations the catalog does on a table (paths relative to the table, `/`-separated)."
+    is_local = True
     def table_uri(self, name: str) -> str: raise NotImplementedError
     @property
     def storage_options(self) -> dict | None: return None
+    def files(self, name: str, under: str = "") -> set[str]: "Every file of table `name` (under its folder `under`)."; raise NotImplementedError
+    def read(self, name: str, path: str) -> bytes: "The bytes of file `path` of table `name`."; raise NotImplementedError
+    def sha256(self, name: str, path: str) -> str: "The sha256 of file `path` of table `name`, read as a stream."; raise NotImplementedError
+    def delete(self, name: str, paths) -> None: "Delete these files of table `name` (missing ones are fine)."; raise NotImplementedError
+    def drop(self, name: str) -> None: "Delete table `name`: every file under it."; raise NotImplementedError
+    def relative(self, name: str, uri: str) -> str:
+        "A file's path in table `name`, from the URI deltalake gives it."
+        root = self.table_uri(name).rstrip("/") + "/"
+        if not uri.startswith(root): raise InvalidInput(f"{uri!r} is not a file of table {name!r} at {root}")
+        return urllib.parse.unquote(uri[len(root):])
+
+def _sha256(chunks) -> str:
+    h = hashlib.sha256()
+    for chunk in chunks: h.update(chunk)
+    return h.hexdigest()
 
 class FileStorage(Storage):
     "Delta tables in a local folder."
     def __init__(self, root: Path): self.root = Path(root)
     def table_uri(self, name: str) -> str: return str(self.root/name)
+    def files(self, name, under=""):
+        top = self.root/name
+        return {p.relative_to(top).as_posix() for p in (top/under).rglob("*") if p.is_file()} if (top/under).is_dir() else set()
+    def read(self, name, path): return (self.root/name/path).read_bytes()
+    def sha256(self, name, path):
+        with open(self.root/name/path, "rb") as fh: return _sha256(iter(lambda: fh.read(1 << 20), b""))
+    def delete(self, name, paths):
+        top = self.root/name
+        for p in paths: (top/p).unlink(missing_ok=True)
+        for d in sorted({(top/p).parent for p in paths}, key=lambda d: len(d.parts), reverse=True):  # emptied partition folders
+            while d != top and d.is_dir() and not any(d.iterdir()): d.rmdir(); d = d.parent
+    def drop(self, name): shutil.rmtree(self.root/name, ignore_errors=True)
+    def relative(self, name, uri): return super().relative(name, uri.removeprefix("file://"))
     def __repr__(self): return f"FileStorage({str(self.root)!r})"
 
 def file_storage(uri: str, ws=None) -> FileStorage:
     "Build `FileStorage` from `file:///abs/path`."
     return FileStorage(Path(uri.split("://", 1)[1]))
+
+# %% ../../nbs/core/05_storage.ipynb #4b9e4a04
+_S3_OPTIONS = {"endpoint": "AWS_ENDPOINT_URL", "region": "AWS_REGION", "access_key_id": "AWS_ACCESS_KEY_ID",
+               "secret_access_key": "AWS_SECRET_ACCESS_KEY", "session_token": "AWS_SESSION_TOKEN"}
+
+class S3Storage(Storage):
+    "Delta tables under `s3://bucket/prefix` on an S3-compatible server."
+    is_local = False
+    def __init__(self, bucket: str, prefix: str = "", options: dict | None = None):
+        self.bucket, self.prefix, self._options = bucket, prefix.strip("/"), dict(options or {})
+        self.root = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self._store = None
+
+    def table_uri(self, name: str) -> str: return f"{self.root}/{name}"
+    @property
+    def storage_options(self) -> dict: return dict(self._options)
+
+    @property
+    def store(self):
+        "The obstore handle on `bucket/prefix`, made on first use."
+        if self._store is None:
+            try: from obstore.store import S3Store
+            except ImportError: raise NotSupported("s3:// storage needs obstore; install it with `pip install 'mlops-workbench[team]'`") from None
+            config = {k.lower(): v for k, v in self._options.items() if k != "AWS_ALLOW_HTTP"}  # obstore takes aws_* config keys only
+            allow_http = str(self._options.get("AWS_ALLOW_HTTP", "")).lower() == "true"
+            self._store = S3Store(self.bucket, prefix=self.prefix or None, config=config, client_options={"allow_http": allow_http})
+        return self._store
+
+    def files(self, name, under=""):
+        import obstore
+        top = f"{name}/{under}".rstrip("/")
+        return {o["path"][len(name) + 1:] for batch in obstore.list(self.store, prefix=top) for o in batch}
+    def read(self, name, path):
+        import obstore
+        return bytes(obstore.get(self.store, f"{name}/{path}").bytes())
+    def sha256(self, name, path):
+        import obstore
+        return _sha256(obstore.get(self.store, f"{name}/{path}").stream())
+    def delete(self, name, paths):
+        import obstore
+        if paths := [f"{name}/{p}" for p in paths]: obstore.delete(self.store, paths)
+    def drop(self, name): self.delete(name, self.files(name))
+
+    def check_conditional_writes(self):
+        "Raise `NotSupported` unless the server refuses to create an object that exists (what keeps concurrent Delta commits safe)."
+        import uuid, obstore
+        from obstore.exceptions import AlreadyExistsError
+        probe = f"_mlw_probe/{uuid.uuid4().hex}"
+        try:
+            obstore.put(self.store, probe, b"1", mode="create")
+            try: obstore.put(self.store, probe, b"2", mode="create")
+            except AlreadyExistsError: return
+            raise NotSupported(f"storage {self.root}: the server does not honour conditional writes (If-None-Match): it let an "
+                               "existing object be created again, so concurrent Delta commits would overwrite each other and lose rows "
+                               "silently; use a server that honours them (AWS S3, MinIO, Cloudflare R2)")
+        except MLWError: raise
+        except Exception as e:
+            raise Unavailable(f"storage {self.root}: cannot write to the bucket ({type(e).__name__}: {_first_line(e)}); "
+                                     "check [backend_options.storage] (endpoint, region) and the credentials' permissions") from None
+        finally:
+            with contextlib.suppress(Exception): obstore.delete(self.store, probe)
+    def __repr__(self): return f"S3Storage({self.root!r})"
+
+def _first_line(e: Exception) -> str: return (str(e).strip().splitlines() or [""])[0][:300]
+
+def s3_storage(uri: str, ws) -> S3Storage:
+    "Build `S3Storage` from `s3://bucket/prefix` and the settings' `[backend_options.storage]`, after probing the server's conditional writes."
+    from .backends import backend_options
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.netloc: raise InvalidInput(f"storage backend {uri!r}: name a bucket, e.g. s3://my-bucket/mlw")
+    given = backend_options(ws, "storage") if ws is not None else {}
+    if unknown := sorted(set(given) - set(_S3_OPTIONS) - {"allow_http"}):
+        raise InvalidInput(f"[backend_options.storage] {unknown} are not options of s3:// storage; options: {', '.join([*_S3_OPTIONS, 'allow_http'])}")
+    options = {_S3_OPTIONS[k]: str(v) for k, v in given.items() if k in _S3_OPTIONS}
+    if given.get("allow_http"): options["AWS_ALLOW_HTTP"] = "true"
+    store = S3Storage(parts.netloc, parts.path, options)
+    store.check_conditional_writes()
+    return store
 
 # %% ../../nbs/core/05_storage.ipynb #bfb2441d
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -114,21 +221,16 @@ def check_schema_change(old: dict, new: dict, policy: str, what: str):
     if problems: raise InvalidInput(f"{what}: the data does not match the dataset's schema: " + "; ".join(problems))
 
 # %% ../../nbs/core/05_storage.ipynb #0ac0e782
-def _file_sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
-def _version_facts(uri: str, version: int, parent: DatasetVersion | None, operation: str, options) -> dict:
+def _version_facts(store: Storage, name: str, version: int, parent: DatasetVersion | None, operation: str) -> dict:
     "Row count, bytes and fingerprint of a Delta version, from its add actions and its new files."
     from deltalake import DeltaTable
+    uri, options = store.table_uri(name), store.storage_options
     t = DeltaTable(uri, version=version, storage_options=options)
     files = pl.DataFrame(t.get_add_actions(flatten=True)).select("path", "size_bytes", "num_records")
     before = set(DeltaTable(uri, version=parent.version, storage_options=options).file_uris()) if parent is not None and operation == "append" else set()
     new = sorted(set(t.file_uris()) - before)
     h = hashlib.sha256((parent.fingerprint if before else "").encode())
-    for f in new: h.update(_file_sha(f).encode())
+    for f in new: h.update(store.sha256(name, store.relative(name, f)).encode())
     return {"row_count": int(files["num_records"].sum()), "bytes": int(files["size_bytes"].sum()), "fingerprint": h.hexdigest()}
 
 def _row(r) -> DatasetVersion:
@@ -175,7 +277,7 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
         from deltalake import DeltaTable
         version = DeltaTable(uri, storage_options=store.storage_options).version()
         operation = "create" if parent is None else mode
-        facts = _version_facts(uri, version, parent, operation, store.storage_options)
+        facts = _version_facts(store, name, version, parent, operation)
         schema, now = _schema(pl.scan_delta(uri, version=version, storage_options=store.storage_options)), utcnow()
         def record(c):  # insert-or-get the dataset's row, then the version's, in one transaction (re-run if the database is busy)
             if c.execute(sa.select(datasets.c.name).where(datasets.c.name == name)).first() is None:
@@ -205,13 +307,15 @@ def dataset_lock(ws: Workspace, name: str):
             yield
     return held()
 
-def _tree(root: Path) -> set[str]:
-    "Every file and folder under `root`, relative to it."
-    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.is_dir() else set()
+def _commit_number(path: str) -> int | None:
+    "The version of a Delta commit file (`_delta_log/00000000000000000003.json` -> 3), else None."
+    folder, _, file = path.rpartition("/")
+    stem, ext = file.split(".", 1) if "." in file else (file, "")
+    return int(stem) if folder == "_delta_log" and ext == "json" and stem.isdigit() else None
 
 def _recorded(ws: Workspace, name: str, added: set[str]) -> bool:
     "Whether one of the Delta commits in `added` is recorded as a version of `name` (the write then succeeded)."
-    commits = [int(Path(p).stem) for p in added if Path(p).parent.name == "_delta_log" and p.endswith(".json") and Path(p).stem.isdigit()]
+    commits = [v for p in added if (v := _commit_number(p)) is not None]
     if not commits: return False
     try:
         with ws.metadata.begin() as c:
@@ -219,33 +323,27 @@ def _recorded(ws: Workspace, name: str, added: set[str]) -> bool:
                                   .where(dataset_versions.c.dataset == name, dataset_versions.c.version.in_(commits))).scalar())
     except sa.exc.SQLAlchemyError: return False  # the database is down: the failed write could not have recorded it either
 
-def _remove(root: Path, paths):
-    "Remove `paths` (relative to `root`), deepest first, folders only once empty."
-    for p in sorted(paths, key=lambda p: p.count(os.sep), reverse=True):
-        with contextlib.suppress(OSError): (root/p).rmdir() if (root/p).is_dir() else (root/p).unlink()
-
 @contextlib.contextmanager
 def restore_on_failure(ws: Workspace, name: str):
-    "Context manager: if the block raises, remove what it added to dataset `name`'s table folder (the folder itself if it made it)."
-    root = Path(ws.backend("storage").table_uri(name))
-    if not root.is_absolute(): yield; return  # an object store: uncommitted files are invisible to readers and VACUUM removes them
-    existed, before = root.exists(), _tree(root)
+    "Context manager: if the block raises, remove the files it added to dataset `name`'s table (all of the table if it made it)."
+    store = ws.backend("storage")
+    before = store.files(name)
     try: yield
     except BaseException:
-        added = _tree(root) - before
-        if not _recorded(ws, name, added):
-            if not existed: shutil.rmtree(root, ignore_errors=True)
-            else: _remove(root, added)
+        try:
+            added = store.files(name) - before
+            if not _recorded(ws, name, added):
+                if not before: store.drop(name)  # the table is new: all of it (and on a file store its folder)
+                else: store.delete(name, added)
+        except Exception as e:  # e.g. the object store went away mid-write: keep the write's own error; the next writer reconciles
+            _log.warning("dataset %r: could not remove what the failed write added (%s: %s)", name, type(e).__name__, e)
         raise
 
 # %% ../../nbs/core/05_storage.ipynb #d5a7c004
-def _commits(log: Path) -> list[int]:
-    return sorted(int(p.stem) for p in log.glob("*.json") if p.stem.isdigit())
-
-def _commit(log: Path, v: int) -> tuple[dict, list[str]]:
+def _commit(store: Storage, name: str, v: int) -> tuple[dict, list[str]]:
     "Delta commit `v`'s commit info and the paths of the files it added."
     info, adds = {}, []
-    for line in (log/f"{v:020d}.json").read_text().splitlines():
+    for line in store.read(name, f"_delta_log/{v:020d}.json").decode().splitlines():
         a = json.loads(line) if line.strip() else {}
         info = a.get("commitInfo", info)
         if "add" in a: adds.append(urllib.parse.unquote(a["add"]["path"]))
@@ -253,23 +351,25 @@ def _commit(log: Path, v: int) -> tuple[dict, list[str]]:
 
 def reconcile_dataset(ws: Workspace, name: str) -> list[int]:
     "Remove Delta commits of dataset `name` newer than its newest recorded version (a writer died in between); return their versions. Hold `dataset_lock`."
-    root = Path(ws.backend("storage").table_uri(name))
-    log = root/"_delta_log"
-    if not root.is_absolute() or not log.is_dir(): return []
+    store = ws.backend("storage")
+    log = store.files(name, "_delta_log")
+    if not log: return []
     latest = latest_version(ws, name)
     top = latest.version if latest else -1
-    stray = [v for v in _commits(log) if v > top]
+    stray = sorted(v for p in log if (v := _commit_number(p)) is not None and v > top)
     if not stray: return []
-    commits = {v: _commit(log, v) for v in stray}
+    commits = {v: _commit(store, name, v) for v in stray}
     if latest is None and (foreign := [v for v, (info, _) in commits.items() if info.get(COMMIT_TAG_KEY) != name]):
-        raise Conflict(f"dataset {name!r}: its folder {root} holds a Delta table (versions {foreign}) that the catalog does not record "
+        raise Conflict(f"dataset {name!r}: its folder {store.table_uri(name)} holds a Delta table (versions {foreign}) that the catalog does not record "
                        "and no workbench writer made; move that folder away, or write the dataset under another name")
-    for v in reversed(stray):
-        _remove(root, commits[v][1])
-        for p in log.glob(f"{v:020d}.*"): p.unlink(missing_ok=True)  # the commit, and a checkpoint or checksum of it
-    last = log/"_last_checkpoint"
-    if last.exists() and json.loads(last.read_text() or "{}").get("version", -1) > top: last.unlink()
-    if latest is None: shutil.rmtree(root, ignore_errors=True)  # no version left: the table never existed as far as readers know
+    if latest is None:  # no version left: the table never existed as far as readers know
+        store.drop(name)
+    else:
+        for v in reversed(stray):  # its data files, then the commit and a checkpoint or checksum of it
+            store.delete(name, commits[v][1])
+            store.delete(name, [p for p in log if p.startswith(f"_delta_log/{v:020d}.")])
+        if "_delta_log/_last_checkpoint" in log and json.loads(store.read(name, "_delta_log/_last_checkpoint") or b"{}").get("version", -1) > top:
+            store.delete(name, ["_delta_log/_last_checkpoint"])
     _log.warning("dataset %r: removed Delta commit(s) %s that no catalog record vouches for (a writer died between commit and record)", name, stray)
     return stray
 

@@ -100,7 +100,7 @@ def _merge(ws: Workspace, name: str, lf: pl.LazyFrame, keys: list, parent: Datas
     inserted, updated = stats["num_target_rows_inserted"], stats["num_target_rows_updated"]
     lineage = {**lineage, "steps": lineage["steps"] + [{"kind": "merge", "keys": keys, "inserted": inserted, "updated": updated}]}
     row = dict(dataset=name, version=version, parent_version=parent.version, operation="merge", source=source, lineage=lineage, run_id=run_id,
-               schema=_schema(pl.scan_delta(uri, version=version, storage_options=opts)), created_at=utcnow(), **_version_facts(uri, version, parent, "merge", opts))
+               schema=_schema(pl.scan_delta(uri, version=version, storage_options=opts)), created_at=utcnow(), **_version_facts(store, name, version, parent, "merge"))
     transact(ws.metadata, lambda c: c.execute(dataset_versions.insert().values(**row)), what=f"dataset {name!r}",
              conflict="the new version could not be recorded in the metadata database", then=RECORD_FAILED)
     return dataset_version(ws, name, version), inserted, updated

@@ -13,7 +13,8 @@ from .audit import record, current_user
 
 # %% auto #0
 __all__ = ['MASK', 'REDACT_MIN_LEN', 'MAX_SECRET_BYTES', 'SecretKeyMismatch', 'new_secret_key', 'Secret', 'redact',
-           'SecretsFilter', 'put_secret', 'get_secret', 'list_secrets', 'delete_secret', 'rotate_secret_key']
+           'SecretsFilter', 'put_secret', 'get_secret', 'list_secrets', 'delete_secret', 'rotate_secret_key',
+           'WorkspaceSecrets', 'workspace_secrets']
 
 # %% ../../nbs/security/80c_secrets.ipynb #5ec00007
 MASK = "******"  # what a secret's value shows as, everywhere
@@ -226,3 +227,14 @@ def rotate_secret_key(ws: Workspace, new_key: str,
             c.execute(t.update().where(t.c.name == r.name).values(token=token))
         _audit(ws, who, "secret.rotate_key", "*", c, {"rows": len(rows)})
     return len(rows)
+
+# %% ../../nbs/security/80c_secrets.ipynb #c8a703ac
+class WorkspaceSecrets:
+    "The `secrets` role on the workspace's own encrypted table."
+    def __init__(self, ws: Workspace): self.ws = ws
+    def get(self, name: str) -> str: return get_secret(self.ws, name).reveal()
+    def __repr__(self): return f"WorkspaceSecrets({str(self.ws.root)!r})"
+
+def workspace_secrets(uri: str, ws: Workspace) -> WorkspaceSecrets:
+    "Build the `secrets` role from `workspace://`."
+    return WorkspaceSecrets(ws)
