@@ -17,6 +17,7 @@ from .core.tracking import *
 from .core.compute import *
 from .core.progress import *
 from .core.studies import *
+from .core.doctor import *
 from .observability.metrics import *
 from .observability.logs import *
 from .observability.traces import *
@@ -76,6 +77,7 @@ _MODULES = ['core.errors',
             'core.compute',
             'core.progress',
             'core.studies',
+            'core.doctor',
             'observability.metrics',
             'observability.logs',
             'observability.traces',

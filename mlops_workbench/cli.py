@@ -11,10 +11,10 @@ from .core.errors import *
 from .core.workspace import resolve_root, Workspace
 
 # %% auto #0
-__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'VERB_ACTIONS', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_run',
-           'mlw_runs', 'mlw_ingest', 'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models', 'mlw_keys',
-           'mlw_audit', 'mlw_secrets', 'mlw_deploy', 'mlw_monitor', 'check_port', 'mlw_dashboards', 'lab_command',
-           'mlw_lab', 'mlw_ci', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui',
+__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'VERB_ACTIONS', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_doctor',
+           'mlw_run', 'mlw_runs', 'mlw_ingest', 'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models',
+           'mlw_keys', 'mlw_audit', 'mlw_secrets', 'mlw_deploy', 'mlw_monitor', 'check_port', 'mlw_dashboards',
+           'lab_command', 'mlw_lab', 'mlw_ci', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui',
            'fresh_demo_workspace', 'mlw_demo', 'action_help', 'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
@@ -49,6 +49,17 @@ def mlw_status(workspace: Param("workspace folder (default: $MLW_HOME or ./works
     for r in runs: counts[r.status] = counts.get(r.status, 0) + 1
     print(f"runs       {len(runs)}" + (" (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")" if runs else ""))
     if runs: print(f"latest     {runs[0].id}  {runs[0].pipeline}  {runs[0].status}")
+
+@call_parse
+def mlw_doctor(workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):
+    "Check every backend of the workspace against its server (connectivity, permissions, versions) and say what is wrong; exit 1 when a check fails."
+    from mlops_workbench.core.doctor import doctor, doctor_report
+    ws = Workspace.open(workspace, migrate=False)  # changes nothing; a database that is down is a failed line, not a failed open
+    try: found = doctor(ws)
+    finally: ws.close()
+    print(doctor_report(found))
+    if not all(f.ok for f in found): raise SystemExit(1)
+
 
 # %% ../nbs/90_cli.ipynb #40219151
 def _fmt_s(x): return "" if x is None else f"{x:.1f}s"
@@ -940,7 +951,7 @@ def mlw_demo(path: Param("workspace folder for the demo (default: $MLW_HOME or .
     return run
 
 # %% ../nbs/90_cli.ipynb #f455e1af
-VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_status, "ingest": mlw_ingest, "validate": mlw_validate,
+VERBS = {"init": mlw_init, "run": mlw_run, "runs": mlw_runs, "status": mlw_status, "doctor": mlw_doctor, "ingest": mlw_ingest, "validate": mlw_validate,
          "datasets": mlw_datasets, "features": mlw_features, "models": mlw_models, "deploy": mlw_deploy, "monitor": mlw_monitor, "ci": mlw_ci, "serve": mlw_serve, "predict": mlw_predict, "keys": mlw_keys,
          "audit": mlw_audit, "secrets": mlw_secrets, "dashboards": mlw_dashboards, "lab": mlw_lab,
          "mlflow-ui": mlw_mlflow_ui, "demo": mlw_demo}

@@ -30,6 +30,7 @@ class LocalCompute(Compute):
     "Tasks in threads of this process."
     def __init__(self, uri: str = "local://"): self.uri = uri
     def slots(self) -> int: return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    def check(self) -> str: return f"this process, {self.slots()} core(s)"
     def executor(self, max_workers: int):
         from concurrent.futures import ThreadPoolExecutor
         return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mlw-task")
@@ -58,6 +59,15 @@ class DaskCompute(Compute):
     def slots(self) -> int: return max(1, sum(self.client.nthreads().values()))
     def executor(self, max_workers: int): return self.client.get_executor(pure=False)
     def put(self, obj): return self.client.scatter(obj, broadcast=True, hash=False)
+    def check(self) -> str:
+        "What `mlw doctor` reports: workers and threads, after checking their package versions match this process's."
+        threads = self.client.nthreads()
+        if not threads: raise Unavailable(f"compute backend {self.uri!r}: the scheduler has no workers; start some (`dask worker {self.uri.split('?', 1)[0]}`)")
+        try: self.client.get_versions(check=True)
+        except ValueError as e:
+            raise Conflict(f"compute backend {self.uri!r}: the workers' packages differ from this process's ({str(e).strip().splitlines()[0]}); "
+                           "install the same versions on the workers") from None
+        return f"{len(threads)} worker(s), {sum(threads.values())} thread(s), package versions match"
     def close(self):
         if self._client is not None: self._client.close(); self._client = None
 

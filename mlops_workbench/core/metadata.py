@@ -485,6 +485,15 @@ class MetadataStore:
                 return c.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar() or 0
         except sa.exc.DBAPIError as e: raise self._unreachable(e) from None
 
+    def check(self) -> str:
+        "What `mlw doctor` reports: the server and its version, and the schema version against this release's."
+        with self.engine.connect() as c:
+            server = c.exec_driver_sql("select sqlite_version()" if self.engine.dialect.name == "sqlite" else "show server_version").scalar()
+        have, want = self.version, MIGRATIONS[-1].version
+        if have > want: raise Conflict(f"metadata {self.name}: schema v{have} is newer than this mlops-workbench knows (v{want}); upgrade mlops-workbench")
+        pending = f", {want - have} migration(s) pending: the next open applies them" if have < want else ""
+        return f"{self.engine.dialect.name} {server}, schema v{have} of v{want}{pending}"
+
     def migrate(self) -> int:
         "Apply pending migrations in order, each in its own transaction; return the new version."
         from alembic.runtime.migration import MigrationContext

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/core/05_storage.ipynb #af2e3b1d
 from __future__ import annotations
-import contextlib, hashlib, json, logging, os, re, shutil, urllib.parse
+import contextlib, hashlib, json, logging, os, re, shutil, tempfile, urllib.parse
 import datetime as dt
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -60,6 +60,12 @@ class FileStorage(Storage):
             while d != top and d.is_dir() and not any(d.iterdir()): d.rmdir(); d = d.parent
     def drop(self, name): shutil.rmtree(self.root/name, ignore_errors=True)
     def relative(self, name, uri): return super().relative(name, uri.removeprefix("file://"))
+    def check(self) -> str:
+        "What `mlw doctor` reports: the folder is writable, and its free space."
+        self.root.mkdir(parents=True, exist_ok=True)
+        try: tempfile.TemporaryFile(dir=self.root).close()
+        except OSError as e: raise Forbidden(f"storage {self.root}: not writable ({e.strerror}); fix its permissions") from None
+        return f"{self.root} writable, {shutil.disk_usage(self.root).free / 2**30:.1f} GiB free"
     def __repr__(self): return f"FileStorage({str(self.root)!r})"
 
 def file_storage(uri: str, ws=None) -> FileStorage:
@@ -126,6 +132,12 @@ class S3Storage(Storage):
                                      "check [backend_options.storage] (endpoint, region) and the credentials' permissions") from None
         finally:
             with contextlib.suppress(Exception): obstore.delete(self.store, probe)
+    def check(self) -> str:
+        "What `mlw doctor` reports: the bucket takes writes and refuses to create an object twice; how many tables it holds."
+        import obstore
+        self.check_conditional_writes()
+        tables = {o.split("/", 1)[0] for o in obstore.list_with_delimiter(self.store)["common_prefixes"]} - {"_mlw_probe"}
+        return f"{self.root}: writes and deletes, conditional writes honoured, {len(tables)} table folder(s)"
     def __repr__(self): return f"S3Storage({self.root!r})"
 
 def _first_line(e: Exception) -> str: return (str(e).strip().splitlines() or [""])[0][:300]

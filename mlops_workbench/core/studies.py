@@ -32,6 +32,9 @@ class Studies:
     def location(self, name: str) -> str:
         "Where study `name` is, for people (never with a password)."
         return f"{self.uri} (study {name!r})"
+    def check(self) -> str:
+        "What `mlw doctor` reports: the storage answers, and how many studies it holds."
+        return f"{len(self.names())} stud{'y' if len(self.names()) == 1 else 'ies'} held"
     def _all(self): return self.storage("").get_all_studies()
     def close(self): pass
     def __repr__(self): return f"{type(self).__name__}({self.uri!r})"

@@ -60,9 +60,25 @@ def _slug(name: str) -> str: return "".join(c if c.isalnum() or c in "-_." else 
 
 class SqliteTrackingStore(TrackingStore):
     "MLflow's SQLite store in one file; artifacts in `{workspace}/mlartifacts` (beside the file without a workspace)."
+    def check(self) -> str:
+        "What `mlw doctor` reports: the store answers a search, and where artifacts go."
+        import mlflow
+        n = len(self.client.search_experiments(max_results=1000))
+        return f"MLflow {mlflow.__version__} on SQLite, {n} experiment(s), artifacts in {self.artifact_root}"
 
 class HttpTrackingStore(TrackingStore):
     "An MLflow tracking server; it stores artifacts where it is configured to."
+    def check(self) -> str:
+        "What `mlw doctor` reports: the server's health and version, and that it answers a search."
+        import urllib.request
+        base = self.uri.rstrip("/")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as r: health = r.read().decode().strip()
+            with urllib.request.urlopen(f"{base}/version", timeout=5) as r: version = r.read().decode().strip()
+        except OSError as e:
+            raise Unavailable(f"tracking server {base}: unreachable ({e}); start it (`mlflow server ...`) or fix the tracking URI") from None
+        n = len(self.client.search_experiments(max_results=1000))
+        return f"MLflow server {version} ({health}), {n} experiment(s)"
 
 def sqlite_tracking(uri: str, ws=None) -> SqliteTrackingStore:
     "The embedded tracking store; the artifact root is absolute, whatever the current directory."

@@ -37,6 +37,9 @@ class OnlineStore(ABC):
     @abstractmethod
     def ping(self) -> None:
         "Raise `MLWError` when the store cannot be reached."
+    def check(self) -> str:
+        "What `mlw doctor` reports: the store answers."
+        self.ping(); return "answers"
     def close(self) -> None:
         "Release connections (the store reopens them on next use)."
     def __enter__(self): return self
@@ -321,6 +324,14 @@ class RedisOnlineStore(OnlineStore):
         "Raise `MLWError` unless the server answers PING."
         try: self._r.ping()
         except self._errors as e: raise self._error(e) from None
+
+    def check(self) -> str:
+        "What `mlw doctor` reports: the server answers, its version, and its persistence."
+        self.ping()
+        try: info = self._r.info("server") | self._r.info("persistence")
+        except self._errors as e: raise self._error(e) from None
+        saves = "append-only file on" if info.get("aof_enabled") else "append-only file off"
+        return f"Redis {info.get('redis_version')}, {saves}"
 
     def close(self):
         "Close the pooled connections; a later call opens new ones."
