@@ -68,6 +68,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for_server(proc, ready, what: str, log, timeout_s: float):
+    """Poll `ready()` (True once the server answers; OSError while it does not yet) until it is, failing the test with the
+    server's log when its process `proc` exits or `timeout_s` passes."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None: pytest.fail(f"{what} exited with {proc.returncode}: {log.read_text()[-3000:]}", pytrace=False)
+        try:
+            if ready(): return
+        except OSError: pass
+        if time.monotonic() > deadline: pytest.fail(f"{what} did not answer within {timeout_s} s: {log.read_text()[-3000:]}", pytrace=False)
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def redis_uri():
     "A real redis-server on a free loopback port for the session (tests/redis_server.py); yields `redis://127.0.0.1:PORT/0`."

@@ -1,12 +1,12 @@
 """A real MLflow tracking server for tests: `mlflow server` in its own process on a free loopback port, its backend store
 a fresh PostgreSQL database and its artifacts in a bucket of the S3 server (`--serve-artifacts`: clients log artifacts
 through the server and need no S3 keys), as a team runs it."""
-import contextlib, os, subprocess, sys, tempfile, time, urllib.request
+import contextlib, os, subprocess, sys, tempfile, urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for_server
 from s3_server import KEY_ID, SECRET
 
 
@@ -23,15 +23,9 @@ def mlflow_server(backend_uri: str, s3_endpoint: str, bucket: str, timeout_s: fl
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None: pytest.fail(f"mlflow server exited with {proc.returncode}: {log.read_text()[-3000:]}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                    if r.status == 200: break
-            except OSError: pass
-            if time.monotonic() > deadline: pytest.fail(f"mlflow server did not answer /health within {timeout_s} s: {log.read_text()[-3000:]}", pytrace=False)
-            time.sleep(0.25)
+        def ready():
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r: return r.status == 200
+        wait_for_server(proc, ready, "mlflow server", log, timeout_s)
         yield url
     finally:
         import signal

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for_server
 
 PROMETHEUS = "/usr/bin/prometheus"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, whatever *_proxy says
@@ -84,16 +84,7 @@ def prometheus_server(targets: list[str], scrape_interval: str = "1s", metrics_p
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = PrometheusServer(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {proc.returncode}: {' '.join(cmd)}\n{log.read_text()[-3000:]}", pytrace=False)
-            try:
-                if _get(f"{server.url}/-/ready", timeout=1)[0] == 200: break
-            except OSError: pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prometheus was not ready within {timeout_s} s: {' '.join(cmd)}\n{log.read_text()[-3000:]}", pytrace=False)
-            time.sleep(0.1)
+        wait_for_server(proc, lambda: _get(f"{server.url}/-/ready", timeout=1)[0] == 200, "prometheus", log, timeout_s)
         yield server
     finally:
         proc.terminate()

@@ -8,12 +8,12 @@ It runs as its own process, so the writers under test do not share its interpret
 `strip_conditions_proxy` is a loopback proxy in front of it that drops `If-None-Match` / `If-Match`: a server that
 ignores conditional writes, as some S3-compatible servers do.
 """
-import contextlib, http.client, http.server, subprocess, sys, tempfile, threading, time, urllib.request, uuid
+import contextlib, http.client, http.server, subprocess, sys, tempfile, threading, urllib.request, uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for_server
 
 KEY_ID, SECRET = "mlw-test-key", "mlw-test-secret-0123456789"  # moto accepts any keys; these prove they are passed through
 
@@ -26,15 +26,9 @@ def s3_server(timeout_s: float = 60):
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto's server exited with {proc.returncode}: {log.read_text()[-3000:]}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1): break
-            except OSError: pass
-            if time.monotonic() > deadline: pytest.fail(f"moto's server did not answer within {timeout_s} s: {log.read_text()[-3000:]}", pytrace=False)
-            time.sleep(0.1)
+        def ready():
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1): return True
+        wait_for_server(proc, ready, "moto's server", log, timeout_s)
         yield endpoint
     finally:
         proc.terminate()

@@ -19,18 +19,11 @@ from mlops_workbench.experiments.search import load_study, search, study_lock_ke
 from mlops_workbench.experiments.results import _runs, best_model, open_search, searched, select_best
 
 from pg import pg_new_database, pg_server  # noqa: F401  (fixtures)
+from test_experiments import toy
 
 pytestmark = pytest.mark.timeout(600)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {"learning_rate": FloatParam(0.05, 0.3, log=True), "num_leaves": IntParam(4, 32, log=True)}
-
-
-def toy(n=1500, p=5, seed=0) -> pl.DataFrame:
-    r = np.random.default_rng(seed)
-    X = r.standard_normal((n, p))
-    y = (X[:, 0] + X[:, 1] ** 2 + 0.7 * r.standard_normal(n) > 1).astype(int)
-    t = pl.datetime_range(pl.datetime(2025, 1, 1), pl.datetime(2025, 1, 1) + pl.duration(minutes=n - 1), "1m", eager=True, time_zone="UTC")
-    return pl.DataFrame({f"x{i}": X[:, i] for i in range(p)}).with_columns(label=y, t=t)
 
 
 def experiment(name, **kw) -> Experiment:
@@ -41,7 +34,7 @@ def experiment(name, **kw) -> Experiment:
 
 def workspace(tmp_path, **backends) -> Workspace:
     ws = Workspace.init(tmp_path / f"ws-{uuid.uuid4().hex[:6]}", backends=backends)
-    write_dataset(ws, "toy", toy(), source={"kind": "test", "location": "toy()"})
+    write_dataset(ws, "toy", toy(1500, 5), source={"kind": "test", "location": "toy(1500, 5)"})
     return ws
 
 
