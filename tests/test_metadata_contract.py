@@ -192,11 +192,20 @@ def test_transaction_is_atomic(mws):
 
 
 def test_unreachable_server_is_named_without_its_password(tmp_path, monkeypatch):
+    import tomli_w, tomllib
     monkeypatch.delenv("MLW_HOME", raising=False)
     port = free_port()  # nothing listens there
+    uri = f"postgresql://mlw:s3cret-pw@127.0.0.1:{port}/mlw"
+    with pytest.raises(InvalidInput) as e:  # a new workspace never writes a password into mlw.toml
+        Workspace.init(tmp_path/"ws", backends={"metadata": uri})
+    assert "s3cret-pw" not in str(e.value) and f"'postgresql://mlw:***@127.0.0.1:{port}/mlw': a password in mlw.toml" in str(e.value)
+    assert not (tmp_path/"ws").exists(), "no half-made workspace is left"
+    Workspace.init(tmp_path/"old").close()  # a workspace whose settings were written with one, by hand or by an older release
+    settings = tomllib.loads((tmp_path/"old"/"mlw.toml").read_text())
+    settings["backends"]["metadata"] = uri
+    (tmp_path/"old"/"mlw.toml").write_text(tomli_w.dumps(settings))
     with pytest.raises(MLWError) as e:
-        Workspace.init(tmp_path/"ws", backends={"metadata": f"postgresql://mlw:s3cret-pw@127.0.0.1:{port}/mlw"})
+        Workspace.open(tmp_path/"old")
     msg = str(e.value)
     assert "s3cret-pw" not in msg
     assert f"'postgresql://mlw:***@127.0.0.1:{port}/mlw' is unreachable" in msg, msg  # as the user wrote it
-    assert not (tmp_path/"ws").exists(), "no half-made workspace is left"

@@ -4,11 +4,13 @@
 
 # %% ../../nbs/core/01_backends.ipynb #f3ef29df
 from __future__ import annotations
+import urllib.parse
 from importlib.metadata import entry_points
 from .errors import *
 
 # %% auto #0
-__all__ = ['registries', 'SECRET_OPTIONS', 'SECRET_REF', 'uri_scheme', 'BackendRegistry', 'registry', 'backend_options']
+__all__ = ['registries', 'SECRET_OPTIONS', 'SECRET_REF', 'uri_scheme', 'BackendRegistry', 'registry', 'hide_password',
+           'refuse_password', 'check_options', 'backend_options']
 
 # %% ../../nbs/core/01_backends.ipynb #0bc16ff9
 def uri_scheme(uri: str) -> str:
@@ -65,6 +67,18 @@ def registry(role: str) -> BackendRegistry:
     return registries.setdefault(role, BackendRegistry(role))
 
 # %% ../../nbs/core/01_backends.ipynb #a1466fb2
+def hide_password(uri: str) -> str:
+    "`uri` with its password, if any, replaced by `***`."
+    u = urllib.parse.urlsplit(uri)
+    if u.password is None: return uri
+    host = u.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(u._replace(netloc=f"{u.username or ''}:***@{host}"))
+
+def refuse_password(role: str, uri: str, hint: str = "keep passwords out of the URI"):
+    "Raise `InvalidInput` when `uri` carries a password: the settings file is plain text."
+    if urllib.parse.urlsplit(uri).password is not None:
+        raise InvalidInput(f"{role} backend {hide_password(uri)!r}: a password in mlw.toml would be stored in clear; remove it from the URI ({hint})")
+
 SECRET_OPTIONS = ("password", "secret_access_key", "session_token", "token", "access_key_id")  # option names that must be references
 SECRET_REF = "secret:"
 
@@ -75,15 +89,17 @@ def _secret_value(ws, role: str, key: str, name: str) -> str:
         raise NotFound(f"[backend_options.{role}] {key} refers to secret {name!r}, which is not set; set it with "
                        f"`mlw secrets set {name}` (the value on stdin)") from None
 
-def backend_options(ws, role: str) -> dict:
-    "The `[backend_options.<role>]` settings of workspace `ws`, with each `secret:NAME` value read from its secrets store."
-    raw = (ws.settings.get("backend_options") or {}).get(role) or {}
+def check_options(role: str, raw) -> dict:
+    "Raise `InvalidInput` unless `raw` is a table of options whose secret ones are `secret:NAME` references; return it."
     if not isinstance(raw, dict): raise InvalidInput(f"workspace settings: [backend_options.{role}] must be a table of options, not {type(raw).__name__}")
-    out = {}
     for key, value in raw.items():
-        ref = isinstance(value, str) and value.startswith(SECRET_REF)
-        if key in SECRET_OPTIONS and not ref:
+        if key in SECRET_OPTIONS and not (isinstance(value, str) and value.startswith(SECRET_REF)):
             raise InvalidInput(f"workspace settings: [backend_options.{role}] {key} is written in clear; store it with "
                                f"`mlw secrets set {role}.{key}` and write {key} = \"{SECRET_REF}{role}.{key}\" instead")
-        out[key] = _secret_value(ws, role, key, value[len(SECRET_REF):]) if ref else value
-    return out
+    return raw
+
+def backend_options(ws, role: str) -> dict:
+    "The `[backend_options.<role>]` settings of workspace `ws`, with each `secret:NAME` value read from its secrets store."
+    raw = check_options(role, (ws.settings.get("backend_options") or {}).get(role) or {})
+    return {key: _secret_value(ws, role, key, value[len(SECRET_REF):]) if isinstance(value, str) and value.startswith(SECRET_REF) else value
+            for key, value in raw.items()}

@@ -4,13 +4,14 @@
 
 # %% ../../nbs/core/10_doctor.ipynb #0a853525
 from __future__ import annotations
-import os, urllib.parse
+import os
 from dataclasses import dataclass
 from .errors import *
 from .workspace import Workspace
+from .backends import hide_password
 
 # %% auto #0
-__all__ = ['Finding', 'shown', 'check_role', 'doctor', 'doctor_report']
+__all__ = ['Finding', 'check_role', 'doctor', 'doctor_report']
 
 # %% ../../nbs/core/10_doctor.ipynb #ca9760f4
 @dataclass
@@ -24,19 +25,13 @@ class Finding:
     @property
     def status(self) -> str: return "ok" if self.ok else "FAILED"
 
-def shown(uri: str) -> str:
-    "`uri` with any password in it replaced by `***`."
-    parts = urllib.parse.urlsplit(uri)
-    if not parts.password: return uri
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return (text.splitlines() or [""])[0][:500] if not isinstance(e, MLWError) else text
 
 def check_role(ws: Workspace, role: str) -> Finding:
     "Build `role`'s backend and let it check itself."
-    target = shown(ws.uri(role))
+    target = hide_password(ws.uri(role))
     try:
         backend = ws.metadata if role == "metadata" else ws.backend(role)
         detail = backend.check() if hasattr(backend, "check") else f"built ({type(backend).__name__}; it has no checks of its own)"

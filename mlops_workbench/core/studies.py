@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit, parse_qsl, urlencode
 from .errors import *
+from .backends import refuse_password
 
 # %% auto #0
 __all__ = ['Studies', 'JournalStudies', 'journal_studies', 'PostgresqlStudies', 'postgresql_studies', 'RedisStudies',
@@ -39,12 +40,7 @@ class Studies:
     def close(self): pass
     def __repr__(self): return f"{type(self).__name__}({self.uri!r})"
 
-def _no_password(uri: str, role_hint: str):
-    "Refuse a URI with a password: mlw.toml is plain text."
-    parts = urlsplit(uri)
-    if parts.password:
-        shown = urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@")))
-        raise InvalidInput(f"studies backend {shown!r}: a password in mlw.toml would be stored in clear; remove it from the URI ({role_hint})")
+
 
 # %% ../../nbs/core/09_studies.ipynb #d3df2f31
 class JournalStudies(Studies):
@@ -97,7 +93,7 @@ class PostgresqlStudies(Studies):
 
 def postgresql_studies(uri: str, ws=None) -> PostgresqlStudies:
     "Builder for `postgresql://user@host:port/db` (password from ~/.pgpass or PGPASSFILE, never the URI)."
-    _no_password(uri, "PostgreSQL reads it from ~/.pgpass or the file PGPASSFILE names")
+    refuse_password("studies", uri, "PostgreSQL reads it from ~/.pgpass or the file PGPASSFILE names")
     scheme, rest = uri.split("://", 1)
     return PostgresqlStudies(uri, ("postgresql+psycopg" if scheme == "postgresql" else scheme) + "://" + rest)
 
@@ -124,7 +120,7 @@ class RedisStudies(Studies):
 
 def redis_studies(uri: str, ws=None) -> RedisStudies:
     "Builder for `redis://host:port/db[?prefix=...]`."
-    _no_password(uri, "use a Redis reachable only from the team's network")
+    refuse_password("studies", uri, "use a Redis reachable only from the team's network")
     parts = urlsplit(uri)
     q = dict(parse_qsl(parts.query)); prefix = q.pop("prefix", "mlw-studies")
     return RedisStudies(uri, urlunsplit(parts._replace(query=urlencode(q))), prefix)

@@ -9,7 +9,7 @@ from pathlib import Path
 import tomli_w
 from fastcore.basics import patch
 from .errors import *
-from .backends import registry
+from .backends import registry, refuse_password, check_options
 
 # %% auto #0
 __all__ = ['FORMAT_VERSION', 'SETTINGS_FILE', 'SECRET_KEY_VARS', 'SECRET_KEY_FILE', 'default_settings', 'resolve_root',
@@ -93,15 +93,20 @@ class Workspace:
         return ws
 
     @classmethod
-    def init(cls, path=None, exist_ok: bool = False, backends: dict | None = None, env: dict | None = None) -> Workspace:
-        "Create a workspace at `path` with embedded backends (or `backends` overrides) and open it."
+    def init(cls, path=None, exist_ok: bool = False, backends: dict | None = None, env: dict | None = None,
+             options: dict | None = None,  # role -> its `[backend_options.<role>]` table; secret options as `secret:NAME` references
+            ) -> Workspace:
+        "Create a workspace at `path` with embedded backends (or `backends` overrides, and their `options`) and open it."
         root = resolve_root(path)
         if (root/SETTINGS_FILE).exists():
             if exist_ok: return cls.open(root, env=env)
             raise Conflict(f"workspace {str(root)!r} already exists; open it, or choose another folder")
         s = default_settings()
         s["backends"].update(backends or {})
-        for uri_role, uri in s["backends"].items(): registry(uri_role).check(uri)
+        for uri_role, uri in s["backends"].items():
+            registry(uri_role).check(uri)
+            refuse_password(uri_role, uri, "PostgreSQL reads it from ~/.pgpass or PGPASSFILE; other servers' secrets go in the secrets store")
+        if options: s["backend_options"] = {role: check_options(role, o) for role, o in options.items()}
         created = not root.exists()
         try: root.mkdir(parents=True, exist_ok=True)
         except OSError as e: raise Forbidden(f"cannot create workspace folder {str(root)!r} ({e.strerror}); choose a writable location") from None

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit, urlunsplit
 from ..core.errors import *
+from ..core.backends import hide_password
 from ..core.workspace import Workspace
 
 # %% auto #0
-__all__ = ['OnlineStore', 'hide_password', 'SqliteOnlineStore', 'RedisOnlineStore', 'sqlite_online', 'redis_online']
+__all__ = ['OnlineStore', 'SqliteOnlineStore', 'RedisOnlineStore', 'sqlite_online', 'redis_online']
 
 # %% ../../nbs/features/12c_online_store.ipynb #c520dd03
 _I64 = (-2**63, 2**63 - 1)
@@ -45,13 +46,6 @@ class OnlineStore(ABC):
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f"{type(self).__name__}({self.uri!r})"
-
-def hide_password(uri: str) -> str:
-    "`uri` with its password, if any, replaced by `***`."
-    u = urlsplit(uri)
-    if u.password is None: return uri
-    host = u.netloc.rsplit("@", 1)[1]
-    return urlunsplit(u._replace(netloc=f"{u.username or ''}:***@{host}"))
 
 def _check_view(view) -> str:
     if type(view) is not str or not view or ":" in view:
