@@ -81,6 +81,7 @@ class TrialOutcome:
     end: float
     error: str | None = None
     host: str = ""
+    attempts: int = 1  # times it was submitted: more than 1 when a Dask worker died under it and it was sent again
     @property
     def duration(self) -> float: return self.end - self.start
 
@@ -213,6 +214,7 @@ class _Tracker:
         if o.value is not None: metrics.append(Metric(m, o.value, ms, 0))
         metrics += [Metric("n_trees", o.n_trees, ms, 0), Metric("duration_s", o.duration, ms, 0), Metric("pruned", float(o.state == "PRUNED"), ms, 0)]
         tags = [RunTag("mlw.state", o.state), RunTag("mlw.host", o.host)] + ([RunTag("mlw.reconciled", "true")] if reconciled else [])
+        if o.attempts > 1: tags.append(RunTag("mlw.attempts", str(o.attempts)))
         if o.error: tags.append(RunTag("mlw.failure_reason", o.error[:5000]))
         for i, chunk in enumerate(_chunks(metrics, 1000)):
             self.client.log_batch(rid, metrics=chunk, params=[Param(k, str(v)) for k, v in params.items()] if i == 0 else [], tags=tags if i == 0 else [])
@@ -306,7 +308,8 @@ def _plan(exp: Experiment, data: PreparedData, number: int, sampled: dict, threa
 def _tell(study: optuna.Study, trial: optuna.Trial, o: TrialOutcome):
     "Record a trial's outcome in the study, in as few journal writes as it takes: curve and costs in one attribute, then the state."
     curve = [[step, v] for step, v in sorted(o.reported.items())]
-    trial.set_user_attr("mlw", {"n_trees": o.n_trees, "duration_s": round(o.duration, 4), "host": o.host, "curve": curve})
+    trial.set_user_attr("mlw", {"n_trees": o.n_trees, "duration_s": round(o.duration, 4), "host": o.host, "curve": curve,
+                                **({"attempts": o.attempts} if o.attempts > 1 else {})})
     for k, v in o.system_attrs.items(): trial.storage.set_trial_system_attr(trial._trial_id, k, v)  # the pruner's rungs, from the replica
     if o.error: trial.set_user_attr("mlw.error", o.error)
     state = TrialState[o.state]
@@ -373,6 +376,21 @@ def _result(f, number: int) -> TrialOutcome:
         now = time.time()
         return TrialOutcome(number, "FAIL", None, 0, [], {}, {}, now, now, f"interrupted: {type(e).__name__}" if f.cancelled() else f"{type(e).__name__}: {e}")
 
+_RETRIES = 3  # times a trial lost to the cluster is sent again before the search gives up on it
+
+def _lost(f) -> str | None:
+    "Why a finished Dask task lost its trial (a worker died under it, or with the data it needed); None when the trial itself ran."
+    from concurrent.futures import CancelledError
+    if f.cancelled(): return "CancelledError: the cluster cancelled it (its worker died, or the scattered data it needed died with one)"
+    e = f.exception()
+    if isinstance(e, CancelledError): return f"{type(e).__name__}: {e}"
+    if type(e).__name__ == "KilledWorker": return f"KilledWorker: {str(e).strip().splitlines()[0] if str(e).strip() else 'its workers died'}"
+    return None
+
+def _gone(handle) -> bool:
+    "Whether the scattered data behind `handle` is lost (a Dask future no longer finished); a local handle never is."
+    return getattr(handle, "status", "finished") != "finished"
+
 def _end_parent(client, parent: str, e: BaseException):
     "Mark the parent run KILLED (interrupt) or FAILED, with the reason as a tag; never raise over the original error."
     interrupted = isinstance(e, KeyboardInterrupt)
@@ -406,24 +424,40 @@ def _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, thr
             intr.check()
             while (not stop.is_set() and len(pending) < n_par and (exp.trials is None or n_done + len(pending) < exp.trials)
                    and (deadline is None or time.monotonic() < deadline)):
+                if _gone(handle): handle = backend.put(data)  # lost with a worker between trials: send it again before the next one
                 trial = study.ask()
                 sampled = sample(exp.search_space, trial)
                 tracker.started(trial.number, time.time())
-                fut = ex.submit(run_trial, handle, _plan(exp, data, trial.number, sampled, threads, list(snapshot)), stop if local else None)
-                pending[fut] = (trial, sampled)
+                plan = _plan(exp, data, trial.number, sampled, threads, list(snapshot))
+                pending[ex.submit(run_trial, handle, plan, stop if local else None)] = (trial, sampled, plan, handle, [])
             if not pending: break
             done, _ = wait(list(pending), timeout=1.0, return_when=FIRST_COMPLETED)
             for f in done:
-                trial, sampled = pending.pop(f)
-                o = _result(f, trial.number)
+                trial, sampled, plan, used, lost = pending.pop(f)
+                cause = None if local or stop.is_set() or intr.reason is not None else _lost(f)
+                if cause is not None:
+                    lost = lost + [cause]
+                    if len(lost) <= _RETRIES:  # the same optuna trial again: same number, same plan, nothing told or logged yet
+                        try:
+                            if used is handle: handle = backend.put(data)  # a fresh scatter (the first loss of this copy re-sends it)
+                            pending[ex.submit(run_trial, handle, plan, None)] = (trial, sampled, plan, handle, lost)
+                            continue
+                        except Exception as e: cause = f"{cause}; sending it again failed ({type(e).__name__}: {e})"
+                    now = time.time()
+                    o = TrialOutcome(trial.number, "FAIL", None, 0, [], {}, {}, now, now,
+                                     f"lost on the Dask cluster {len(lost)} time(s), the last: {cause}", attempts=len(lost))
+                else:
+                    o = _result(f, trial.number); o.attempts = len(lost) + 1
                 _tell(study, trial, o); tracker.finished(o, sampled)
                 if o.state != "FAIL":
                     n_done += 1; bar.update(1)
                     report_progress(n_done, exp.trials, "trials", note=_best_text(study, exp))
                     if exp.pruner["kind"] != "none": snapshot.append(_light(study.get_trials(deepcopy=False)[trial.number]))
                 elif error is None and intr.reason is None:
+                    fix = ("Check the Dask workers (their logs, memory limits) and that some are running" if cause is not None
+                           else "Fix the parameters or data")
                     error = MLWError(f"experiment {exp.name!r}: trial {o.number} failed ({o.error}); the search stopped. "
-                                     f"Fix the parameters or data, then run the search again to resume")
+                                     f"{fix}, then run the search again to resume")
                     stop.set()
         intr.check()
         if error is not None: raise error
@@ -434,7 +468,7 @@ def _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, thr
         stop.set()
         for f in pending: f.cancel()
         if local: wait(list(pending), timeout=120)  # running threads stop at their next boosting round
-        for f, (trial, sampled) in pending.items():
+        for f, (trial, sampled, *_) in pending.items():
             now = time.time()
             o = _result(f, trial.number) if f.done() else TrialOutcome(trial.number, "FAIL", None, 0, [], {}, {}, now, now)
             if o.state != "FAIL" or not o.error: o.state, o.error = "FAIL", "interrupted: the search stopped while this trial ran"
