@@ -11,11 +11,11 @@ from .core.errors import *
 from .core.workspace import resolve_root, Workspace
 
 # %% auto #0
-__all__ = ['DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'VERB_ACTIONS', 'CLOSED_PIPE', 'mlw_init', 'mlw_status', 'mlw_doctor',
-           'mlw_run', 'mlw_runs', 'mlw_ingest', 'mlw_validate', 'mlw_datasets', 'mlw_features', 'mlw_models',
-           'mlw_keys', 'mlw_audit', 'mlw_secrets', 'mlw_deploy', 'mlw_monitor', 'check_port', 'mlw_dashboards',
-           'lab_command', 'mlw_lab', 'mlw_ci', 'mlw_serve', 'mlw_predict', 'mlflow_ui_command', 'mlw_mlflow_ui',
-           'fresh_demo_workspace', 'mlw_demo', 'action_help', 'one_line', 'main']
+__all__ = ['TEAM_ROLES', 'PER_HOST', 'DEMO_MARK', 'VERBS', 'SHORT', 'METAVARS', 'VERB_ACTIONS', 'CLOSED_PIPE', 'team_backends',
+           'mlw_init', 'mlw_status', 'mlw_doctor', 'mlw_run', 'mlw_runs', 'mlw_ingest', 'mlw_validate', 'mlw_datasets',
+           'mlw_features', 'mlw_models', 'mlw_keys', 'mlw_audit', 'mlw_secrets', 'mlw_deploy', 'mlw_monitor',
+           'check_port', 'mlw_dashboards', 'lab_command', 'mlw_lab', 'mlw_ci', 'mlw_serve', 'mlw_predict',
+           'mlflow_ui_command', 'mlw_mlflow_ui', 'fresh_demo_workspace', 'mlw_demo', 'action_help', 'one_line', 'main']
 
 # %% ../nbs/90_cli.ipynb #0cb61206
 def _open(workspace) -> Workspace: return Workspace.open(workspace)
@@ -28,14 +28,49 @@ def _open_observed(workspace) -> Workspace:
         configure_workbench_logging(ws)
     return ws
 
+TEAM_ROLES = ("metadata", "storage", "online", "tracking", "compute", "studies")  # every one on a server for the team profile
+PER_HOST = ("sqlite", "file", "local", "journal", "dask-local")  # schemes whose state or work stays on one host
+
+def team_backends(given: dict) -> dict:
+    "The team profile's backends from the URIs `given` per role: every role named, none on a scheme that stays on one host."
+    from mlops_workbench.core.backends import uri_scheme
+    if missing := [r for r in TEAM_ROLES if not given.get(r)]:
+        raise InvalidInput(f"--profile team puts every role on a server; give {', '.join(f'--{r} URI' for r in missing)} "
+                           "(e.g. --metadata postgresql://mlw@db:5432/mlw --storage s3://bucket/mlw --online redis://cache:6379/0 "
+                           "--tracking http://mlflow:5000 --compute tcp://dask:8786 --studies postgresql://mlw@db:5432/mlw_optuna)")
+    if local := [f"--{r} {given[r]}" for r in TEAM_ROLES if uri_scheme(given[r]) in PER_HOST]:
+        raise InvalidInput(f"--profile team: {', '.join(local)} keep their state on this host, which a team cannot share; name a server "
+                           "(or leave --profile out for the embedded profile)")
+    return {r: given[r] for r in TEAM_ROLES}
+
 @call_parse
 def mlw_init(path: Param("workspace folder (default: $MLW_HOME or ./workspace)", str, opt=False, nargs="?") = None,
-             metadata: Param("metadata backend URI, e.g. postgresql://user@host:5432/db", str) = None):
-    "Create a workspace with embedded backends (or the given ones)."
-    ws = Workspace.init(path, backends={"metadata": metadata} if metadata else None)
-    print(f"created workspace {ws.root}")
-    print(f"  metadata: {ws.uri('metadata')}")
-    print(f"next: `export MLW_HOME={ws.root}` and `mlw run demo`, or `mlw demo`")
+             profile: Param("embedded: every role in the folder, no server; team: every role on a server, each given below", str,
+                            choices=["embedded", "team"]) = "embedded",
+             metadata: Param("metadata backend URI, e.g. postgresql://user@host:5432/db (password from ~/.pgpass)", str) = None,
+             storage: Param("storage URI, e.g. s3://bucket/prefix", str) = None,
+             storage_endpoint: Param("the S3-compatible server's URL (leave out for AWS)", str) = None,
+             storage_region: Param("the bucket's region", str) = None,
+             storage_keys: Param("read the S3 keys from the secrets store (storage.access_key_id, storage.secret_access_key) "
+                                 "instead of the AWS credential chain", store_true) = False,
+             online: Param("online store URI, e.g. redis://host:6379/0", str) = None,
+             tracking: Param("MLflow tracking server URL, e.g. http://mlflow:5000", str) = None,
+             compute: Param("compute URI, e.g. tcp://dask-scheduler:8786", str) = None,
+             studies: Param("optuna study storage URI, e.g. postgresql://user@host:5432/optuna", str) = None):
+    "Create a workspace: embedded backends, or with --profile team every role on a server (then check them with `mlw doctor`)."
+    given = {"metadata": metadata, "storage": storage, "online": online, "tracking": tracking, "compute": compute, "studies": studies}
+    backends = team_backends(given) if profile == "team" else {r: u for r, u in given.items() if u}
+    s3 = {k: v for k, v in {"endpoint": storage_endpoint, "region": storage_region,
+                            "allow_http": True if (storage_endpoint or "").startswith("http://") else None}.items() if v is not None}
+    if storage_keys: s3.update(access_key_id="secret:storage.access_key_id", secret_access_key="secret:storage.secret_access_key")
+    if s3 and not (backends.get("storage") or "").startswith("s3://"):
+        raise InvalidInput("--storage_endpoint, --storage_region and --storage_keys are options of s3:// storage; give --storage s3://bucket/prefix")
+    ws = Workspace.init(path, backends=backends, options={"storage": s3} if s3 else None)
+    print(f"created workspace {ws.root}" + (" (team profile)" if profile == "team" else ""))
+    for role in ws.settings["backends"]: print(f"  {role}: {ws.uri(role)}")
+    if storage_keys: print("next: `mlw secrets set storage.access_key_id` and `mlw secrets set storage.secret_access_key` (each value on stdin)")
+    if profile == "team": print(f"next: `export MLW_HOME={ws.root}` and `mlw doctor`, then `mlw run demo`")
+    else: print(f"next: `export MLW_HOME={ws.root}` and `mlw run demo`, or `mlw demo`")
 
 @call_parse
 def mlw_status(workspace: Param("workspace folder (default: $MLW_HOME or ./workspace)", str) = None):

@@ -61,10 +61,12 @@ def cli(tmp_path_factory):
 
 
 VERB_OPTIONS = {
-    "init": ["--metadata", "path"],
+    "init": ["--profile", "--metadata", "--storage", "--storage_endpoint", "--storage_region", "--storage_keys", "--online", "--tracking",
+             "--compute", "--studies", "path"],
     "run": ["--param", "--resume", "--parallel", "--quiet", "--workspace", "name"],
     "runs": ["{list,show}", "run_id", "--limit", "--pipeline", "--workspace"],
     "status": ["--workspace"],
+    "doctor": ["--workspace"],
     "ingest": ["source", "name", "--mode", "--keys", "--kind", "--delimiter", "--encoding", "--null_values", "--all_strings", "--parse_dates",
                "--table", "--query", "--cast", "--lenient", "--normalize", "--incremental", "--watermark", "--schema_policy", "--description", "--workspace"],
     "validate": ["name", "rules", "--version", "--output", "--quarantine", "--workspace"],
@@ -164,7 +166,7 @@ def _write(path: Path, text: str) -> Path:
 # name -> (arguments, given the shared fixture and a scratch folder `t`; what the one error line must contain,
 # with {t} and {run_id} filled in)
 USER_ERRORS = {
-    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, ingest, validate, datasets, features, models, deploy, monitor, ci, serve, predict, keys, audit, secrets, dashboards, lab, mlflow-ui, demo"]),
+    "unknown verb": (lambda c, t: ["frobnicate"], ["unknown verb 'frobnicate'; verbs: init, run, runs, status, doctor, ingest, validate, datasets, features, models, deploy, monitor, ci, serve, predict, keys, audit, secrets, dashboards, lab, mlflow-ui, demo"]),
     "unknown pipeline": (lambda c, t: ["run", "nosuch", "--workspace", c.ws], ["pipeline 'nosuch' not found; known pipelines: batch_predict, demo, deploy, features, monitor, train"]),
     "undeclared parameter": (lambda c, t: ["run", c.dir/"count.yaml", "-p", "m", "1", "--workspace", c.ws],
                              ["pipeline 'count' cannot run", "unknown pipeline parameter 'm'; declared: n"]),
