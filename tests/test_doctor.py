@@ -15,31 +15,24 @@ import tomllib
 from mlops_workbench.cli import main
 from mlops_workbench.core.doctor import doctor
 from mlops_workbench.core.workspace import Workspace
-from mlflow_server import mlflow_server
 from pg import pg_new_database, pg_server  # noqa: F401
-from s3_server import new_bucket
-from test_storage_s3 import s3_workspace
+from s3_server import KEY_ID, SECRET
+from team_servers import dask_scheduler, team_init_args, team_servers  # noqa: F401
 
 
 @pytest.fixture
-def dask_scheduler():
-    "A Dask cluster of two worker processes on loopback; yields its scheduler's tcp:// address."
-    from distributed import LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
-        yield cluster.scheduler_address
-
-
-@pytest.fixture
-def team_root(tmp_path, s3_endpoint, s3_bucket, pg_new_database, redis_uri, dask_scheduler):
-    "A workspace folder on the team profile, every role on a real server."
-    metadata, studies, tracking_db = pg_new_database(), pg_new_database(), pg_new_database()
-    with mlflow_server(tracking_db, s3_endpoint, new_bucket(s3_endpoint)) as tracking:
-        ws = s3_workspace(tmp_path / "ws", s3_endpoint, s3_bucket, metadata=metadata)
-        ws.close()
-        settings = tomllib.loads((ws.root / "mlw.toml").read_text())
-        settings["backends"].update(online=redis_uri, tracking=tracking, compute=dask_scheduler, studies=studies)
-        (ws.root / "mlw.toml").write_text(tomli_w.dumps(settings))
-        yield ws.root
+def team_root(tmp_path, team_servers, pg_new_database):
+    "A workspace folder of its own on the team profile (`mlw init --profile team`), every role on a real server, its S3 keys set."
+    from mlops_workbench.security.secrets import put_secret
+    root = tmp_path / "ws"
+    args = team_init_args(team_servers, root)
+    args[args.index("--metadata") + 1] = pg_new_database()  # its own catalog and secrets (its own key file)
+    with contextlib.redirect_stdout(io.StringIO()): assert main(args) == 0
+    ws = Workspace.open(root)
+    put_secret(ws, "storage.access_key_id", KEY_ID, who="ops")
+    put_secret(ws, "storage.secret_access_key", SECRET, who="ops")
+    ws.close()
+    return root
 
 
 def run_doctor(root: Path) -> tuple[int, str]:
@@ -66,7 +59,7 @@ def test_a_healthy_team_profile_passes_every_check(team_root):
     assert found["online"].detail.startswith("Redis ")
     assert found["tracking"].detail.startswith("MLflow server ")
     assert found["compute"].detail.startswith("2 worker(s), 2 thread(s), package versions match")
-    assert found["studies"].detail == "0 studies held"
+    assert found["studies"].detail.endswith(" held")
 
 
 def test_a_broken_team_profile_names_each_broken_role(team_root):
