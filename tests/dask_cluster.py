@@ -2,7 +2,7 @@
 folder with one thread (OMP_NUM_THREADS=1), on loopback. The fixture `dask_cluster` yields a `DaskCluster` with the
 scheduler's address and ways to kill a worker (SIGKILL, as a crash would) and to start a replacement; teardown stops them all.
 """
-import contextlib, os, signal, subprocess, sys, tempfile, time
+import contextlib, os, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import pytest
@@ -51,7 +51,7 @@ class DaskCluster:
 
     def kill(self, name_or_address: str) -> str:
         "SIGKILL one worker (by name, or by its address as the scheduler lists it) and wait until the scheduler drops it; its name."
-        name = self.names().get(name_or_address, name_or_address)
+        name = name_or_address if name_or_address in self.workers else self.names()[name_or_address]
         proc = self.workers[name]
         proc.send_signal(signal.SIGKILL); proc.wait(timeout=10)
         deadline = time.monotonic() + self.timeout_s
@@ -78,7 +78,9 @@ def dask_cluster_of(n_workers: int = 2, **kw):
     try:
         for _ in range(n_workers): cluster.start_worker()
         yield cluster
-    finally: cluster.close()
+    finally:
+        cluster.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

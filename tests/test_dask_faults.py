@@ -60,11 +60,11 @@ class Killer(threading.Thread):
                 deadline = time.monotonic() + self.timeout_s
                 while not self.done.is_set():
                     if time.monotonic() > deadline: raise AssertionError("no trial ran on a lone holder of the data in time")
-                    holders, busy = prepared_holders(mon), mon.processing()
+                    holders, busy, names = prepared_holders(mon), mon.processing(), {a: w["name"] for a, w in mon.scheduler_info(n_workers=-1)["workers"].items()}
                     # Dask's memory manager drops the broadcast replica of an idle worker within 2 s: then one worker
                     # holds the data, and its death loses it (the dangerous window this test is about).
                     if len(holders) == 1 and any(str(k).startswith("run_trial-") for k in busy.get(holders[0], ())):
-                        self.killed = self.cluster.kill(holders[0])
+                        self.killed = self.cluster.kill(names[holders[0]])  # by name: no lookup between seeing the trial and the SIGKILL
                         if self.replace: self.cluster.start_worker()
                         return
                     time.sleep(0.02)

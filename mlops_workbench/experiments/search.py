@@ -391,6 +391,14 @@ def _gone(handle) -> bool:
     "Whether the scattered data behind `handle` is lost (a Dask future no longer finished); a local handle never is."
     return getattr(handle, "status", "finished") != "finished"
 
+def _put_again(backend, data, tries: int = 3):
+    "A fresh `put` of the data after a loss, tried again while the cluster settles (a scatter racing a worker's removal fails)."
+    for i in range(tries):
+        try: return backend.put(data)
+        except Exception:
+            if i == tries - 1: raise
+            time.sleep(i + 1)
+
 def _end_parent(client, parent: str, e: BaseException):
     "Mark the parent run KILLED (interrupt) or FAILED, with the reason as a tag; never raise over the original error."
     interrupted = isinstance(e, KeyboardInterrupt)
@@ -424,7 +432,7 @@ def _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, thr
             intr.check()
             while (not stop.is_set() and len(pending) < n_par and (exp.trials is None or n_done + len(pending) < exp.trials)
                    and (deadline is None or time.monotonic() < deadline)):
-                if _gone(handle): handle = backend.put(data)  # lost with a worker between trials: send it again before the next one
+                if _gone(handle): handle = _put_again(backend, data)  # lost with a worker between trials: send it again before the next one
                 trial = study.ask()
                 sampled = sample(exp.search_space, trial)
                 tracker.started(trial.number, time.time())
@@ -439,7 +447,7 @@ def _drive(ws, exp, data, study, client, eid, parent, backend, local, n_par, thr
                     lost = lost + [cause]
                     if len(lost) <= _RETRIES:  # the same optuna trial again: same number, same plan, nothing told or logged yet
                         try:
-                            if used is handle: handle = backend.put(data)  # a fresh scatter (the first loss of this copy re-sends it)
+                            if used is handle: handle = _put_again(backend, data)  # a fresh scatter (the first loss of this copy re-sends it)
                             pending[ex.submit(run_trial, handle, plan, None)] = (trial, sampled, plan, handle, lost)
                             continue
                         except Exception as e: cause = f"{cause}; sending it again failed ({type(e).__name__}: {e})"
