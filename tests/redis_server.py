@@ -34,10 +34,14 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def redis_server(*args: str, tls: bool = False, timeout_s: float = 20):
-    "Start `redis-server` on 127.0.0.1:PORT with extra `args`; yield its URI (`rediss://` when `tls`); stop it on exit."
+def redis_server(*args: str, tls: bool = False, timeout_s: float = 20, port: int | None = None, folder: Path | None = None):
+    """Start `redis-server` on 127.0.0.1:PORT with extra `args`; yield its URI (`rediss://` when `tls`); stop it on exit.
+
+    `port` and `folder` start it where an earlier one ran (a restart: with `--appendonly yes` among `args` it finds its
+    data again); a given folder is kept."""
     import redis
-    exe, tmp, port = redis_server_binary(), Path(tempfile.mkdtemp(prefix="mlw-redis-")), free_port()
+    exe, port = redis_server_binary(), port or free_port()
+    tmp = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="mlw-redis-"))
     log = tmp/"redis.log"
     # Loopback only, nothing saved to disk (it is thrown away), its files in our folder.
     cmd = [exe, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp), "--logfile", str(log), *args]
@@ -68,4 +72,4 @@ def redis_server(*args: str, tls: bool = False, timeout_s: float = 20):
         try: proc.wait(10)
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
         proc.stderr.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if folder is None: shutil.rmtree(tmp, ignore_errors=True)

@@ -5,7 +5,7 @@ differently shaped one made here (regression, no id column, text site codes with
 read by a text key). Credentials are real: API keys from the workspace and bearer JWTs from a real OIDC issuer
 process. Also: a served prediction equals the offline point-in-time prediction for the same entity and time, every
 bad-input case gets its 4xx, an alias that moves is served without a restart (no request sees half a model), a
-Redis online store that dies gives 503s, a removed feature service keeps the endpoint unready, SIGTERM drains the
+Redis online store that dies gives 503s and answers again once it is back, a removed feature service keeps the endpoint unready, SIGTERM drains the
 inference log, a real Prometheus scrapes /metrics, and schemathesis fuzzes the OpenAPI document (zero 5xx)."""
 import datetime as dt
 import json
@@ -366,9 +366,12 @@ def test_a_removed_feature_service_keeps_the_endpoint_unready(tmp_path):
         assert p.status_code == 503 and "credit_v1" in p.json()["message"]
 
 
-def test_an_online_store_that_dies_gives_503_not_a_hang(tmp_path):
+def test_an_online_store_that_dies_gives_503_not_a_hang_and_recovers(tmp_path):
+    "Redis stops: keyed requests answer 503 (not a hang); it starts again on its port with its append-only file: they answer as before."
     from redis_server import redis_server
-    with redis_server() as uri:
+    folder, durable = tmp_path / "redis", ("--appendonly", "yes", "--appendfsync", "always")
+    folder.mkdir()
+    with redis_server(*durable, folder=folder) as uri:
         ws = Workspace.init(tmp_path / "ws", backends={"online": uri})
         run = train(ws, demo_experiment(ws, n_applications=1000), {"num_leaves": 5, "n_estimators": 10}, run_name="redis").run_id
         register_model(ws, run, "credit_default", validate_model(ws, run, default_gates("binary")), who="test")
@@ -379,7 +382,8 @@ def test_an_online_store_that_dies_gives_503_not_a_hang(tmp_path):
         row = {f: bool(h[f][0]) if f == "last_online" else h[f][0] for f in m.features}
         keyed = {k: row[k] for k in ("amount", "term_months", "purpose", "interest_rate", "channel")} | {"customer_id": int(h["customer_id"][0])}
         with gateway(ws.root, "credit_default@candidate") as (url, proc):
-            assert _post(url, "credit_default", {"rows": [keyed]}, key).status_code == 200
+            before = _post(url, "credit_default", {"rows": [keyed]}, key)
+            assert before.status_code == 200, before.text
             import redis
             with redis.Redis.from_url(uri) as r: r.shutdown(nosave=True)
             time.sleep(0.3)
@@ -388,6 +392,11 @@ def test_an_online_store_that_dies_gives_503_not_a_hang(tmp_path):
             assert r.status_code == 503 and "online store" in r.json()["message"], r.text
             assert time.monotonic() - t0 < 25  # answered, not hung until the client gave up (a bound, not a timing)
             assert _post(url, "credit_default", {"rows": [row]}, key).status_code == 200  # rows by features still score
+            with redis_server(*durable, folder=folder, port=int(uri.rsplit(":", 1)[1].split("/")[0])):  # back, with its data
+                after = _post(url, "credit_default", {"rows": [keyed]}, key)
+                assert after.status_code == 200, after.text
+                same = lambda body: [(p["score"], p["label"], {v: f["status"] for v, f in p["feature_status"].items()}) for p in body["predictions"]]
+                assert same(after.json()) == same(before.json())  # the same features found again (the reasons name the time of asking)
 
 
 def test_two_workers_share_the_port_and_both_log(world):
