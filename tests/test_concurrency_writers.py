@@ -1,6 +1,7 @@
 """Concurrent writers on one workspace (issue 18): validate, feature apply + build + materialize, experiment search, register
 and promote, alert delivery, each run by several processes at once (tests/writers_worker.py, started together through a
-gate file) on SQLite and on PostgreSQL metadata. Afterwards the catalog, the Delta tables, the MLflow registry and the audit
+gate file) on SQLite and on PostgreSQL metadata, and on the team profile (PostgreSQL metadata and studies, Delta tables
+on S3, Redis, an MLflow tracking server, a Dask cluster: tests/team_servers.py). Afterwards the catalog, the Delta tables, the MLflow registry and the audit
 tables must agree, every failure a writer reported must be a workbench error (never a raw driver error), and a failed
 writer must have left nothing behind.
 
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pg import _admin, pg_server  # noqa: F401  (fixture)
+from team_servers import dask_scheduler, team_servers  # noqa: F401  (fixtures)
 from mlops_workbench.core.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(600)
@@ -33,10 +35,35 @@ RAW = ("IntegrityError", "OperationalError", "database is locked", "psycopg", "s
        "UniqueViolation", "RESOURCE_ALREADY_EXISTS", "Traceback")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def team_workspace(request, root: Path) -> Workspace:
+    "A workspace on every team server, made by `mlw init --profile team`, with its own catalog database and its S3 keys set."
+    from mlops_workbench.cli import main
+    from mlops_workbench.security.secrets import put_secret
+    from s3_server import KEY_ID, SECRET
+    from team_servers import team_init_args
+    from sqlalchemy.engine import make_url
+    servers, pg = request.getfixturevalue("team_servers"), request.getfixturevalue("pg_server")
+    name = f"mlw_{uuid.uuid4().hex[:12]}"
+    _admin(make_url(pg).port, f"CREATE DATABASE {name}")
+    args = team_init_args(servers, root)
+    args[args.index("--metadata") + 1] = pg.rsplit("/", 1)[0] + "/" + name
+    assert main(args) == 0
+    ws = Workspace.open(root)
+    put_secret(ws, "storage.access_key_id", KEY_ID, who="ops")
+    put_secret(ws, "storage.secret_access_key", SECRET, who="ops")
+    return ws
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "team"])
 def mws(request, tmp_path_factory):
     "One workspace per metadata backend for the module (MLflow's migrations cost seconds per store); each test uses its own names."
     backends = {}
+    if request.param == "team":
+        ws = team_workspace(request, tmp_path_factory.mktemp("writers-team") / "ws")
+        ws.kind = "team"
+        yield ws
+        ws.close()
+        return
     if request.param == "postgresql":
         uri = request.getfixturevalue("pg_server")
         from sqlalchemy.engine import make_url
@@ -76,9 +103,15 @@ def q(ws, stmt):
 
 
 def delta_commits(ws, name) -> list[int]:
-    "The versions in dataset `name`'s Delta log, read from the folder."
-    log = Path(ws.backend("storage").table_uri(name)) / "_delta_log"
-    return sorted(int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()) if log.exists() else []
+    "The versions in dataset `name`'s Delta log, listed in its folder or under its prefix."
+    from mlops_workbench.core.storage import _commit_number
+    return sorted(v for p in ws.backend("storage").files(name, "_delta_log") if (v := _commit_number(p)) is not None)
+
+
+def scan(ws, name, version) -> pl.LazyFrame:
+    "Dataset `name`'s Delta table at `version`, read directly (not through the catalog)."
+    store = ws.backend("storage")
+    return pl.scan_delta(store.table_uri(name), version=version, storage_options=store.storage_options)
 
 
 def check_catalog(ws, name):
@@ -87,9 +120,8 @@ def check_catalog(ws, name):
     rows = q(ws, sa.select(dataset_versions.c.version, dataset_versions.c.row_count).where(dataset_versions.c.dataset == name)
                 .order_by(dataset_versions.c.version))
     assert [r.version for r in rows] == delta_commits(ws, name), f"dataset {name!r}: catalog and Delta log disagree"
-    uri = ws.backend("storage").table_uri(name)
     for r in rows:
-        assert pl.scan_delta(uri, version=r.version).select(pl.len()).collect().item() == r.row_count, f"{name} v{r.version}"
+        assert scan(ws, name, r.version).select(pl.len()).collect().item() == r.row_count, f"{name} v{r.version}"
     return rows
 
 
@@ -132,9 +164,9 @@ def test_two_validations_of_one_version(with_visits):
     q_versions = [r.version for r in check_catalog(ws, "visits_quarantine")]
     assert rep.output_version in out_versions and rep.quarantine_version in q_versions
     # the quarantine holds the quarantined rows of one validation, not of each
-    held = pl.scan_delta(ws.backend("storage").table_uri("visits_quarantine"), version=q_versions[-1]).select(pl.len()).collect().item()
+    held = scan(ws, "visits_quarantine", q_versions[-1]).select(pl.len()).collect().item()
     assert held == rep.rows_quarantined > 0
-    passed = pl.scan_delta(ws.backend("storage").table_uri("visits_validated"), version=out_versions[-1]).select(pl.len()).collect().item()
+    passed = scan(ws, "visits_validated", out_versions[-1]).select(pl.len()).collect().item()
     assert passed == rep.rows - rep.rows_quarantined
     # the report and the metrics alone, from three processes at the same instant: still one report, one point per metric
     outs = race(ws, "record", ["a", "b", "c"])
