@@ -4,7 +4,7 @@
 
 # %% ../../nbs/core/05_storage.ipynb #af2e3b1d
 from __future__ import annotations
-import contextlib, hashlib, json, logging, os, re, shutil, tempfile, urllib.parse
+import contextlib, hashlib, json, logging, re, shutil, tempfile, urllib.parse
 import datetime as dt
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -23,7 +23,6 @@ __all__ = ['NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'RECORD_FAILED', 'COMMIT_TAG_K
 # %% ../../nbs/core/05_storage.ipynb #69fc5126
 class Storage:
     "Where a workspace's Delta tables live, and the file operations the catalog does on a table (paths relative to the table, `/`-separated)."
-    is_local = True
     def table_uri(self, name: str) -> str: raise NotImplementedError
     @property
     def storage_options(self) -> dict | None: return None
@@ -78,7 +77,6 @@ _S3_OPTIONS = {"endpoint": "AWS_ENDPOINT_URL", "region": "AWS_REGION", "access_k
 
 class S3Storage(Storage):
     "Delta tables under `s3://bucket/prefix` on an S3-compatible server."
-    is_local = False
     def __init__(self, bucket: str, prefix: str = "", options: dict | None = None):
         self.bucket, self.prefix, self._options = bucket, prefix.strip("/"), dict(options or {})
         self.root = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
@@ -129,7 +127,7 @@ class S3Storage(Storage):
         except MLWError: raise
         except Exception as e:
             raise Unavailable(f"storage {self.root}: cannot write to the bucket ({type(e).__name__}: {_first_line(e)}); "
-                                     "check [backend_options.storage] (endpoint, region) and the credentials' permissions") from None
+                              "check [backend_options.storage] (endpoint, region) and the credentials' permissions") from None
         finally:
             with contextlib.suppress(Exception): obstore.delete(self.store, probe)
     def check(self) -> str:
