@@ -4,7 +4,6 @@
 
 # %% ../../nbs/core/10_doctor.ipynb #0a853525
 from __future__ import annotations
-import os
 from dataclasses import dataclass
 from .errors import *
 from .workspace import Workspace
@@ -57,7 +56,7 @@ def doctor(ws: Workspace) -> list[Finding]:
     return found
 
 def doctor_report(findings: list[Finding]) -> str:
-    "The findings as one aligned table, failures first flagged; a last line says how many failed."
+    "The findings as one aligned table, two lines each (role, status, target; then the detail); a last line says how many failed."
     w = max(len(f.role) for f in findings)
     lines = [f"{f.role:<{w}}  {f.status:<6}  {f.target}\n{'':<{w}}          {f.detail}" for f in findings]
     bad = sum(not f.ok for f in findings)
