@@ -68,6 +68,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def edit_settings(root, backends: dict | None = None, options: dict | None = None):
+    """Change workspace `root`'s `mlw.toml` as a person edits it by hand: roles' URIs in `[backends]`, and whole
+    `[backend_options.<role>]` tables (no checks: the tests of what opening or building refuses write with this)."""
+    import tomli_w, tomllib
+    from pathlib import Path
+    f = Path(root) / "mlw.toml"
+    settings = tomllib.loads(f.read_text())
+    settings["backends"].update(backends or {})
+    if options: settings.setdefault("backend_options", {}).update(options)
+    f.write_text(tomli_w.dumps(settings))
+
+
 def wait_for_server(proc, ready, what: str, log, timeout_s: float):
     """Poll `ready()` (True once the server answers; OSError while it does not yet) until it is, failing the test with the
     server's log when its process `proc` exits or `timeout_s` passes."""

@@ -9,10 +9,9 @@ import contextlib
 from pathlib import Path
 
 import pytest
-import tomli_w
-import tomllib
 
 from mlops_workbench.cli import main
+from conftest import edit_settings
 from mlops_workbench.core.doctor import doctor
 from mlops_workbench.core.workspace import Workspace
 from pg import pg_new_database, pg_server  # noqa: F401
@@ -41,12 +40,6 @@ def run_doctor(root: Path) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def edit(root: Path, **backends):
-    settings = tomllib.loads((root / "mlw.toml").read_text())
-    settings["backends"].update(backends)
-    (root / "mlw.toml").write_text(tomli_w.dumps(settings))
-
-
 def test_a_healthy_team_profile_passes_every_check(team_root):
     code, out = run_doctor(team_root)
     assert code == 0, out
@@ -67,8 +60,8 @@ def test_a_broken_team_profile_names_each_broken_role(team_root):
     ws = Workspace.open(team_root)
     delete_secret(ws, "storage.secret_access_key", who="ops")  # the storage keys' secret is gone
     ws.close()
-    edit(team_root, online="redis://127.0.0.1:9/0", tracking="http://127.0.0.1:9", compute="tcp://127.0.0.1:9?timeout=2",
-         studies="postgresql://postgres@127.0.0.1:9/nothing")
+    edit_settings(team_root, dict(online="redis://127.0.0.1:9/0", tracking="http://127.0.0.1:9", compute="tcp://127.0.0.1:9?timeout=2",
+                                   studies="postgresql://postgres@127.0.0.1:9/nothing"))
     code, out = run_doctor(team_root)
     assert code == 1, out
     ws = Workspace.open(team_root, migrate=False)

@@ -192,7 +192,7 @@ def test_transaction_is_atomic(mws):
 
 
 def test_unreachable_server_is_named_without_its_password(tmp_path, monkeypatch):
-    import tomli_w, tomllib
+    from conftest import edit_settings
     monkeypatch.delenv("MLW_HOME", raising=False)
     port = free_port()  # nothing listens there
     uri = f"postgresql://mlw:s3cret-pw@127.0.0.1:{port}/mlw"
@@ -201,9 +201,7 @@ def test_unreachable_server_is_named_without_its_password(tmp_path, monkeypatch)
     assert "s3cret-pw" not in str(e.value) and f"'postgresql://mlw:***@127.0.0.1:{port}/mlw': a password in mlw.toml" in str(e.value)
     assert not (tmp_path/"ws").exists(), "no half-made workspace is left"
     Workspace.init(tmp_path/"old").close()  # a workspace whose settings were written with one, by hand or by an older release
-    settings = tomllib.loads((tmp_path/"old"/"mlw.toml").read_text())
-    settings["backends"]["metadata"] = uri
-    (tmp_path/"old"/"mlw.toml").write_text(tomli_w.dumps(settings))
+    edit_settings(tmp_path/"old", {"metadata": uri})
     with pytest.raises(MLWError) as e:
         Workspace.open(tmp_path/"old")
     msg = str(e.value)

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import tomli_w
-import tomllib
 
 from mlops_workbench.core.errors import InvalidInput, MLWError, NotFound, NotSupported
 from mlops_workbench.core.storage import (commit_tag, dataset_versions_of, read_dataset, reconcile_dataset, scan_partitions,
                                           write_dataset, S3Storage)
 from mlops_workbench.core.workspace import Workspace
+from conftest import edit_settings
 from pg import pg_new_database, pg_server  # noqa: F401
 from s3_server import KEY_ID, SECRET, bucket_keys, strip_conditions_proxy
 
@@ -35,12 +34,9 @@ def s3_workspace(root: Path, endpoint: str, bucket: str, metadata: str | None = 
     put_secret(ws, "storage.access_key_id", KEY_ID, who="ops")
     put_secret(ws, "storage.secret_access_key", SECRET, who="ops")
     ws.close()
-    settings = tomllib.loads((root / "mlw.toml").read_text())
-    settings["backends"]["storage"] = f"s3://{bucket}/{PREFIX}"
-    settings["backend_options"] = {"storage": {"endpoint": endpoint, "region": "us-east-1", "allow_http": True,
-                                               "access_key_id": "secret:storage.access_key_id",
-                                               "secret_access_key": "secret:storage.secret_access_key", **(options or {})}}
-    (root / "mlw.toml").write_text(tomli_w.dumps(settings))
+    edit_settings(root, {"storage": f"s3://{bucket}/{PREFIX}"},
+                  {"storage": {"endpoint": endpoint, "region": "us-east-1", "allow_http": True, "access_key_id": "secret:storage.access_key_id",
+                               "secret_access_key": "secret:storage.secret_access_key", **(options or {})}})
     return Workspace.open(root, env={})
 
 

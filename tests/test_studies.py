@@ -77,15 +77,13 @@ def test_a_search_records_the_same_trials_on_every_scheme(tmp_path, pg_new_datab
 
 
 def test_a_password_in_the_studies_uri_is_refused_without_showing_it(tmp_path):
-    import tomli_w, tomllib
+    from conftest import edit_settings
     uri = "postgresql://ann:s3cret@127.0.0.1:1/optuna"
     with pytest.raises(InvalidInput, match="stored in clear") as e: Workspace.init(tmp_path / "new", backends={"studies": uri})
     assert "s3cret" not in str(e.value)
-    ws = Workspace.init(tmp_path / "ws")  # settings edited by hand: refused when the backend is built
-    settings = tomllib.loads((ws.root / "mlw.toml").read_text())
-    settings["backends"]["studies"] = uri
-    (ws.root / "mlw.toml").write_text(tomli_w.dumps(settings))
-    ws = Workspace.open(ws.root)
+    Workspace.init(tmp_path / "ws").close()  # settings edited by hand: refused when the backend is built
+    edit_settings(tmp_path / "ws", {"studies": uri})
+    ws = Workspace.open(tmp_path / "ws")
     with pytest.raises(InvalidInput, match="stored in clear") as e: ws.backend("studies")
     assert "s3cret" not in str(e.value)
 
