@@ -8,7 +8,8 @@ import os
 from .errors import *
 
 # %% auto #0
-__all__ = ['Compute', 'LocalCompute', 'DaskCompute', 'DaskLocalCompute', 'local_compute', 'dask_compute', 'dask_local_compute']
+__all__ = ['Compute', 'LocalCompute', 'DaskCompute', 'DaskLocalCompute', 'compute_backend', 'local_compute', 'dask_compute',
+           'dask_local_compute']
 
 # %% ../../nbs/core/07_compute.ipynb #37ae13da
 def _query(uri: str) -> dict:
@@ -90,6 +91,14 @@ class DaskLocalCompute(DaskCompute):
     def close(self):
         super().close()
         if self._cluster is not None: self._cluster.close(); self._cluster = None
+
+def compute_backend(ws, compute=None) -> tuple[Compute, bool]:
+    "The compute for one call and whether the call owns (and closes) it: `compute` itself, one built from a URI, or the workspace's."
+    if compute is None: return ws.backend("compute"), False
+    if isinstance(compute, str):
+        from mlops_workbench.core.backends import registry
+        return registry("compute").build(compute, ws), True
+    return compute, False
 
 def local_compute(uri: str, ws=None) -> LocalCompute: return LocalCompute(uri)
 def dask_compute(uri: str, ws=None) -> DaskCompute: return DaskCompute(uri)

@@ -57,7 +57,10 @@ class FileStorage(Storage):
         for p in paths: (top/p).unlink(missing_ok=True)
         for d in sorted({(top/p).parent for p in paths}, key=lambda d: len(d.parts), reverse=True):  # emptied partition folders
             while d != top and d.is_dir() and not any(d.iterdir()): d.rmdir(); d = d.parent
-    def drop(self, name): shutil.rmtree(self.root/name, ignore_errors=True)
+    def drop(self, name):
+        shutil.rmtree(self.root/name, ignore_errors=True)
+        if (up := (self.root/name).parent) != self.root:  # a table inside a folder (a build's staged parts): the folder goes once empty
+            with contextlib.suppress(OSError): up.rmdir()
     def relative(self, name, uri): return super().relative(name, uri.removeprefix("file://"))
     def check(self) -> str:
         "What `mlw doctor` reports: the folder is writable, and its free space."

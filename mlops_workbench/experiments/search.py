@@ -13,8 +13,7 @@ import optuna
 from optuna.trial import TrialState, create_trial
 from ..core.errors import *
 from ..core.workspace import Workspace
-from ..core.compute import LocalCompute
-from ..core.backends import registry
+from ..core.compute import LocalCompute, compute_backend
 from ..core.progress import report_progress
 from .definition import *
 from .definition import _canonical, _lgb_params
@@ -316,12 +315,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, o: TrialOutcome):
     if state == TrialState.PRUNED and o.value is not None: trial.report(o.value, len(o.history))  # optuna's value of a pruned trial
     study.tell(trial, o.value if state == TrialState.COMPLETE else None, state=state)
 
-def _compute(ws: Workspace, compute) -> tuple:
-    "The compute backend and whether this search owns (and closes) it."
-    if compute is None: return ws.backend("compute"), False
-    if isinstance(compute, str): return registry("compute").build(compute, ws), True
-    return compute, False
-
 def _finished(study) -> int: return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 # %% ../../nbs/experiments/20a_search.ipynb #093d4bb1
@@ -334,7 +327,7 @@ def search(ws: Workspace, exp: Experiment,
           ) -> SearchResult:
     "Run (or resume) `exp`'s optuna search, each trial an MLflow child run of the experiment's parent run."
     check_experiment(ws, exp)
-    backend, owned = _compute(ws, compute)
+    backend, owned = compute_backend(ws, compute)
     try:
         slots = backend.slots()  # connects: an unreachable scheduler fails here, before anything is created
         local = isinstance(backend, LocalCompute)

@@ -4,14 +4,16 @@
 
 # %% ../../nbs/features/12a_offline.ipynb #fe0008a9
 from __future__ import annotations
-import datetime as dt, hashlib, json, math, warnings
+import datetime as dt, hashlib, json, math, uuid, warnings
 from importlib import import_module
 from dataclasses import dataclass, field
+from pathlib import Path
 import polars as pl
 import psutil
 import sqlalchemy as sa
 from ..core.errors import *
 from ..core.workspace import Workspace
+from ..core.compute import LocalCompute, compute_backend
 from ..core.metadata import feature_builds, training_sets, utcnow
 from ..core.storage import dataset_version, read_dataset, scan_partitions, write_dataset
 from ..data.ingest import dataset_lock, restore_on_failure
@@ -19,19 +21,26 @@ from .definitions import *
 from .definitions import _check_view
 
 # %% auto #0
-__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'WINDOW_STATS', 'ROW', 'CANCELS', 'window_partials', 'compute_view', 'FeatureBuild',
-           'DroppedRows', 'offline_table', 'build_features', 'get_build', 'list_builds', 'pit_join', 'window_join',
-           'FeaturePlan', 'resolve_features', 'TrainingSet', 'get_training_data', 'get_training_set',
-           'list_training_sets', 'rebuild_training_data']
+__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'WINDOW_STATS', 'STAGING', 'SOURCE_EXPANSION', 'ROW', 'CANCELS', 'window_partials',
+           'compute_view', 'FeatureBuild', 'DroppedRows', 'offline_table', 'build_bucket', 'build_features',
+           'get_build', 'list_builds', 'pit_join', 'window_join', 'FeaturePlan', 'resolve_features', 'TrainingSet',
+           'get_training_data', 'get_training_set', 'list_training_sets', 'rebuild_training_data']
 
 # %% ../../nbs/features/12a_offline.ipynb #6f46c0b9
 PARTITION = "_event_date"
 DAY_PARTITION_ROWS = 20_000  # average rows per day from which a view gets a partition per day rather than per month
 
-def _partition_value(ts: pl.Series) -> pl.Series:
-    "The event date, or the first day of its month when days would make files too small to read efficiently."
-    days = max(1, (ts.max() - ts.min()).days + 1) if len(ts) else 1
-    return ts.dt.date() if len(ts) / days >= DAY_PARTITION_ROWS else ts.dt.truncate("1mo").dt.date()
+def _partition_expr(ts: str, rows: int, lo: dt.datetime | None, hi: dt.datetime | None) -> pl.Expr:
+    "The partition of a view's row: its event date, or the first day of its month when days would make files too small to read efficiently."
+    days = max(1, (hi - lo).days + 1) if rows else 1
+    c = pl.col(ts)
+    return (c.dt.date() if rows / days >= DAY_PARTITION_ROWS else c.dt.truncate("1mo").dt.date()).alias(PARTITION)
+
+def _bucket(keys: list[str], buckets: int) -> pl.Expr:
+    "The key-hash bucket of each row: an entity's rows all land in one, the same in every process (the seed is fixed)."
+    return pl.struct(keys).hash(seed=7) % buckets
+
+def _memory_budget() -> int: return int(psutil.virtual_memory().available * 0.25)
 
 WINDOW_STATS = {"count": ("n",), "sum": ("n", "sum"), "mean": ("n", "sum"), "min": ("n", "min"), "max": ("n", "max"),
                 "std": ("n", "sum", "ssum", "ssq", "m2")}  # the partial aggregates each function is finished from
@@ -56,11 +65,14 @@ def _partial_expr(x: str, stat: str, dtype: pl.DataType, shift: str) -> pl.Expr:
 
 def _as_expr(e: pl.Expr | str) -> pl.Expr: return pl.sql_expr(e) if isinstance(e, str) else e
 
+def _view_input(view: FeatureView, data: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+    "The source rows `view` computes from: its filter's, less those with a null join key (build_features counts and records these)."
+    if view.filter is not None: data = data.filter(_as_expr(view.filter))
+    return data.drop_nulls(keys)  # no entity, no features
+
 def compute_view(view: FeatureView, data: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     "The rows of `view` computed from its source `data`: join keys, event time, features, window partials; one row per entity and instant."
-    ts = view.timestamp
-    if view.filter is not None: data = data.filter(_as_expr(view.filter))
-    data = data.drop_nulls(keys)  # no entity, no features (build_features counts and records these rows)
+    ts, data = view.timestamp, _view_input(view, data, keys)
     feats = [_as_expr(e).alias(n) for n, e in view.features.items()]
     aggs = [a.expr(keys, ts) for a in view.aggregations]
     cols = [*keys, pl.col(ts).dt.convert_time_zone("UTC").dt.cast_time_unit("us"), *feats, *aggs]
@@ -114,44 +126,108 @@ def _null_keys(data: pl.LazyFrame, keys: list[str]) -> dict:
 
 def offline_table(view: str) -> str: return f"fv_{view}"
 
-def build_features(ws: Workspace, view: str, run_id: str | None = None) -> FeatureBuild:
+STAGING = "_mlw_staging"  # where a partitioned build's tasks write their parts, under the storage's root; removed after the build
+SOURCE_EXPANSION = 10  # bytes a view's rows take in memory per byte of its Parquet source (compression, window columns; measured 4-8x)
+
+def _build_buckets(source_bytes: int, backend, memory_budget: int | None) -> int:
+    "How many key buckets a build computes in: each fits the memory budget; on a cluster, at least one per worker thread."
+    need = max(1, math.ceil(source_bytes * SOURCE_EXPANSION / (memory_budget or _memory_budget())))
+    return need if isinstance(backend, LocalCompute) else max(need, backend.slots())
+
+def _not_computed(fv: FeatureView, src, e: Exception) -> InvalidInput:
+    return InvalidInput(f"feature view {fv.name!r} could not be computed from dataset {fv.source!r} v{src.version} ({type(e).__name__}: "
+                        f"{(str(e).strip().splitlines() or [''])[0][:300]}); fix the view's expressions or the data; nothing was written")
+
+def build_bucket(view: FeatureView, keys: list[str], source: str, version: int, options: dict | None, bucket: int, buckets: int, part: str) -> dict:
+    "Key bucket `bucket` of `buckets` of `view`, computed wherever this runs from the source table read there, written as Parquet to `part`: its counts."
+    data = pl.scan_delta(source, version=version, storage_options=options).filter(_bucket(keys, buckets) == bucket)
+    rows, n = pl.collect_all([compute_view(view, data, keys), _view_input(view, data, keys).select(pl.len())])
+    if "://" not in part: Path(part).parent.mkdir(parents=True, exist_ok=True)
+    rows.write_parquet(part, storage_options=options)
+    return {"bucket": bucket, "input": n.item(), "rows": rows.height, "lo": rows[view.timestamp].min(), "hi": rows[view.timestamp].max()}
+
+def _by_bucket(ws: Workspace, fv: FeatureView, keys: list[str], src, backend, buckets: int, expect: int, staging: str) -> pl.LazyFrame:
+    "The view's rows computed bucket by bucket as tasks on `backend` (one at a time in this process), staged as Parquet: a lazy scan of them."
+    store = ws.backend("storage")
+    parts = [f"{store.table_uri(staging)}/part-{b:05d}.parquet" for b in range(buckets)]
+    args = (fv, keys, store.table_uri(fv.source), src.version, store.storage_options)
+    ex = backend.executor(1 if isinstance(backend, LocalCompute) else buckets)  # in this process, one bucket's rows in memory at a time
+    futures, done = [ex.submit(build_bucket, *args, b, buckets, part) for b, part in enumerate(parts)], []
+    try:
+        for b, f in enumerate(futures):
+            try: done.append(f.result())
+            except Exception as e:
+                for g in futures: g.cancel()
+                if isinstance(e, pl.exceptions.PolarsError): raise _not_computed(fv, src, e) from None
+                raise Unavailable(f"feature view {fv.name!r}: bucket {b} of {buckets} failed on {backend.uri or 'this process'} ({type(e).__name__}: "
+                                  f"{(str(e).strip().splitlines() or [''])[0][:300]}); the build wrote nothing. Each bucket reads dataset "
+                                  f"{fv.source!r} itself: on a cluster the workers need the storage (object storage, or a folder they all mount)") from None
+    finally: ex.shutdown(wait=True)
+    if (got := sum(d["input"] for d in done)) != expect:  # each entity in exactly one bucket: a worker hashing differently would lose or repeat some
+        raise Conflict(f"feature view {fv.name!r}: its {buckets} key buckets read {got:,} source rows, but dataset {fv.source!r} v{src.version} has "
+                       f"{expect:,} with a join key; the workers' polars differs from this process's (check with `mlw doctor`); nothing was written")
+    n, lo, hi = sum(d["rows"] for d in done), min((d["lo"] for d in done if d["rows"]), default=None), max((d["hi"] for d in done if d["rows"]), default=None)
+    return pl.scan_parquet(parts, storage_options=store.storage_options).with_columns(_partition_expr(fv.timestamp, n, lo, hi))
+
+def build_features(ws: Workspace, view: str, run_id: str | None = None,
+                   compute=None,  # a compute URI or backend; default: the workspace's. On a cluster the view is computed by key bucket on its workers
+                   memory_budget: int | None = None,  # bytes of view rows computed at once in this process (default: a quarter of free memory)
+                  ) -> FeatureBuild:
     "Compute the latest version of feature view `view` from the latest version of its source into the offline store."
     fv = get_view(ws, view)
     if fv.kind != "batch": raise InvalidInput(f"feature view {view!r} is on-demand: it is computed at lookup time and has nothing to build")
     keys = get_entity(ws, fv.entity).join_keys
     _check_view(ws, fv, keys)  # the source may have changed since apply
+    backend, owned = compute_backend(ws, compute)
     # builds of a view take turns on its offline table (a file lock, as every writer of a dataset): three notebooks building it
     # at once make three versions, each recorded with its build, instead of racing to create the table; a build
     # that fails removes what it wrote
-    with dataset_lock(ws, offline_table(view)), restore_on_failure(ws, offline_table(view)):
-        src = dataset_version(ws, fv.source)
-        data = read_dataset(ws, fv.source, src.version)
-        nulls = _null_keys(data if fv.filter is None else data.filter(_as_expr(fv.filter)), keys)
-        if fv.unique and len(d := _duplicates(data.drop_nulls(keys), [*keys, fv.timestamp])):
-            raise InvalidInput(f"feature view {view!r} declares its rows unique, but dataset {fv.source!r} v{src.version} has several rows "
-                               f"for the same entity and time, e.g. {d.drop('len').row(0, named=True)} ({d['len'][0]} rows); "
-                               f"deduplicate the source or set unique=False (the last row then wins)")
-        # collected: per-entity windows need the entity's history at hand anyway, and an in-memory frame keeps its order in the files
-        rows = compute_view(fv, data, keys).collect()
-        rows = rows.with_columns(_partition_value(rows[fv.timestamp]).alias(PARTITION))
-        out = write_dataset(ws, offline_table(view), rows, kind="features", mode="overwrite", partition_by=[PARTITION],
-                            source={"kind": "feature_view", "location": f"{view} v{fv.version}"},
-                            description=f"offline store of feature view {view!r}",
-                            lineage={"inputs": [{"dataset": fv.source, "version": src.version}],
-                                     "steps": [{"feature_view": view, "version": fv.version, "hash": fv.hash}]}, run_id=run_id)
-        lo, hi = read_dataset(ws, out.dataset, out.version).select(pl.col(fv.timestamp).min().alias("lo"), pl.col(fv.timestamp).max().alias("hi")).collect().row(0)
-        null_keys = [k for k in keys if nulls[k]]
-        dropped = {f"null join key {', '.join(null_keys)}": nulls["__rows"]} if nulls["__rows"] else None
-        with ws.metadata.begin() as c:
-            bid = c.execute(feature_builds.insert().values(view=view, view_version=fv.version, source=fv.source, source_version=src.version,
-                            table=out.dataset, table_version=out.version, rows=out.row_count, min_event_time=lo, max_event_time=hi,
-                            run_id=run_id, created_at=utcnow(), dropped=dropped)).inserted_primary_key[0]
-    if dropped:
+    try:
+        with dataset_lock(ws, offline_table(view)), restore_on_failure(ws, offline_table(view)):
+            bid, nulls, src = _build(ws, fv, keys, backend, memory_budget, run_id)
+    finally:
+        if owned: backend.close()
+    null_keys = [k for k in keys if nulls[k]]
+    if null_keys:
         warnings.warn(DroppedRows(
             f"feature view {view!r}: {nulls['__rows']:,} of {nulls['__all']:,} rows of dataset {fv.source!r} v{src.version} have a null join key "
             f"({', '.join(f'{k}: {nulls[k]:,}' for k in null_keys)}) and were left out of build {bid}: a row that names no entity has no "
             f"features; fill the key in the source, or filter those rows out in the view"), stacklevel=2)
     return get_build(ws, view, id=bid)
+
+def _build(ws: Workspace, fv: FeatureView, keys: list[str], backend, memory_budget: int | None, run_id: str | None) -> tuple:
+    "Compute and write the view's rows, record the build: its id, the null-key counts, the source version."
+    view, src = fv.name, dataset_version(ws, fv.source)
+    data = read_dataset(ws, fv.source, src.version)
+    nulls = _null_keys(data if fv.filter is None else data.filter(_as_expr(fv.filter)), keys)
+    if fv.unique and len(d := _duplicates(data.drop_nulls(keys), [*keys, fv.timestamp])):
+        raise InvalidInput(f"feature view {view!r} declares its rows unique, but dataset {fv.source!r} v{src.version} has several rows "
+                           f"for the same entity and time, e.g. {d.drop('len').row(0, named=True)} ({d['len'][0]} rows); "
+                           f"deduplicate the source or set unique=False (the last row then wins)")
+    buckets, staging = _build_buckets(src.bytes, backend, memory_budget), None
+    try:
+        if buckets == 1:  # collected: per-entity windows need the entity's history at hand anyway, and an in-memory frame keeps its order in the files
+            try: rows = compute_view(fv, data, keys).collect()
+            except pl.exceptions.PolarsError as e: raise _not_computed(fv, src, e) from None
+            rows = rows.with_columns(_partition_expr(fv.timestamp, rows.height, rows[fv.timestamp].min(), rows[fv.timestamp].max()))
+        else:
+            staging = f"{STAGING}/{offline_table(view)}-{uuid.uuid4().hex[:12]}"
+            rows = _by_bucket(ws, fv, keys, src, backend, buckets, nulls["__all"] - nulls["__rows"], staging)
+        out = write_dataset(ws, offline_table(view), rows, kind="features", mode="overwrite", partition_by=[PARTITION],
+                            source={"kind": "feature_view", "location": f"{view} v{fv.version}"},
+                            description=f"offline store of feature view {view!r}",
+                            lineage={"inputs": [{"dataset": fv.source, "version": src.version}],
+                                     "steps": [{"feature_view": view, "version": fv.version, "hash": fv.hash, "buckets": buckets}]}, run_id=run_id)
+    finally:
+        if staging: ws.backend("storage").drop(staging)
+    lo, hi = read_dataset(ws, out.dataset, out.version).select(pl.col(fv.timestamp).min().alias("lo"), pl.col(fv.timestamp).max().alias("hi")).collect().row(0)
+    null_keys = [k for k in keys if nulls[k]]
+    dropped = {f"null join key {', '.join(null_keys)}": nulls["__rows"]} if nulls["__rows"] else None
+    with ws.metadata.begin() as c:
+        bid = c.execute(feature_builds.insert().values(view=view, view_version=fv.version, source=fv.source, source_version=src.version,
+                        table=out.dataset, table_version=out.version, rows=out.row_count, min_event_time=lo, max_event_time=hi,
+                        run_id=run_id, created_at=utcnow(), dropped=dropped)).inserted_primary_key[0]
+    return bid, nulls, src
 
 def get_build(ws: Workspace, view: str, version: int | None = None, id: int | None = None) -> FeatureBuild:
     "The newest build of `view` (of its `version`, default latest), or build `id`."
@@ -194,7 +270,7 @@ def pit_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`; k
     if buckets <= 1:
         r = rows.collect()  # a table built in time order reads back sorted: checking is O(n), sorting O(n log n)
         return join(left, (r if r[feature_ts].is_sorted() else r.sort(feature_ts)).lazy()).collect().sort(ROW)
-    h = pl.struct(keys).hash(seed=7) % buckets
+    h = _bucket(keys, buckets)
     parts = [join(left.filter(h == b), rows.filter(h == b).sort(feature_ts)).collect(engine="streaming") for b in range(buckets)]
     return pl.concat(parts).sort(ROW)
 
@@ -265,7 +341,7 @@ def window_join(entities: pl.DataFrame,  # ROW, join keys, timestamp column `ts`
         got = ents.select(ROW, *keys, pl.col(ts).alias(_T)).join(found.select(*keys, _T, *names), on=[*keys, _T], how="left")
         return got.select(ROW, *names)
     if buckets <= 1: return solve(entities.lazy(), rows).collect().sort(ROW)
-    h = pl.struct(keys).hash(seed=7) % buckets
+    h = _bucket(keys, buckets)
     return pl.concat([solve(entities.lazy().filter(h == b), rows.filter(h == b)).collect(engine="streaming") for b in range(buckets)]).sort(ROW)
 
 def _check_partials(view: FeatureView, build, schema, aggs: list[Aggregation]) -> list[str]:
@@ -381,8 +457,6 @@ class TrainingSet:
     def _repr_html_(self):
         vs = "; ".join(f"{v} v{b['version']} (table v{b['table_version']} from {b['source']} v{b['source_version']})" for v, b in self.views.items())
         return f"<b>training set {self.id}</b>: {self.data.height:,} rows, {len(self.features)} features<br>{vs}<br>{self.data.head(5)._repr_html_()}"
-
-def _memory_budget() -> int: return int(psutil.virtual_memory().available * 0.25)
 
 def _join_all(ws: Workspace, df: pl.DataFrame, plan: FeaturePlan, builds: dict, ts: str, event_times: bool, memory_budget: int | None) -> pl.DataFrame:
     out, tmin, tmax = df.with_row_index(ROW), df[ts].min(), df[ts].max()

@@ -12,8 +12,7 @@ import numpy as np
 import polars as pl
 from ..core.errors import *
 from ..core.workspace import Workspace
-from ..core.compute import DaskCompute
-from ..core.backends import registry
+from ..core.compute import DaskCompute, compute_backend
 from ..experiments.definition import *
 from ..experiments.definition import _canonical, _frame, _lgb_params
 from ..experiments.results import lgb_params
@@ -270,11 +269,6 @@ class TrainingResult:
                 f"{self.params.get('num_iterations')} trees on {self.compute}; run <code>{self.run_id}</code>, training set "
                 f"<code>{self.training_set_id}</code><table><tr><th>holdout metric</th><th>value</th></tr>{ms}</table>")
 
-def _compute(ws: Workspace, compute) -> tuple:
-    if compute is None: return ws.backend("compute"), False
-    if isinstance(compute, str): return registry("compute").build(compute, ws), True
-    return compute, False
-
 def _tags(exp: Experiment, data: PreparedData, compute: str, origin: str, parent: str | None) -> dict:
     views = {v: i.get("version") for v, i in data.source.get("views", {}).items()}
     t = {"mlw.kind": "training", "mlw.experiment": exp.name, "mlw.task": exp.task, "mlw.target": exp.target,
@@ -303,7 +297,7 @@ def train(ws: Workspace, exp: Experiment,
          ) -> TrainingResult:
     "Fit `exp`'s final LightGBM model and log it, its holdout, metrics, plots and provenance as one MLflow run."
     check_experiment(ws, exp)
-    backend, owned = _compute(ws, compute)
+    backend, owned = compute_backend(ws, compute)
     try:
         dask = isinstance(backend, DaskCompute)
         if dask: backend.client  # an unreachable scheduler fails here, naming its URI, before any run exists
