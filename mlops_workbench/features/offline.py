@@ -296,7 +296,8 @@ def _exact_std(probes: pl.LazyFrame, r: pl.LazyFrame, keys: list[str], a: Aggreg
     "Std `a` of each probe (_P, keys, _T) from its window's instants in `r`, two-pass: sum of m2 plus n x (instant mean - mean)^2."
     n, s, m2 = (_partial(a.column, x) for x in ("n", "sum", "m2"))
     inst = (probes.join(r.select(*keys, pl.col(_T).alias("__ti"), n, s, m2), on=keys)
-            .filter((pl.col("__ti") > pl.col(_T) - a.window_delta) & (pl.col("__ti") <= pl.col(_T)) & (pl.col(n) > 0)))
+            .filter((pl.col("__ti") > pl.col(_T) - a.window_delta) & (pl.col("__ti") <= pl.col(_T)) & (pl.col(n) > 0))
+            .sort(_P, "__ti"))  # summed in time order, whatever order the table's files hold: the same bits from any build
     inst = inst.with_columns((pl.col(s).sum() / pl.col(n).sum()).over(_P).alias("__mean"), pl.col(n).sum().over(_P).alias("__n"))
     return inst.group_by(_P).agg(((pl.col(m2).sum() + (pl.col(n) * (pl.col(s) / pl.col(n) - pl.col("__mean")) ** 2).sum())
                                   / (pl.col("__n").first() - 1)).sqrt().alias("__exact"))
