@@ -1,7 +1,8 @@
 """The team profile end to end, as a new team runs it: `mlw init --profile team` against real servers (PostgreSQL,
 an MLflow tracking server, moto's S3 server, Redis, a Dask cluster of two worker processes), the S3 keys set with
 `mlw secrets set` (on stdin), `mlw doctor` all ok, then the demo pipeline on it, leaving the same kinds of records as
-on the embedded profile: datasets and features on S3, runs and registry on the MLflow server, trials in PostgreSQL.
+on the embedded profile: datasets and features on S3 (the feature view computed in key buckets on the Dask workers),
+runs and registry on the MLflow server, trials in PostgreSQL.
 """
 import os
 import re
@@ -90,5 +91,11 @@ def test_the_demo_runs_on_the_team_profile(team_ws, team_servers):
             stores = {r.store for r in c.execute(sa.select(md.materializations.c.store, md.materializations.c.rows)) if r.rows}
         assert LIFECYCLE_RECORDS <= filled, sorted(LIFECYCLE_RECORDS - filled)
         assert stores == {team_servers.online}, stores  # features materialized into Redis
+        from mlops_workbench.core.storage import dataset_version
+        from mlops_workbench.features.offline import list_builds
+        build = list_builds(ws)[0]
+        steps = dataset_version(ws, build.table, build.table_version).lineage["steps"][0]
+        assert steps["buckets"] >= 2, steps  # computed in key buckets on the cluster's workers, not in this process
+        assert not any(k.startswith("team/_mlw_staging/") for k in bucket_keys(team_servers.s3_endpoint, team_servers.bucket, "team/"))
     finally:
         ws.close()

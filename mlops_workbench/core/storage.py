@@ -15,10 +15,11 @@ from .workspace import Workspace
 from .metadata import datasets, dataset_versions, transact, utcnow
 
 # %% auto #0
-__all__ = ['NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'RECORD_FAILED', 'COMMIT_TAG_KEY', 'Storage', 'FileStorage', 'file_storage',
-           'S3Storage', 's3_storage', 'DatasetVersion', 'check_name', 'check_columns', 'check_schema_change',
-           'write_dataset', 'commit_tag', 'dataset_lock', 'restore_on_failure', 'reconcile_dataset', 'latest_version',
-           'dataset_version', 'dataset_versions_of', 'read_dataset', 'list_datasets', 'scan_partitions']
+__all__ = ['PROBE', 'STAGING', 'NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'RECORD_FAILED', 'COMMIT_TAG_KEY', 'Storage', 'FileStorage',
+           'file_storage', 'S3Storage', 's3_storage', 'DatasetVersion', 'check_name', 'check_columns',
+           'check_schema_change', 'write_dataset', 'commit_tag', 'dataset_lock', 'restore_on_failure',
+           'reconcile_dataset', 'latest_version', 'dataset_version', 'dataset_versions_of', 'read_dataset',
+           'list_datasets', 'scan_partitions']
 
 # %% ../../nbs/core/05_storage.ipynb #69fc5126
 class Storage:
@@ -78,6 +79,8 @@ def file_storage(uri: str, ws=None) -> FileStorage:
 _S3_OPTIONS = {"endpoint": "AWS_ENDPOINT_URL", "region": "AWS_REGION", "access_key_id": "AWS_ACCESS_KEY_ID",
                "secret_access_key": "AWS_SECRET_ACCESS_KEY", "session_token": "AWS_SESSION_TOKEN"}
 
+PROBE, STAGING = "_mlw_probe", "_mlw_staging"  # folders beside the tables: the conditional-write probe, builds' staged parts
+
 class S3Storage(Storage):
     "Delta tables under `s3://bucket/prefix` on an S3-compatible server."
     def __init__(self, bucket: str, prefix: str = "", options: dict | None = None):
@@ -119,7 +122,7 @@ class S3Storage(Storage):
         "Raise `NotSupported` unless the server refuses to create an object that exists (what keeps concurrent Delta commits safe)."
         import uuid, obstore
         from obstore.exceptions import AlreadyExistsError
-        probe = f"_mlw_probe/{uuid.uuid4().hex}"
+        probe = f"{PROBE}/{uuid.uuid4().hex}"
         try:
             obstore.put(self.store, probe, b"1", mode="create")
             try: obstore.put(self.store, probe, b"2", mode="create")
@@ -137,7 +140,7 @@ class S3Storage(Storage):
         "What `mlw doctor` reports: the bucket takes writes and refuses to create an object twice; how many tables it holds."
         import obstore
         self.check_conditional_writes()
-        tables = {o.split("/", 1)[0] for o in obstore.list_with_delimiter(self.store)["common_prefixes"]} - {"_mlw_probe"}
+        tables = {o.split("/", 1)[0] for o in obstore.list_with_delimiter(self.store)["common_prefixes"]} - {PROBE, STAGING}
         return f"{self.root}: writes and deletes, conditional writes honoured, {len(tables)} table folder(s)"
     def __repr__(self): return f"S3Storage({self.root!r})"
 

@@ -15,13 +15,13 @@ from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.compute import LocalCompute, compute_backend
 from ..core.metadata import feature_builds, training_sets, utcnow
-from ..core.storage import dataset_version, read_dataset, scan_partitions, write_dataset
+from ..core.storage import STAGING, dataset_version, read_dataset, scan_partitions, write_dataset
 from ..data.ingest import dataset_lock, restore_on_failure
 from .definitions import *
 from .definitions import _check_view
 
 # %% auto #0
-__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'WINDOW_STATS', 'STAGING', 'SOURCE_EXPANSION', 'ROW', 'CANCELS', 'window_partials',
+__all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'WINDOW_STATS', 'SOURCE_EXPANSION', 'ROW', 'CANCELS', 'window_partials',
            'compute_view', 'FeatureBuild', 'DroppedRows', 'offline_table', 'build_bucket', 'build_features',
            'get_build', 'list_builds', 'pit_join', 'window_join', 'FeaturePlan', 'resolve_features', 'TrainingSet',
            'get_training_data', 'get_training_set', 'list_training_sets', 'rebuild_training_data']
@@ -126,7 +126,6 @@ def _null_keys(data: pl.LazyFrame, keys: list[str]) -> dict:
 
 def offline_table(view: str) -> str: return f"fv_{view}"
 
-STAGING = "_mlw_staging"  # where a partitioned build's tasks write their parts, under the storage's root; removed after the build
 SOURCE_EXPANSION = 10  # bytes a view's rows take in memory per byte of its Parquet source (compression, window columns; measured 4-8x)
 
 def _build_buckets(source_bytes: int, backend, memory_budget: int | None) -> int:
