@@ -9,10 +9,10 @@ workspace (a folder here; the team profile's bucket works the same way):
   one      `build_features(ws, view, compute="local://")`: the rows collected in this process and written in time
            order (the default when the view fits the memory budget)
   buckets  the same with a memory budget of 1/--buckets of what the source needs: --buckets key buckets computed one
-           after another in this process, each staged as a Parquet part, then one streaming Delta commit
+           after another in this process, each writing its rows as the table's files, then one Delta commit of them
   dask     `compute="dask-local://?n_workers=--workers"`: one bucket per worker thread, each a task on a worker
-           process that reads the source and writes its part itself; this process only streams the parts into the
-           Delta commit. The cluster's start is timed apart.
+           process that reads the source and writes its files itself; this process only commits them. The
+           cluster's start is timed apart.
 
 Each side runs in its own child process (one untimed warm-up build, then --repeat timed ones; the median is shown) so
 that its peak memory is its own: the figure is the peak RSS above the RSS after the imports (bench/_memory.py's

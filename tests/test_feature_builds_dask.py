@@ -4,8 +4,9 @@ that read the source and write their parts on object storage (moto's S3 server),
 Each view is built twice: in one piece in this process (`compute="local://"`), then by the workspace's compute, the cluster.
 The two builds hold the same rows, and training data joined from either has the same fingerprint: on the lending demo's view
 (windows including std) and on a second table of another shape (two text keys with nulls, dates that arrive as strings, a
-regression target). The tasks ran on both workers, and the staging prefix is gone afterwards. A view that fails inside the
-workers is refused naming the view, the dataset and the reason, and the table keeps its last version.
+regression target). The tasks ran on both workers and wrote the table's files into the bucket themselves; the bucket then
+holds exactly the files the versions name. A view that fails inside the workers is refused naming the view, the dataset
+and the reason; the table keeps its last version, and no file a bucket wrote is left behind.
 """
 import datetime as dt
 import warnings
@@ -71,7 +72,18 @@ def check_same(ws, view, whole, parts, a, b, workers, order, cluster, endpoint, 
     assert rows(parts)[PARTITION].n_unique() > 1  # partitioned as the one-process build is
     assert a.data.height == b.data.height and _fingerprint(b.data) == _fingerprint(a.data)
     assert a.views[view]["build_id"] != b.views[view]["build_id"]
-    assert not bucket_keys(endpoint, bucket, f"{PREFIX}/_mlw_staging"), "the staged parts were left in the bucket"
+    assert stray_files(ws, view, endpoint, bucket) == set()
+
+
+def stray_files(ws, view: str, endpoint: str, bucket: str) -> set:
+    "Parquet files in the view's table folder in the bucket that no version of the table names."
+    from deltalake import DeltaTable
+    store, table = ws.backend("storage"), offline_table(view)
+    named = set()
+    for v in range(DeltaTable(store.table_uri(table), storage_options=store.storage_options).version() + 1):
+        named |= {store.relative(table, u) for u in DeltaTable(store.table_uri(table), version=v, storage_options=store.storage_options).file_uris()}
+    files = {k.removeprefix(f"{PREFIX}/{table}/") for k in bucket_keys(endpoint, bucket, f"{PREFIX}/{table}/") if k.endswith(".parquet")}
+    return files - named
 
 
 def test_lending_view_on_the_cluster(team):
@@ -101,15 +113,20 @@ def test_second_shape_on_the_cluster_and_a_failing_view(team):
     assert got[1].dropped and sum(got[1].dropped.values()) == raw.filter(pl.col("depot").is_null() | pl.col("route").is_null()).height
     assert got[3].data["minutes_late"].to_list() == asks["minutes_late"].to_list()  # the regression target, carried
 
-    # a new version of the view that cannot be computed on this data ("x" is no integer): refused from the workers, nothing written
-    write_dataset(ws, "deliveries", raw.with_columns(pl.col("at").str.to_datetime(time_zone="UTC"), note=pl.when(pl.col("parcels") == 7)
-                                                     .then(pl.lit("x")).otherwise(pl.col("note"))), source={"kind": "test", "location": "inline"})
+    # a new version of the view that cannot be computed for one entity ("x" is no integer): that bucket fails on its worker while
+    # the other writes its files; the build is refused and removes them
+    spoilt = (pl.col("depot") == "north") & (pl.col("route") == "r1") & (pl.col("parcels") == 20)
+    write_dataset(ws, "deliveries", raw.with_columns(pl.col("at").str.to_datetime(time_zone="UTC"), note=pl.when(spoilt).then(pl.lit("x")).otherwise(pl.col("note"))),
+                  source={"kind": "test", "location": "inline"}, mode="overwrite")
     apply(ws, route(note_number="CAST(note AS INTEGER)"))
     before, builds = latest_version(ws, offline_table("route_load")), len(list_builds(ws, "route_load"))
-    with pytest.raises(InvalidInput, match=r"feature view 'route_load' could not be computed from dataset 'deliveries' v1 \(InvalidOperationError: "
-                                           r"conversion from `str` to `i32` failed.*nothing was written"):
-        build_features(ws, "route_load")
+    from distributed import Client, get_task_stream
+    with Client(cluster.address, set_as_default=False) as c, get_task_stream(client=c) as stream:
+        with pytest.raises(InvalidInput, match=r"feature view 'route_load' could not be computed from dataset 'deliveries' v1 \(InvalidOperationError: "
+                                               r"conversion from `str` to `i32` failed.*nothing was written"):
+            build_features(ws, "route_load")
+    assert sorted(t["status"] for t in stream.data if str(t["key"]).startswith("build_bucket")) == ["OK", "error"]  # one bucket wrote its files
     assert latest_version(ws, offline_table("route_load")).version == before.version
     assert len(list_builds(ws, "route_load")) == builds
-    assert not bucket_keys(endpoint, bucket, f"{PREFIX}/_mlw_staging")
+    assert stray_files(ws, "route_load", endpoint, bucket) == set()
     assert not [p for p in ws.root.rglob("*.parquet")], "table files in the workspace folder: the storage is the bucket"

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/core/05_storage.ipynb #af2e3b1d
 from __future__ import annotations
-import contextlib, hashlib, json, logging, re, shutil, tempfile, urllib.parse
+import contextlib, hashlib, io, json, logging, re, shutil, tempfile, time, urllib.parse, uuid
 import datetime as dt
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -15,11 +15,11 @@ from .workspace import Workspace
 from .metadata import datasets, dataset_versions, transact, utcnow
 
 # %% auto #0
-__all__ = ['PROBE', 'STAGING', 'NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'RECORD_FAILED', 'COMMIT_TAG_KEY', 'Storage', 'FileStorage',
+__all__ = ['PROBE', 'NAME_RE', 'KINDS', 'SCHEMA_POLICIES', 'RECORD_FAILED', 'COMMIT_TAG_KEY', 'Storage', 'FileStorage',
            'file_storage', 'S3Storage', 's3_storage', 'DatasetVersion', 'check_name', 'check_columns',
-           'check_schema_change', 'write_dataset', 'commit_tag', 'dataset_lock', 'restore_on_failure',
-           'reconcile_dataset', 'latest_version', 'dataset_version', 'dataset_versions_of', 'read_dataset',
-           'list_datasets', 'scan_partitions']
+           'check_schema_change', 'write_dataset', 'write_files', 'commit_files', 'commit_tag', 'dataset_lock',
+           'restore_on_failure', 'reconcile_dataset', 'latest_version', 'dataset_version', 'dataset_versions_of',
+           'read_dataset', 'list_datasets', 'scan_partitions']
 
 # %% ../../nbs/core/05_storage.ipynb #69fc5126
 class Storage:
@@ -30,6 +30,7 @@ class Storage:
     def files(self, name: str, under: str = "") -> set[str]: "Every file of table `name` (under its folder `under`)."; raise NotImplementedError
     def read(self, name: str, path: str) -> bytes: "The bytes of file `path` of table `name`."; raise NotImplementedError
     def sha256(self, name: str, path: str) -> str: "The sha256 of file `path` of table `name`, read as a stream."; raise NotImplementedError
+    def write(self, name: str, path: str, data: bytes) -> None: "Write file `path` of table `name`."; raise NotImplementedError
     def delete(self, name: str, paths) -> None: "Delete these files of table `name` (missing ones are fine)."; raise NotImplementedError
     def drop(self, name: str) -> None: "Delete table `name`: every file under it."; raise NotImplementedError
     def relative(self, name: str, uri: str) -> str:
@@ -53,15 +54,15 @@ class FileStorage(Storage):
     def read(self, name, path): return (self.root/name/path).read_bytes()
     def sha256(self, name, path):
         with open(self.root/name/path, "rb") as fh: return _sha256(iter(lambda: fh.read(1 << 20), b""))
+    def write(self, name, path, data):
+        (self.root/name/path).parent.mkdir(parents=True, exist_ok=True)
+        (self.root/name/path).write_bytes(data)
     def delete(self, name, paths):
         top = self.root/name
         for p in paths: (top/p).unlink(missing_ok=True)
         for d in sorted({(top/p).parent for p in paths}, key=lambda d: len(d.parts), reverse=True):  # emptied partition folders
             while d != top and d.is_dir() and not any(d.iterdir()): d.rmdir(); d = d.parent
-    def drop(self, name):
-        shutil.rmtree(self.root/name, ignore_errors=True)
-        if (up := (self.root/name).parent) != self.root:  # a table inside a folder (a build's staged parts): the folder goes once empty
-            with contextlib.suppress(OSError): up.rmdir()
+    def drop(self, name): shutil.rmtree(self.root/name, ignore_errors=True)
     def relative(self, name, uri): return super().relative(name, uri.removeprefix("file://"))
     def check(self) -> str:
         "What `mlw doctor` reports: the folder is writable, and its free space."
@@ -79,7 +80,7 @@ def file_storage(uri: str, ws=None) -> FileStorage:
 _S3_OPTIONS = {"endpoint": "AWS_ENDPOINT_URL", "region": "AWS_REGION", "access_key_id": "AWS_ACCESS_KEY_ID",
                "secret_access_key": "AWS_SECRET_ACCESS_KEY", "session_token": "AWS_SESSION_TOKEN"}
 
-PROBE, STAGING = "_mlw_probe", "_mlw_staging"  # folders beside the tables: the conditional-write probe, builds' staged parts
+PROBE = "_mlw_probe"  # the folder beside the tables where the conditional-write probe writes
 
 class S3Storage(Storage):
     "Delta tables under `s3://bucket/prefix` on an S3-compatible server."
@@ -91,6 +92,7 @@ class S3Storage(Storage):
     def table_uri(self, name: str) -> str: return f"{self.root}/{name}"
     @property
     def storage_options(self) -> dict: return dict(self._options)
+    def __getstate__(self): return {**self.__dict__, "_store": None}  # shipped to Dask workers: each opens its own connection
 
     @property
     def store(self):
@@ -113,6 +115,9 @@ class S3Storage(Storage):
     def sha256(self, name, path):
         import obstore
         return _sha256(obstore.get(self.store, f"{name}/{path}").stream())
+    def write(self, name, path, data):
+        import obstore
+        obstore.put(self.store, f"{name}/{path}", data)
     def delete(self, name, paths):
         import obstore
         if paths := [f"{name}/{p}" for p in paths]: obstore.delete(self.store, paths)
@@ -140,7 +145,7 @@ class S3Storage(Storage):
         "What `mlw doctor` reports: the bucket takes writes and refuses to create an object twice; how many tables it holds."
         import obstore
         self.check_conditional_writes()
-        tables = {o.split("/", 1)[0] for o in obstore.list_with_delimiter(self.store)["common_prefixes"]} - {PROBE, STAGING}
+        tables = {o.split("/", 1)[0] for o in obstore.list_with_delimiter(self.store)["common_prefixes"]} - {PROBE}
         return f"{self.root}: writes and deletes, conditional writes honoured, {len(tables)} table folder(s)"
     def __repr__(self): return f"S3Storage({self.root!r})"
 
@@ -265,13 +270,19 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
                   run_id: str | None = None,  # the pipeline run writing it
                  ) -> DatasetVersion:
     "Write `data` as a new version of dataset `name` in one Delta commit, and record it."
+    lf = _storable(data.lazy(), f"dataset {check_name(name)!r}")
+    def sink(store: Storage, uri: str, mode: str, options: dict):
+        lf.sink_delta(uri, mode=mode, storage_options=store.storage_options, delta_write_options=options)
+    return _new_version(ws, name, _schema(lf), sink, source=source, kind=kind, mode=mode, schema_policy=schema_policy,
+                        partition_by=partition_by, description=description, lineage=lineage, run_id=run_id)
+
+def _new_version(ws: Workspace, name: str, new_schema: dict, write, *, source, kind, mode, schema_policy, partition_by, description, lineage, run_id) -> DatasetVersion:
+    "What every new version of `name` goes through: the checks, `write(store, uri, mode, delta_options)` making one Delta commit, the record."
     check_name(name)
     if kind not in KINDS: raise InvalidInput(f"dataset {name!r}: kind {kind!r} is unknown; kinds: {', '.join(KINDS)}")
     if mode not in ("append", "overwrite"): raise InvalidInput(f"dataset {name!r}: mode {mode!r} is unknown; use 'append' or 'overwrite'")
     if schema_policy is not None and schema_policy not in SCHEMA_POLICIES:
         raise InvalidInput(f"dataset {name!r}: schema policy {schema_policy!r} is unknown; policies: {', '.join(SCHEMA_POLICIES)}")
-    lf = _storable(data.lazy(), f"dataset {name!r}")
-    new_schema = _schema(lf)
     check_columns(new_schema, f"dataset {name!r}")
     with dataset_lock(ws, name), restore_on_failure(ws, name):  # writers of `name` take turns; a failure leaves its folder as it was
         parent = latest_version(ws, name)
@@ -285,8 +296,7 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
                   {"schema_mode": "overwrite"} if mode == "overwrite" and parent is not None else {}
         from deltalake.exceptions import DeltaError
         if partition_by: options = {**options, "partition_by": list(partition_by)}
-        try: lf.sink_delta(uri, mode="append" if parent is None else mode, storage_options=store.storage_options,
-                           delta_write_options={**options, "commit_properties": commit_tag(name)})
+        try: write(store, uri, "append" if parent is None else mode, {**options, "commit_properties": commit_tag(name)})
         except (pl.exceptions.PolarsError, DeltaError) as e:
             raise InvalidInput(f"dataset {name!r}: the data could not be written ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]}); "
                                f"nothing was written, v{parent.version if parent else '-'} stays current") from None
@@ -303,6 +313,41 @@ def write_dataset(ws: Workspace, name: str, data: pl.LazyFrame | pl.DataFrame, *
                                                        created_at=now, **facts))
         transact(ws.metadata, record, what=f"dataset {name!r}", conflict="the new version could not be recorded in the metadata database", then=RECORD_FAILED)
     return dataset_version(ws, name, version)
+
+# %% ../../nbs/core/05_storage.ipynb #df778dd3
+_PARTITION_TEXT = re.compile(r"^[A-Za-z0-9_.:+-]*$")  # partition values written into folder names as they are
+
+def write_files(store: Storage, name: str, data: pl.DataFrame, partition_by: list[str] | None = None) -> list[dict]:
+    "Write `data` as new Parquet files of table `name`, one per partition (hive-style folders), wherever this runs: their Delta add actions, for `commit_files`."
+    data, out = _storable(data.lazy(), f"dataset {name!r}").collect(), []
+    for values, part in (data.group_by(partition_by, maintain_order=True) if partition_by else [((), data)]):
+        given = {c: None if v is None else str(v) for c, v in zip(partition_by or [], values)}
+        if bad := {c: v for c, v in given.items() if v is not None and not _PARTITION_TEXT.match(v)}:
+            raise NotSupported(f"dataset {name!r}: partition values {bad} would need escaping in file paths; write it with write_dataset")
+        rows, buf = part.drop(partition_by or []), io.BytesIO()
+        rows.write_parquet(buf)
+        path = "".join(f"{c}={'__HIVE_DEFAULT_PARTITION__' if v is None else v}/" for c, v in given.items()) + f"part-{uuid.uuid4().hex}.parquet"
+        store.write(name, path, buf.getvalue())
+        stats = {"numRecords": rows.height, "nullCount": {c: rows[c].null_count() for c in rows.columns}}
+        out.append({"path": path, "size": buf.getbuffer().nbytes, "partition_values": given, "modification_time": int(time.time() * 1000),
+                    "data_change": True, "stats": json.dumps(stats)})
+    return out
+
+def commit_files(ws: Workspace, name: str, files: list[dict], schema: dict, *,
+                 source: dict, kind: str = "raw", mode: str = "append", schema_policy: str | None = None, partition_by: list[str] | None = None,
+                 description: str = "", lineage: dict | None = None, run_id: str | None = None) -> DatasetVersion:
+    "Commit `files` (written into table `name` by `write_files`, on workers say) as a new version of dataset `name` in one Delta commit, and record it."
+    from deltalake import DeltaTable, Schema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+    lf = _storable(pl.LazyFrame(schema=schema), f"dataset {check_name(name)!r}")
+    delta_schema = Schema.from_arrow(lf.collect().to_arrow().schema)
+    def commit(store: Storage, uri: str, mode: str, options: dict):
+        actions, kw = [AddAction(**f) for f in files], {"partition_by": options.get("partition_by"), "commit_properties": options["commit_properties"]}
+        if DeltaTable.is_deltatable(uri, storage_options=store.storage_options):
+            DeltaTable(uri, storage_options=store.storage_options).create_write_transaction(actions, mode, delta_schema, **kw)
+        else: create_table_with_add_actions(uri, delta_schema, actions, mode="error", storage_options=store.storage_options, **kw)
+    return _new_version(ws, name, _schema(lf), commit, source=source, kind=kind, mode=mode, schema_policy=schema_policy,
+                        partition_by=partition_by, description=description, lineage=lineage, run_id=run_id)
 
 # %% ../../nbs/core/05_storage.ipynb #d5a7c003
 _log = logging.getLogger(__name__)

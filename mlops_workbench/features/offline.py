@@ -4,10 +4,10 @@
 
 # %% ../../nbs/features/12a_offline.ipynb #fe0008a9
 from __future__ import annotations
-import datetime as dt, hashlib, json, math, uuid, warnings
+import datetime as dt, hashlib, json, math, warnings
 from importlib import import_module
+from concurrent.futures import wait
 from dataclasses import dataclass, field
-from pathlib import Path
 import polars as pl
 import psutil
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from ..core.errors import *
 from ..core.workspace import Workspace
 from ..core.compute import LocalCompute, compute_backend
 from ..core.metadata import feature_builds, training_sets, utcnow
-from ..core.storage import STAGING, dataset_version, read_dataset, scan_partitions, write_dataset
+from ..core.storage import commit_files, dataset_version, read_dataset, scan_partitions, write_dataset, write_files
 from ..data.ingest import dataset_lock, restore_on_failure
 from .definitions import *
 from .definitions import _check_view
@@ -28,13 +28,16 @@ __all__ = ['PARTITION', 'DAY_PARTITION_ROWS', 'WINDOW_STATS', 'SOURCE_EXPANSION'
 
 # %% ../../nbs/features/12a_offline.ipynb #6f46c0b9
 PARTITION = "_event_date"
-DAY_PARTITION_ROWS = 20_000  # average rows per day from which a view gets a partition per day rather than per month
+DAY_PARTITION_ROWS = 20_000  # average source rows per day from which a view gets a partition per day rather than per month
 
-def _partition_expr(ts: str, rows: int, lo: dt.datetime | None, hi: dt.datetime | None) -> pl.Expr:
-    "The partition of a view's row: its event date, or the first day of its month when days would make files too small to read efficiently."
+def _partition_unit(rows: int, lo: dt.datetime | None, hi: dt.datetime | None) -> str:
+    "A partition per event date ('1d'), or per month ('1mo') when days of `rows` source rows over `lo`..`hi` would make files too small to read efficiently."
     days = max(1, (hi - lo).days + 1) if rows else 1
-    c = pl.col(ts)
-    return (c.dt.date() if rows / days >= DAY_PARTITION_ROWS else c.dt.truncate("1mo").dt.date()).alias(PARTITION)
+    return "1d" if rows / days >= DAY_PARTITION_ROWS else "1mo"
+
+def _partition_expr(ts: str, unit: str) -> pl.Expr:
+    "The partition of a view's row: the first day of its event time's `unit` (UTC)."
+    return pl.col(ts).dt.truncate(unit).dt.date().alias(PARTITION)
 
 def _bucket(keys: list[str], buckets: int) -> pl.Expr:
     "The key-hash bucket of each row: an entity's rows all land in one, the same in every process (the seed is fixed)."
@@ -119,10 +122,11 @@ class FeatureBuild:
 class DroppedRows(UserWarning):
     "Source rows a feature build or materialization left out; the message counts them and says why."
 
-def _null_keys(data: pl.LazyFrame, keys: list[str]) -> dict:
-    "Rows of `data` in all ('__all'), rows with a null join key ('__rows'), and nulls per key."
-    return data.select(pl.len().alias("__all"), pl.any_horizontal([pl.col(k).is_null() for k in keys]).sum().alias("__rows"),
-                       *[pl.col(k).null_count().alias(k) for k in keys]).collect().row(0, named=True)
+def _source_facts(data: pl.LazyFrame, keys: list[str], ts: str) -> dict:
+    "Rows of `data` in all ('__all'), rows with a null join key ('__rows'), nulls per key, the event-time range of the keyed rows ('__lo', '__hi')."
+    keyless = pl.any_horizontal([pl.col(k).is_null() for k in keys])
+    return data.select(pl.len().alias("__all"), keyless.sum().alias("__rows"), *[pl.col(k).null_count().alias(k) for k in keys],
+                       pl.col(ts).filter(~keyless).min().alias("__lo"), pl.col(ts).filter(~keyless).max().alias("__hi")).collect().row(0, named=True)
 
 def offline_table(view: str) -> str: return f"fv_{view}"
 
@@ -137,26 +141,21 @@ def _not_computed(fv: FeatureView, src, e: Exception) -> InvalidInput:
     return InvalidInput(f"feature view {fv.name!r} could not be computed from dataset {fv.source!r} v{src.version} ({type(e).__name__}: "
                         f"{(str(e).strip().splitlines() or [''])[0][:300]}); fix the view's expressions or the data; nothing was written")
 
-def build_bucket(view: FeatureView, keys: list[str], source: str, version: int, options: dict | None, bucket: int, buckets: int, part: str) -> dict:
-    "Key bucket `bucket` of `buckets` of `view`, computed wherever this runs from the source table read there, written as Parquet to `part`: its counts."
-    data = pl.scan_delta(source, version=version, storage_options=options).filter(_bucket(keys, buckets) == bucket)
-    rows, n = pl.collect_all([compute_view(view, data, keys), _view_input(view, data, keys).select(pl.len())])
-    if "://" not in part: Path(part).parent.mkdir(parents=True, exist_ok=True)
-    rows.write_parquet(part, storage_options=options)
-    return {"bucket": bucket, "input": n.item(), "rows": rows.height, "lo": rows[view.timestamp].min(), "hi": rows[view.timestamp].max()}
+def build_bucket(view: FeatureView, keys: list[str], store, source: str, version: int, unit: str, bucket: int, buckets: int) -> dict:
+    "Key bucket `bucket` of `buckets` of `view`, computed wherever this runs from the source table read there and written as files of its offline table: the source rows it read, the files' add actions."
+    data = pl.scan_delta(store.table_uri(source), version=version, storage_options=store.storage_options).filter(_bucket(keys, buckets) == bucket)
+    rows, n = pl.collect_all([compute_view(view, data, keys).with_columns(_partition_expr(view.timestamp, unit)), _view_input(view, data, keys).select(pl.len())])
+    return {"input": n.item(), "files": write_files(store, offline_table(view.name), rows, [PARTITION])}
 
-def _by_bucket(ws: Workspace, fv: FeatureView, keys: list[str], src, backend, buckets: int, expect: int, staging: str) -> pl.LazyFrame:
-    "The view's rows computed bucket by bucket as tasks on `backend` (one at a time in this process), staged as Parquet: a lazy scan of them."
-    store = ws.backend("storage")
-    parts = [f"{store.table_uri(staging)}/part-{b:05d}.parquet" for b in range(buckets)]
-    args = (fv, keys, store.table_uri(fv.source), src.version, store.storage_options)
+def _by_bucket(ws: Workspace, fv: FeatureView, keys: list[str], src, backend, buckets: int, expect: int, unit: str) -> list[dict]:
+    "The view's rows computed and written bucket by bucket as tasks on `backend` (one at a time in this process): the files' add actions."
     ex = backend.executor(1 if isinstance(backend, LocalCompute) else buckets)  # in this process, one bucket's rows in memory at a time
-    futures, done = [ex.submit(build_bucket, *args, b, buckets, part) for b, part in enumerate(parts)], []
+    futures, done = [ex.submit(build_bucket, fv, keys, ws.backend("storage"), fv.source, src.version, unit, b, buckets) for b in range(buckets)], []
     try:
         for b, f in enumerate(futures):
             try: done.append(f.result())
-            except Exception as e:
-                for g in futures: g.cancel()
+            except Exception as e:  # the others finish first (a running task cannot be stopped): then no file lands after the clean-up
+                wait(futures)
                 if isinstance(e, pl.exceptions.PolarsError): raise _not_computed(fv, src, e) from None
                 raise Unavailable(f"feature view {fv.name!r}: bucket {b} of {buckets} failed on {backend.uri or 'this process'} ({type(e).__name__}: "
                                   f"{(str(e).strip().splitlines() or [''])[0][:300]}); the build wrote nothing. Each bucket reads dataset "
@@ -165,8 +164,7 @@ def _by_bucket(ws: Workspace, fv: FeatureView, keys: list[str], src, backend, bu
     if (got := sum(d["input"] for d in done)) != expect:  # each entity in exactly one bucket: a worker hashing differently would lose or repeat some
         raise Conflict(f"feature view {fv.name!r}: its {buckets} key buckets read {got:,} source rows, but dataset {fv.source!r} v{src.version} has "
                        f"{expect:,} with a join key; the workers' polars differs from this process's (check with `mlw doctor`); nothing was written")
-    n, lo, hi = sum(d["rows"] for d in done), min((d["lo"] for d in done if d["rows"]), default=None), max((d["hi"] for d in done if d["rows"]), default=None)
-    return pl.scan_parquet(parts, storage_options=store.storage_options).with_columns(_partition_expr(fv.timestamp, n, lo, hi))
+    return [f for d in done for f in d["files"]]
 
 def build_features(ws: Workspace, view: str, run_id: str | None = None,
                    compute=None,  # a compute URI or backend; default: the workspace's. On a cluster the view is computed by key bucket on its workers
@@ -180,53 +178,49 @@ def build_features(ws: Workspace, view: str, run_id: str | None = None,
     backend, owned = compute_backend(ws, compute)
     # builds of a view take turns on its offline table (a file lock, as every writer of a dataset): three notebooks building it
     # at once make three versions, each recorded with its build, instead of racing to create the table; a build
-    # that fails removes what it wrote
+    # that fails removes what it wrote, its buckets' files included
     try:
         with dataset_lock(ws, offline_table(view)), restore_on_failure(ws, offline_table(view)):
-            bid, nulls, src = _build(ws, fv, keys, backend, memory_budget, run_id)
+            bid, facts, src = _build(ws, fv, keys, backend, memory_budget, run_id)
     finally:
         if owned: backend.close()
-    null_keys = [k for k in keys if nulls[k]]
-    if null_keys:
+    if null_keys := [k for k in keys if facts[k]]:
         warnings.warn(DroppedRows(
-            f"feature view {view!r}: {nulls['__rows']:,} of {nulls['__all']:,} rows of dataset {fv.source!r} v{src.version} have a null join key "
-            f"({', '.join(f'{k}: {nulls[k]:,}' for k in null_keys)}) and were left out of build {bid}: a row that names no entity has no "
+            f"feature view {view!r}: {facts['__rows']:,} of {facts['__all']:,} rows of dataset {fv.source!r} v{src.version} have a null join key "
+            f"({', '.join(f'{k}: {facts[k]:,}' for k in null_keys)}) and were left out of build {bid}: a row that names no entity has no "
             f"features; fill the key in the source, or filter those rows out in the view"), stacklevel=2)
     return get_build(ws, view, id=bid)
 
 def _build(ws: Workspace, fv: FeatureView, keys: list[str], backend, memory_budget: int | None, run_id: str | None) -> tuple:
-    "Compute and write the view's rows, record the build: its id, the null-key counts, the source version."
+    "Compute and write the view's rows, record the build: its id, the source's facts, the source version."
     view, src = fv.name, dataset_version(ws, fv.source)
     data = read_dataset(ws, fv.source, src.version)
-    nulls = _null_keys(data if fv.filter is None else data.filter(_as_expr(fv.filter)), keys)
+    facts = _source_facts(data if fv.filter is None else data.filter(_as_expr(fv.filter)), keys, fv.timestamp)
     if fv.unique and len(d := _duplicates(data.drop_nulls(keys), [*keys, fv.timestamp])):
         raise InvalidInput(f"feature view {view!r} declares its rows unique, but dataset {fv.source!r} v{src.version} has several rows "
                            f"for the same entity and time, e.g. {d.drop('len').row(0, named=True)} ({d['len'][0]} rows); "
                            f"deduplicate the source or set unique=False (the last row then wins)")
-    buckets, staging = _build_buckets(src.bytes, backend, memory_budget), None
-    try:
-        if buckets == 1:  # collected: per-entity windows need the entity's history at hand anyway, and an in-memory frame keeps its order in the files
-            try: rows = compute_view(fv, data, keys).collect()
-            except pl.exceptions.PolarsError as e: raise _not_computed(fv, src, e) from None
-            rows = rows.with_columns(_partition_expr(fv.timestamp, rows.height, rows[fv.timestamp].min(), rows[fv.timestamp].max()))
-        else:
-            staging = f"{STAGING}/{offline_table(view)}-{uuid.uuid4().hex[:12]}"
-            rows = _by_bucket(ws, fv, keys, src, backend, buckets, nulls["__all"] - nulls["__rows"], staging)
-        out = write_dataset(ws, offline_table(view), rows, kind="features", mode="overwrite", partition_by=[PARTITION],
-                            source={"kind": "feature_view", "location": f"{view} v{fv.version}"},
-                            description=f"offline store of feature view {view!r}",
-                            lineage={"inputs": [{"dataset": fv.source, "version": src.version}],
-                                     "steps": [{"feature_view": view, "version": fv.version, "hash": fv.hash, "buckets": buckets}]}, run_id=run_id)
-    finally:
-        if staging: ws.backend("storage").drop(staging)
+    unit, buckets = _partition_unit(facts["__all"] - facts["__rows"], facts["__lo"], facts["__hi"]), _build_buckets(src.bytes, backend, memory_budget)
+    rows = compute_view(fv, data, keys).with_columns(_partition_expr(fv.timestamp, unit))
+    record = dict(kind="features", mode="overwrite", partition_by=[PARTITION], source={"kind": "feature_view", "location": f"{view} v{fv.version}"},
+                  description=f"offline store of feature view {view!r}", run_id=run_id,
+                  lineage={"inputs": [{"dataset": fv.source, "version": src.version}],
+                           "steps": [{"feature_view": view, "version": fv.version, "hash": fv.hash, "buckets": buckets}]})
+    if buckets == 1:  # collected: per-entity windows need the entity's history at hand anyway, and an in-memory frame keeps its order in the files
+        try: rows = rows.collect()
+        except pl.exceptions.PolarsError as e: raise _not_computed(fv, src, e) from None
+        out = write_dataset(ws, offline_table(view), rows, **record)
+    else:
+        files = _by_bucket(ws, fv, keys, src, backend, buckets, facts["__all"] - facts["__rows"], unit)
+        out = commit_files(ws, offline_table(view), files, rows.collect_schema(), **record)
     lo, hi = read_dataset(ws, out.dataset, out.version).select(pl.col(fv.timestamp).min().alias("lo"), pl.col(fv.timestamp).max().alias("hi")).collect().row(0)
-    null_keys = [k for k in keys if nulls[k]]
-    dropped = {f"null join key {', '.join(null_keys)}": nulls["__rows"]} if nulls["__rows"] else None
+    null_keys = [k for k in keys if facts[k]]
+    dropped = {f"null join key {', '.join(null_keys)}": facts["__rows"]} if facts["__rows"] else None
     with ws.metadata.begin() as c:
         bid = c.execute(feature_builds.insert().values(view=view, view_version=fv.version, source=fv.source, source_version=src.version,
                         table=out.dataset, table_version=out.version, rows=out.row_count, min_event_time=lo, max_event_time=hi,
                         run_id=run_id, created_at=utcnow(), dropped=dropped)).inserted_primary_key[0]
-    return bid, nulls, src
+    return bid, facts, src
 
 def get_build(ws: Workspace, view: str, version: int | None = None, id: int | None = None) -> FeatureBuild:
     "The newest build of `view` (of its `version`, default latest), or build `id`."
