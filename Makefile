@@ -64,8 +64,9 @@ layers: install
 nbtest: install
 	$(BIN)/nbdev_test --n_workers 2
 
+# --durations: the slowest tests named at the end of every run, so CI time can be watched where it goes
 pytest: install sysdeps
-	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/pipeline_overhead.py
