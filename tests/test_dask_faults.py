@@ -2,7 +2,9 @@
 worker killed (SIGKILL) mid-search, in the dangerous window: the killed worker is the only one holding the scattered
 prepared data, so the cluster loses it and cancels the trial that runs on it. The search sends the data again and
 resubmits the same optuna trial; every trial ends COMPLETE or PRUNED, numbered without gaps, one MLflow child run each.
-A trial lost more than 3 times fails the search with the reason, and nothing is left half-recorded. No mocks."""
+A trial lost more than 3 times fails the search with the reason, and nothing is left half-recorded. A training fit whose
+worker is killed mid-fit runs again on the worker left (restarted first: LightGBM's network is stuck in it) and ends as
+one run tagged with its attempts, on both shapes. No mocks."""
 import os, threading, time
 
 import numpy as np
@@ -159,5 +161,52 @@ def test_a_trial_lost_more_than_three_times_fails_the_search_with_the_reason(das
     [child] = children(ws, parent.info.run_id)
     assert child.info.status == "FAILED" and child.data.tags["mlw.trial"] == "0" and child.data.tags["mlw.attempts"] == "4"
     assert child.data.tags["mlw.failure_reason"].startswith("lost on the Dask cluster 4 time(s)")
+    assert running_runs(ws) == []
+    ws.close()
+
+
+class FitKiller(threading.Thread):
+    "Beside a training run: once LightGBM's fit runs on the workers (`_train_part` tasks), SIGKILL the first of them."
+    def __init__(self, cluster, timeout_s: float = 240):
+        super().__init__(daemon=True)
+        self.cluster, self.timeout_s, self.killed, self.error, self.done = cluster, timeout_s, None, None, threading.Event()
+
+    def run(self):
+        from distributed import Client
+        try:
+            with Client(self.cluster.address, timeout=10, set_as_default=False) as mon:
+                deadline = time.monotonic() + self.timeout_s
+                while not self.done.is_set():
+                    if time.monotonic() > deadline: raise AssertionError("the fit never ran on the workers")
+                    busy = sorted(a for a, ks in mon.processing().items() if any(str(k).startswith("_train_part") for k in ks))
+                    if len(busy) == 2:  # both workers are in LightGBM's collective: kill one of them mid-fit
+                        names = {a: w["name"] for a, w in mon.scheduler_info(n_workers=-1)["workers"].items()}
+                        time.sleep(0.2)
+                        self.killed = self.cluster.kill(names[busy[0]])
+                        return
+                    time.sleep(0.02)
+        except BaseException as e: self.error = e
+
+
+@pytest.mark.parametrize("shape", ["binary", "regression"])
+def test_training_survives_a_worker_killed_mid_fit(dask_cluster, tmp_path, shape):
+    "The fit's worker dies: the one left is restarted (its LightGBM network is stuck) and the fit runs again there; one run, tagged."
+    from mlops_workbench.training.fit import train
+    ws = dask_ws(tmp_path, dask_cluster)
+    if shape == "binary": data, kw = toy(8000), dict(target="label", split=TimeSplit("t", 0.25), search_space=SPACE)
+    else:
+        data = toy_regression(8000)
+        kw = dict(task="regression", metric="rmse", target="amount", split=KFold(3), search_space={"learning_rate": FloatParam(0.05, 0.3, log=True)})
+    exp = Experiment(name=f"fit_kill_{shape}", params={"num_threads": 1}, num_boost_round=2000, early_stopping_rounds=None, trials=1, **kw)
+    killer = FitKiller(dask_cluster); killer.start()
+    try: res = train(ws, exp, {"learning_rate": 0.05, "num_leaves": 15}, data=data)
+    finally: killer.done.set(); killer.join(60)
+    assert killer.error is None, killer.error
+    assert killer.killed is not None, "the fit finished before the kill"
+    assert len(dask_cluster.names()) == 1  # the fit ran again on the one worker left
+    run = client_of(ws).get_run(res.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["mlw.attempts"] == "2"
+    assert run.data.metrics["n_trees"] == 2000 and all(np.isfinite(v) for v in res.metrics.values())
+    assert [r.info.run_id for r in client_of(ws).search_runs([run.info.experiment_id])] == [res.run_id]  # one run, not one per attempt
     assert running_runs(ws) == []
     ws.close()

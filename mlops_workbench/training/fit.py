@@ -4,7 +4,7 @@
 
 # %% ../../nbs/training/21_fit.ipynb #88479be0
 from __future__ import annotations
-import json, math, os, platform, tempfile, time, warnings
+import json, logging, math, os, platform, tempfile, time, warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,6 +18,9 @@ from ..experiments.definition import _canonical, _frame, _lgb_params
 from ..experiments.results import lgb_params
 from .plots import training_plots
 from .metrics import metric_value
+
+_log = logging.getLogger(__name__)
+
 
 # %% auto #0
 __all__ = ['HOLDOUT_METRICS', 'CURVE_METRICS', 'final_params', 'holdout_metrics', 'learning_curves', 'environment',
@@ -109,12 +112,38 @@ def _fit_local(data: PreparedData, rows: np.ndarray, params: dict, rounds: int) 
     ds = lgb.Dataset(data.X[rows], data.y[rows], feature_name=data.features, categorical_feature=_categorical(data), free_raw_data=True)
     return lgb.train(params, ds, num_boost_round=rounds)
 
-def _fit_dask(compute: DaskCompute, data: PreparedData, rows: np.ndarray, params: dict, rounds: int) -> lgb.Booster:
+_FIT_RETRIES = 2  # times a Dask fit that lost a worker runs again on the workers left
+
+def _lost_worker(e: BaseException) -> bool:
+    "Whether a Dask fit failed because a worker went away (its tasks cancelled, its sockets closed), not over its parameters or data."
+    seen, x = set(), e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if type(x).__name__ in ("FutureCancelledError", "CancelledError", "KilledWorker", "CommClosedError") or "Socket" in str(x): return True
+        x = x.__cause__ or x.__context__
+    return False
+
+def _fit_dask(compute: DaskCompute, data: PreparedData, rows: np.ndarray, params: dict, rounds: int) -> tuple[lgb.Booster, int]:
+    "The booster fitted by `lightgbm.dask` across the cluster's workers, and in how many attempts."
+    client = compute.client
+    for attempt in range(1, _FIT_RETRIES + 2):
+        held = set()
+        try: return _fit_dask_once(client, data, rows, params, rounds, held), attempt
+        except Exception as e:
+            if attempt > _FIT_RETRIES or not _lost_worker(e): raise
+            # LightGBM's network outlives a failed fit in the workers that took part (every later fit there fails 'Socket send
+            # error'): those still alive are restarted, through their nannies, before the data is sent again
+            if alive := sorted(held & set(client.scheduler_info(n_workers=-1)["workers"])): client.restart_workers(alive, timeout=120)
+            _log.warning("training on %s lost a worker (%s: %s); restarted %d worker(s) of the fit, attempt %d of %d", compute.uri,
+                         type(e).__name__, str(e).strip()[:200], len(alive), attempt + 1, _FIT_RETRIES + 1)
+
+def _fit_dask_once(client, data: PreparedData, rows: np.ndarray, params: dict, rounds: int, held: set) -> lgb.Booster:
+    "One `lightgbm.dask` fit; the workers holding its data are added to `held` as soon as it is sent."
     import dask.array as da
     from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
-    client = compute.client
     parts = [p for p in np.array_split(rows, max(1, len(client.scheduler_info()["workers"]))) if len(p)]
     fx, fy = client.scatter([data.X[p] for p in parts]), client.scatter([data.y[p] for p in parts])  # spread over the workers
+    held.update(w for ws in client.who_has([*fx, *fy]).values() for w in ws)
     X = da.concatenate([da.from_delayed(f, shape=(len(p), data.X.shape[1]), dtype=data.X.dtype) for f, p in zip(fx, parts)])
     y = da.concatenate([da.from_delayed(f, shape=(len(p),), dtype=data.y.dtype) for f, p in zip(fy, parts)])
     kind = DaskLGBMRegressor if data.task == "regression" else DaskLGBMClassifier
@@ -328,7 +357,8 @@ def train(ws: Workspace, exp: Experiment,
 def _run(ws, exp, data, frame, full, rounds, dask, tracking, eid, run_id, origin) -> TrainingResult:
     from mlflow.entities import Metric, Param
     client, (tr, ho) = tracking.client, data.folds[0]
-    booster = _fit_dask(dask, data, tr, full, rounds) if dask else _fit_local(data, tr, full, rounds)
+    booster, attempts = _fit_dask(dask, data, tr, full, rounds) if dask else (_fit_local(data, tr, full, rounds), 1)
+    if attempts > 1: client.set_tag(run_id, "mlw.attempts", str(attempts))  # a worker died under the fit; as a search's trials say it
     X, y = data.X[ho], data.y[ho]
     pred = booster.predict(X)
     metrics = holdout_metrics(exp, y, pred)
