@@ -125,7 +125,7 @@ class S3Storage(Storage):
 
     def check_conditional_writes(self):
         "Raise `NotSupported` unless the server refuses to create an object that exists (what keeps concurrent Delta commits safe)."
-        import uuid, obstore
+        import obstore
         from obstore.exceptions import AlreadyExistsError
         probe = f"{PROBE}/{uuid.uuid4().hex}"
         try:
