@@ -16,6 +16,7 @@ from ..core.workspace import Workspace
 from ..core.compute import LocalCompute, compute_backend
 from ..core.metadata import feature_builds, training_sets, utcnow
 from ..core.storage import commit_files, dataset_version, read_dataset, scan_partitions, write_dataset, write_files
+from ..core.storage import _first_line
 from ..data.ingest import dataset_lock, restore_on_failure
 from .definitions import *
 from .definitions import _check_view
@@ -139,7 +140,7 @@ def _build_buckets(source_bytes: int, backend, memory_budget: int | None) -> int
 
 def _not_computed(fv: FeatureView, src, e: Exception) -> InvalidInput:
     return InvalidInput(f"feature view {fv.name!r} could not be computed from dataset {fv.source!r} v{src.version} ({type(e).__name__}: "
-                        f"{(str(e).strip().splitlines() or [''])[0][:300]}); fix the view's expressions or the data; nothing was written")
+                        f"{_first_line(e)}); fix the view's expressions or the data; nothing was written")
 
 def build_bucket(view: FeatureView, keys: list[str], store, source: str, version: int, unit: str, bucket: int, buckets: int) -> dict:
     "Key bucket `bucket` of `buckets` of `view`, computed wherever this runs from the source table read there and written as files of its offline table: the source rows it read, the files' add actions."
@@ -158,7 +159,7 @@ def _by_bucket(ws: Workspace, fv: FeatureView, keys: list[str], src, backend, bu
                 wait(futures)
                 if isinstance(e, pl.exceptions.PolarsError): raise _not_computed(fv, src, e) from None
                 raise Unavailable(f"feature view {fv.name!r}: bucket {b} of {buckets} failed on {backend.uri or 'this process'} ({type(e).__name__}: "
-                                  f"{(str(e).strip().splitlines() or [''])[0][:300]}); the build wrote nothing. Each bucket reads dataset "
+                                  f"{_first_line(e)}); the build wrote nothing. Each bucket reads dataset "
                                   f"{fv.source!r} itself: on a cluster the workers need the storage (object storage, or a folder they all mount)") from None
     finally: ex.shutdown(wait=True)
     if (got := sum(d["input"] for d in done)) != expect:  # each entity in exactly one bucket: a worker hashing differently would lose or repeat some
